@@ -1,0 +1,155 @@
+// pybind11 module onnxplain._core: converts numpy <-> Tensor and maps C++ errors to Python ones.
+// Python validates and presents; all computation happens in the C++ library.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cstring>
+
+#include "ops/op.hpp"
+#include "runtime/model.hpp"
+
+namespace py = pybind11;
+using namespace onnxplain;
+
+namespace {
+
+py::array to_numpy(const Tensor& t) {
+  std::vector<py::ssize_t> shape(t.shape().begin(), t.shape().end());
+  // The array keeps the tensor's storage alive through a capsule holding a copy of the Tensor.
+  auto* keep = new Tensor(t);
+  py::capsule owner(keep, [](void* p) { delete static_cast<Tensor*>(p); });
+  if (t.dtype() == DType::Int64)
+    return py::array_t<int64_t>(shape, static_cast<const int64_t*>(keep->raw()), owner);
+  return py::array_t<float>(shape, static_cast<const float*>(keep->raw()), owner);
+}
+
+// Zero-copy when the array is C-contiguous float32; Python has already converted other dtypes.
+Tensor from_numpy(const py::array& a) {
+  Shape shape(a.shape(), a.shape() + a.ndim());
+  if (py::isinstance<py::array_t<float>>(a) && (a.flags() & py::array::c_style)) {
+    auto owner = std::shared_ptr<void>(new py::object(a), [](void* p) {
+      py::gil_scoped_acquire gil;
+      delete static_cast<py::object*>(p);
+    });
+    return Tensor(DType::Float32, shape, const_cast<void*>(a.data()), owner);
+  }
+  if (py::isinstance<py::array_t<int64_t>>(a)) {
+    auto c = py::array_t<int64_t, py::array::c_style | py::array::forcecast>::ensure(a);
+    Tensor t(DType::Int64, shape);
+    if (t.numel()) std::memcpy(t.raw(), c.data(), t.nbytes());
+    return t;
+  }
+  auto c = py::array_t<float, py::array::c_style | py::array::forcecast>::ensure(a);
+  Tensor t(DType::Float32, shape);
+  if (t.numel()) std::memcpy(t.raw(), c.data(), t.nbytes());
+  return t;
+}
+
+py::list specs(const std::vector<runtime::TensorSpec>& s) {
+  py::list l;
+  for (const auto& x : s) {
+    py::list shape;
+    for (int64_t d : x.shape) {
+      if (d < 0)
+        shape.append(py::none());
+      else
+        shape.append(d);
+    }
+    l.append(py::make_tuple(x.name, dtype_name(x.dtype), py::tuple(shape)));
+  }
+  return l;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+  m.doc() = "onnxplain C++ core";
+
+  auto base = py::register_exception<Error>(m, "OnnxplainError", PyExc_RuntimeError);
+  py::register_exception<ModelFormatError>(m, "ModelFormatError", base.ptr());
+  py::register_exception<ShapeError>(m, "ShapeError", PyExc_ValueError);
+  py::register_exception<InvalidArgument>(m, "InvalidArgument", PyExc_ValueError);
+  // Kept as a raw, intentionally leaked reference: the type lives as long as the interpreter.
+  static PyObject* unsupported = nullptr;
+  {
+    py::exception<UnsupportedModelError> t(m, "UnsupportedModelError", base.ptr());
+    unsupported = t.ptr();
+    Py_INCREF(unsupported);
+  }
+  py::register_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const UnsupportedModelError& e) {
+      py::list ops;
+      for (const auto& u : e.ops()) ops.append(py::make_tuple(u.op_type, u.domain, u.node_names));
+      py::object exc = py::reinterpret_borrow<py::object>(unsupported)(e.what());
+      exc.attr("ops") = ops;
+      PyErr_SetObject(unsupported, exc.ptr());
+    }
+  });
+
+  m.def("supported_ops", [] {
+    std::vector<std::pair<std::string, std::string>> v;
+    for (const auto& d : ops::registry()) {
+      // The kind of an op can depend on its node (MatMul with a constant is Linear); report the
+      // op type only.
+      v.emplace_back(d.op_type, "");
+    }
+    std::vector<std::string> names;
+    for (auto& p : v) names.push_back(p.first);
+    return names;
+  });
+
+  py::class_<runtime::Model, std::shared_ptr<runtime::Model>>(m, "Model")
+      .def_static(
+          "from_file",
+          [](const std::string& path, bool strip_softmax, bool fold_batch_norm) {
+            runtime::LoadOptions o;
+            o.strip_softmax = strip_softmax;
+            o.fold_batch_norm = fold_batch_norm;
+            py::gil_scoped_release nogil;
+            return runtime::Model::from_file(path, o);
+          },
+          py::arg("path"), py::arg("strip_softmax") = true, py::arg("fold_batch_norm") = true)
+      .def_static(
+          "from_bytes",
+          [](py::bytes data, bool strip_softmax, bool fold_batch_norm) {
+            runtime::LoadOptions o;
+            o.strip_softmax = strip_softmax;
+            o.fold_batch_norm = fold_batch_norm;
+            std::string s = data;
+            py::gil_scoped_release nogil;
+            return runtime::Model::from_bytes(reinterpret_cast<const uint8_t*>(s.data()), s.size(), "", o);
+          },
+          py::arg("data"), py::arg("strip_softmax") = true, py::arg("fold_batch_norm") = true)
+      .def_property_readonly("inputs", [](const runtime::Model& mdl) { return specs(mdl.inputs()); })
+      .def_property_readonly("outputs", [](const runtime::Model& mdl) { return specs(mdl.outputs()); })
+      .def_property_readonly("op_counts", &runtime::Model::op_counts)
+      .def_property_readonly("producer", [](const runtime::Model& mdl) { return mdl.graph().producer_name; })
+      .def_property_readonly("opset", [](const runtime::Model& mdl) { return mdl.graph().opset(); })
+      .def_property_readonly("notes", [](const runtime::Model& mdl) { return mdl.graph().notes; })
+      .def_property_readonly("nodes",
+                             [](const runtime::Model& mdl) {
+                               py::list l;
+                               for (const auto& n : mdl.graph().nodes)
+                                 l.append(py::make_tuple(n.name, n.op_type,
+                                                         n.op ? ops::kind_name(n.op->kind()) : "unsupported"));
+                               return l;
+                             })
+      .def(
+          "run",
+          [](const runtime::Model& mdl, const std::vector<py::array>& arrays, int threads) {
+            std::vector<Tensor> ins;
+            for (const auto& a : arrays) ins.push_back(from_numpy(a));
+            std::vector<Tensor> outs;
+            {
+              py::gil_scoped_release nogil;
+              outs = mdl.run(ins, threads);
+            }
+            py::list l;
+            for (const auto& t : outs) l.append(to_numpy(t));
+            return l;
+          },
+          py::arg("inputs"), py::arg("threads") = 1);
+}

@@ -1,0 +1,70 @@
+// Dense tensors of the IR. Compute is float32; integer tensors (int64) exist only for the shape
+// arithmetic exporters emit (Shape/Gather/Concat/...), which constant folding or the runtime
+// evaluates on a handful of elements.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace onnxplain {
+
+enum class DType : int { Float32 = 1, Int64 = 7 };
+
+const char* dtype_name(DType t);
+inline std::size_t dtype_size(DType t) { return t == DType::Int64 ? 8 : 4; }
+
+using Shape = std::vector<int64_t>;
+
+/// Number of elements of a fully known shape (all dims >= 0).
+int64_t shape_numel(const Shape& s);
+/// "(1, 3, 224, 224)"; unknown dims (-1) print as "?".
+std::string shape_str(const Shape& s);
+
+/// A contiguous, row-major tensor. Storage is shared (copying a Tensor is cheap and aliases);
+/// use clone() for a deep copy.
+class Tensor {
+ public:
+  Tensor() = default;
+  /// Allocates uninitialised storage (64-byte aligned).
+  Tensor(DType dtype, Shape shape);
+  /// Wraps external memory; `owner` keeps it alive (e.g. a numpy array).
+  Tensor(DType dtype, Shape shape, void* data, std::shared_ptr<void> owner);
+
+  static Tensor zeros(DType dtype, Shape shape);
+  static Tensor scalar_f32(float v);
+  static Tensor from_i64(const std::vector<int64_t>& v);  // 1-D int64
+
+  DType dtype() const { return dtype_; }
+  const Shape& shape() const { return shape_; }
+  int64_t rank() const { return static_cast<int64_t>(shape_.size()); }
+  int64_t dim(int64_t i) const { return shape_[static_cast<std::size_t>(i)]; }
+  int64_t numel() const { return numel_; }
+  std::size_t nbytes() const;
+  bool empty_storage() const { return data_ == nullptr && numel_ != 0; }
+  bool defined() const { return storage_ != nullptr || numel_ == 0; }
+
+  float* f32();
+  const float* f32() const;
+  int64_t* i64();
+  const int64_t* i64() const;
+  void* raw() { return data_; }
+  const void* raw() const { return data_; }
+
+  /// Same storage, new shape with the same number of elements.
+  Tensor reshaped(Shape shape) const;
+  Tensor clone() const;
+  /// Values of an int64 tensor (or a float tensor holding integers) as a vector.
+  std::vector<int64_t> to_i64_vector() const;
+
+ private:
+  DType dtype_ = DType::Float32;
+  Shape shape_;
+  int64_t numel_ = 0;
+  std::shared_ptr<void> storage_;
+  void* data_ = nullptr;
+};
+
+}  // namespace onnxplain

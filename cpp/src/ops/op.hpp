@@ -1,0 +1,125 @@
+// The interface every ONNX op implements, and the registry that maps op_type to a factory.
+// One file per op in this folder (see TEMPLATE.cpp and CONTRIBUTING.md); rules and methods never
+// name an op type, they work through the op's kind.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "ir/attributes.hpp"
+#include "ir/graph.hpp"
+#include "ir/tensor.hpp"
+#include "onnxplain/errors.hpp"
+
+namespace onnxplain {
+
+/// Execution context passed to kernels: thread budget and reusable scratch memory.
+class ExecContext {
+ public:
+  explicit ExecContext(int threads = 1) : threads_(threads < 1 ? 1 : threads) {}
+  int threads() const { return threads_; }
+  /// Output allocation goes through here so the runtime can pool buffers.
+  Tensor alloc(DType dtype, const Shape& shape) { return Tensor(dtype, shape); }
+  /// Scratch float memory of at least n elements, valid until the next call (not thread-safe).
+  float* scratch(std::size_t n) {
+    if (scratch_.size() < n) scratch_.resize(n);
+    return scratch_.data();
+  }
+
+ private:
+  int threads_;
+  std::vector<float> scratch_;
+};
+
+namespace ops {
+
+/// How the reverse passes treat an op (DESIGN.md): relevance rules attach to kinds, not op types.
+enum class OpKind {
+  Linear,         // y = W*x + b with constant W (Conv, Gemm, MatMul with a constant operand)
+  Activation,     // elementwise unary y = f(x) (Relu, Sigmoid, Tanh, Clip, ...)
+  Sum,            // elementwise sum of activations (Add, Sub): residual connections, bias adds
+  Product,        // elementwise product/quotient (Mul, Div) or MatMul of two activations
+  AvgPool,        // linear averaging without weights (AveragePool, GlobalAveragePool, ReduceMean/Sum)
+  MaxPool,        // winner-take-all selection (MaxPool, GlobalMaxPool)
+  Routing,        // moves values without arithmetic (Reshape, Transpose, Concat, Pad, Gather, ...)
+  Normalization,  // BatchNormalization (folded into a linear op where possible)
+  Softmax,        // Softmax, LogSoftmax
+  Constant,       // produces a constant (Constant)
+  ShapeOf,        // produces integer metadata, not differentiable (Shape)
+};
+const char* kind_name(OpKind k);
+
+/// What an op's factory receives. `const_inputs[i]` is non-null when input i is a known constant
+/// at load time (initializer or folded), so an op can depend on it (e.g. MatMul's kind).
+struct NodeDesc {
+  std::string name;
+  std::string op_type;
+  std::string domain;
+  const AttrMap* attrs = nullptr;
+  int64_t opset = 0;
+  std::vector<const Tensor*> const_inputs;  // one per input; nullptr = not constant or omitted
+  std::vector<bool> input_present;          // false for an omitted optional input ("")
+  std::size_t num_outputs = 1;
+};
+
+class Op {
+ public:
+  explicit Op(const NodeDesc& d) : name_(d.name), op_type_(d.op_type) {}
+  virtual ~Op() = default;
+  Op(const Op&) = delete;
+  Op& operator=(const Op&) = delete;
+
+  virtual OpKind kind() const = 0;
+  /// Output dtypes and shapes from what is known of the inputs (dims < 0 unknown). Throws
+  /// ShapeError (through fail_shape) when the inputs can never fit.
+  virtual std::vector<ValueInfo> infer(const std::vector<ValueInfo>& in) const = 0;
+  /// Computes every output. `out` has one empty Tensor per output; the op allocates through
+  /// ctx.alloc or aliases an input (routing ops). Omitted optional inputs are nullptr.
+  virtual void forward(const std::vector<const Tensor*>& in, std::vector<Tensor>& out,
+                       ExecContext& ctx) const = 0;
+  /// Whether constant folding may evaluate this op at load time when all inputs are constant.
+  virtual bool foldable() const { return true; }
+
+  /// For OpKind::Linear: which inputs hold the weight and the (optional) bias; -1 if none.
+  virtual int weight_input() const { return -1; }
+  virtual int bias_input() const { return -1; }
+
+  const std::string& name() const { return name_; }
+  const std::string& op_type() const { return op_type_; }
+  /// "node 'conv1' (Conv)" for error messages.
+  std::string context() const { return "node '" + name_ + "' (" + op_type_ + ")"; }
+  [[noreturn]] void fail_shape(const std::string& msg) const { throw ShapeError(context() + ": " + msg); }
+  [[noreturn]] void fail_format(const std::string& msg) const { throw ModelFormatError(context() + ": " + msg); }
+
+ protected:
+  std::string name_;
+  std::string op_type_;
+};
+
+/// Convenience: infos of concrete tensors (value pointers set).
+std::vector<ValueInfo> infos_of(const std::vector<const Tensor*>& in);
+
+using OpFactory = std::unique_ptr<Op> (*)(const NodeDesc&);
+
+struct OpDef {
+  const char* op_type;
+  OpFactory create;
+};
+
+/// The ops compiled in (ai.onnx domain), in op_list.inc order.
+const std::vector<OpDef>& registry();
+/// nullptr when op_type is not supported.
+const OpDef* find_op(const std::string& op_type, const std::string& domain);
+
+}  // namespace ops
+}  // namespace onnxplain
+
+/// Defines the factory for an op class; used once at the end of each op file.
+#define ONNXPLAIN_REGISTER_OP(OP_TYPE, CLASS)                                        \
+  namespace onnxplain::ops {                                                         \
+  std::unique_ptr<Op> make_op_##OP_TYPE(const NodeDesc& d) {                         \
+    return std::unique_ptr<Op>(new CLASS(d));                                        \
+  }                                                                                  \
+  }

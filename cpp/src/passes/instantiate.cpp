@@ -1,0 +1,145 @@
+// Op instantiation, shape inference and constant folding: one walk in topological order.
+#include <map>
+
+#include "ops/op.hpp"
+#include "passes/passes.hpp"
+
+namespace onnxplain::passes {
+
+namespace {
+ops::NodeDesc describe(const Graph& g, const Node& n) {
+  ops::NodeDesc d;
+  d.name = n.name;
+  d.op_type = n.op_type;
+  d.domain = n.domain;
+  d.attrs = &n.attrs;
+  d.opset = g.opset();
+  d.num_outputs = n.outputs.size();
+  for (int in : n.inputs) {
+    d.input_present.push_back(in >= 0);
+    const Value* v = in >= 0 ? &g.values[static_cast<std::size_t>(in)] : nullptr;
+    d.const_inputs.push_back(v && v->is_constant ? &v->constant : nullptr);
+  }
+  return d;
+}
+
+std::vector<ValueInfo> input_infos(const Graph& g, const Node& n) {
+  std::vector<ValueInfo> infos;
+  for (int in : n.inputs) {
+    if (in < 0) {
+      infos.emplace_back();
+      continue;
+    }
+    const Value& v = g.values[static_cast<std::size_t>(in)];
+    ValueInfo vi = v.info;
+    if (v.is_constant) vi = ValueInfo::of(v.constant);
+    infos.push_back(vi);
+  }
+  return infos;
+}
+
+// Adds the node's context to errors thrown by op code that did not add it itself.
+template <class F>
+void with_context(const Node& n, F&& f) {
+  try {
+    f();
+  } catch (const ShapeError& e) {
+    std::string m = e.what();
+    if (m.rfind("node '", 0) == 0) throw;
+    throw ShapeError(Graph::node_context(n) + ": " + m);
+  } catch (const ModelFormatError& e) {
+    std::string m = e.what();
+    if (m.rfind("node '", 0) == 0) throw;
+    throw ModelFormatError(Graph::node_context(n) + ": " + m);
+  }
+}
+}  // namespace
+
+void instantiate(Graph& g, std::size_t i) {
+  Node& n = g.nodes[i];
+  const ops::OpDef* def = ops::find_op(n.op_type, n.domain);
+  n.op.reset();
+  if (!def) return;
+  with_context(n, [&] { n.op = std::shared_ptr<ops::Op>(def->create(describe(g, n)).release()); });
+}
+
+static void infer_node(Graph& g, Node& n) {
+  std::vector<ValueInfo> out;
+  with_context(n, [&] { out = n.op->infer(input_infos(g, n)); });
+  for (std::size_t k = 0; k < n.outputs.size() && k < out.size(); ++k) {
+    int o = n.outputs[k];
+    if (o < 0) continue;
+    out[k].value = nullptr;
+    g.values[static_cast<std::size_t>(o)].info = out[k];
+  }
+}
+
+void instantiate_and_fold(Graph& g) {
+  // Report every unsupported op at once, before anything else can fail.
+  std::map<std::string, UnsupportedOp> missing;
+  for (auto& n : g.nodes)
+    if (!ops::find_op(n.op_type, n.domain)) {
+      std::string key = n.domain + "/" + n.op_type;
+      auto& u = missing[key];
+      u.op_type = n.op_type;
+      u.domain = n.domain;
+      u.node_names.push_back(n.name);
+    }
+  if (!missing.empty()) {
+    std::string msg = "the model uses ops onnxplain does not support:";
+    std::vector<UnsupportedOp> list;
+    for (auto& kv : missing) {
+      const auto& u = kv.second;
+      msg += "\n  " + (u.domain.empty() ? std::string() : u.domain + ".") + u.op_type + " (" +
+             std::to_string(u.node_names.size()) + " node" + (u.node_names.size() > 1 ? "s" : "") + ": ";
+      for (std::size_t k = 0; k < u.node_names.size() && k < 5; ++k) msg += (k ? ", " : "") + ("'" + u.node_names[k] + "'");
+      if (u.node_names.size() > 5) msg += ", ...";
+      msg += ")";
+      list.push_back(u);
+    }
+    msg += "\nRun `onnxplain inspect MODEL` for the list of supported ops; re-export the model without "
+           "these ops or open an issue asking for them.";
+    throw UnsupportedModelError(msg, list);
+  }
+
+  ExecContext ctx(1);
+  bool folded_any = false;
+  for (std::size_t i = 0; i < g.nodes.size(); ++i) {
+    Node& n = g.nodes[i];
+    instantiate(g, i);
+    infer_node(g, n);
+    bool all_const = n.op->foldable();
+    for (int in : n.inputs)
+      if (in >= 0 && !g.values[static_cast<std::size_t>(in)].is_constant) all_const = false;
+    if (!all_const) continue;
+    std::vector<const Tensor*> ins;
+    for (int in : n.inputs) ins.push_back(in >= 0 ? &g.values[static_cast<std::size_t>(in)].constant : nullptr);
+    std::vector<Tensor> outs(n.outputs.size());
+    with_context(n, [&] { n.op->forward(ins, outs, ctx); });
+    for (std::size_t k = 0; k < n.outputs.size(); ++k) {
+      int o = n.outputs[k];
+      if (o < 0) continue;
+      Value& v = g.values[static_cast<std::size_t>(o)];
+      v.is_constant = true;
+      v.constant = outs[k];
+      v.info = ValueInfo(outs[k].dtype(), outs[k].shape());
+      v.producer = -1;
+    }
+    n.outputs.clear();  // marks the node as folded; removed below
+    folded_any = true;
+  }
+  if (folded_any) {
+    std::vector<Node> kept;
+    for (auto& n : g.nodes)
+      if (!n.outputs.empty()) kept.push_back(std::move(n));
+    g.nodes = std::move(kept);
+    g.remove_dead_nodes();
+  }
+}
+
+void infer_shapes(Graph& g) {
+  for (auto& n : g.nodes)
+    if (n.op) infer_node(g, n);
+}
+
+}  // namespace onnxplain::passes

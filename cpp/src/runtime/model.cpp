@@ -1,0 +1,127 @@
+#include "runtime/model.hpp"
+
+#include <fstream>
+#include <sstream>
+
+#include "importer/onnx_loader.hpp"
+#include "kernels/gemm.hpp"
+#include "ops/op.hpp"
+#include "passes/passes.hpp"
+
+namespace onnxplain::runtime {
+
+std::shared_ptr<Model> Model::from_bytes(const uint8_t* data, std::size_t size, const std::string& base_dir,
+                                         const LoadOptions& opts) {
+  auto m = std::make_shared<Model>();
+  Graph& g = m->graph_;
+  g = importer::import_model(data, size, base_dir);
+  passes::prune_outputs(g);
+  passes::remove_identity(g);
+  passes::instantiate_and_fold(g);
+  if (opts.strip_softmax) passes::strip_softmax(g);
+  passes::fuse_matmul_add(g);
+  if (opts.fold_batch_norm) passes::fold_batch_norm(g);
+  g.remove_dead_nodes();
+  passes::infer_shapes(g);
+  m->plan();
+  return m;
+}
+
+std::shared_ptr<Model> Model::from_file(const std::string& path, const LoadOptions& opts) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) throw InvalidArgument("cannot open model file '" + path + "'");
+  std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  std::string dir = ".";
+  auto slash = path.find_last_of('/');
+  if (slash != std::string::npos) dir = slash == 0 ? "/" : path.substr(0, slash);
+  return from_bytes(bytes.data(), bytes.size(), dir, opts);
+}
+
+void Model::plan() {
+  last_use_.assign(graph_.values.size(), -1);
+  for (std::size_t i = 0; i < graph_.nodes.size(); ++i)
+    for (int in : graph_.nodes[i].inputs)
+      if (in >= 0) last_use_[static_cast<std::size_t>(in)] = static_cast<int>(i);
+  for (int o : graph_.outputs) last_use_[static_cast<std::size_t>(o)] = static_cast<int>(graph_.nodes.size());
+}
+
+static TensorSpec spec_of(const Graph& g, int v) {
+  const Value& val = g.values[static_cast<std::size_t>(v)];
+  return TensorSpec{val.name, val.info.dtype, val.info.has_rank ? val.info.shape : Shape{}};
+}
+
+std::vector<TensorSpec> Model::inputs() const {
+  std::vector<TensorSpec> s;
+  for (int v : graph_.inputs) s.push_back(spec_of(graph_, v));
+  return s;
+}
+
+std::vector<TensorSpec> Model::outputs() const {
+  std::vector<TensorSpec> s;
+  for (int v : graph_.outputs) s.push_back(spec_of(graph_, v));
+  return s;
+}
+
+std::map<std::string, int> Model::op_counts() const {
+  std::map<std::string, int> c;
+  for (const auto& n : graph_.nodes) c[n.op_type]++;
+  return c;
+}
+
+std::vector<Tensor> Model::run(const std::vector<Tensor>& inputs, int threads, std::vector<Tensor>* keep) const {
+  const Graph& g = graph_;
+  if (inputs.size() != g.inputs.size())
+    throw InvalidArgument("the model has " + std::to_string(g.inputs.size()) + " input(s) but " +
+                          std::to_string(inputs.size()) + " were given");
+  std::vector<Tensor> vals(g.values.size());
+  for (std::size_t v = 0; v < g.values.size(); ++v)
+    if (g.values[v].is_constant) vals[v] = g.values[v].constant;
+  for (std::size_t k = 0; k < inputs.size(); ++k) {
+    const Value& spec = g.values[static_cast<std::size_t>(g.inputs[k])];
+    const Tensor& t = inputs[k];
+    if (t.dtype() != spec.info.dtype)
+      throw InvalidArgument("input '" + spec.name + "' expects " + dtype_name(spec.info.dtype) + " but got " +
+                            dtype_name(t.dtype()));
+    if (spec.info.has_rank) {
+      bool ok = t.rank() == spec.info.rank();
+      for (std::size_t d = 0; ok && d < spec.info.shape.size(); ++d)
+        if (spec.info.shape[d] >= 0 && spec.info.shape[d] != t.shape()[d]) ok = false;
+      if (!ok)
+        throw ShapeError("input '" + spec.name + "' expects shape " + shape_str(spec.info.shape) + " but got " +
+                         shape_str(t.shape()));
+    }
+    vals[static_cast<std::size_t>(g.inputs[k])] = t;
+  }
+  ExecContext ctx(threads);
+  kernels::set_blas_threads(threads);
+  std::vector<const Tensor*> ins;
+  std::vector<Tensor> outs;
+  for (std::size_t i = 0; i < g.nodes.size(); ++i) {
+    const Node& n = g.nodes[i];
+    ins.clear();
+    for (int in : n.inputs) ins.push_back(in >= 0 ? &vals[static_cast<std::size_t>(in)] : nullptr);
+    outs.assign(n.outputs.size(), Tensor());
+    try {
+      n.op->forward(ins, outs, ctx);
+    } catch (const ShapeError& e) {
+      std::string m = e.what();
+      if (m.rfind("node '", 0) == 0) throw;
+      throw ShapeError(Graph::node_context(n) + ": " + m);
+    }
+    for (std::size_t k = 0; k < n.outputs.size(); ++k)
+      if (n.outputs[k] >= 0) vals[static_cast<std::size_t>(n.outputs[k])] = std::move(outs[k]);
+    if (!keep) {
+      // Free what no later node reads, so peak memory stays near the widest layer.
+      for (int in : n.inputs)
+        if (in >= 0 && last_use_[static_cast<std::size_t>(in)] == static_cast<int>(i) &&
+            !g.values[static_cast<std::size_t>(in)].is_constant)
+          vals[static_cast<std::size_t>(in)] = Tensor();
+    }
+  }
+  std::vector<Tensor> result;
+  for (int o : g.outputs) result.push_back(vals[static_cast<std::size_t>(o)]);
+  if (keep) *keep = std::move(vals);
+  return result;
+}
+
+}  // namespace onnxplain::runtime

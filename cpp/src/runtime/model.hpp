@@ -1,0 +1,48 @@
+// A loaded, rewritten, ready-to-run model: the object the bindings and the C API hold.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "ir/graph.hpp"
+
+namespace onnxplain::runtime {
+
+struct LoadOptions {
+  bool strip_softmax = true;
+  bool fold_batch_norm = true;
+};
+
+struct TensorSpec {
+  std::string name;
+  DType dtype;
+  Shape shape;  // dims < 0 are dynamic (e.g. the batch)
+};
+
+class Model {
+ public:
+  static std::shared_ptr<Model> from_bytes(const uint8_t* data, std::size_t size, const std::string& base_dir,
+                                           const LoadOptions& opts);
+  static std::shared_ptr<Model> from_file(const std::string& path, const LoadOptions& opts);
+
+  const Graph& graph() const { return graph_; }
+  std::vector<TensorSpec> inputs() const;
+  std::vector<TensorSpec> outputs() const;
+
+  /// Runs the forward pass. `inputs` in graph-input order; returns the graph outputs. When
+  /// `keep` is non-null it receives every value (indexed by value id) for the reverse passes.
+  std::vector<Tensor> run(const std::vector<Tensor>& inputs, int threads,
+                          std::vector<Tensor>* keep = nullptr) const;
+
+  /// Op types present (after rewrites) with their node counts.
+  std::map<std::string, int> op_counts() const;
+
+ private:
+  Graph graph_;
+  std::vector<int> last_use_;  // value id -> index of the last node reading it (-1: never)
+  void plan();
+};
+
+}  // namespace onnxplain::runtime

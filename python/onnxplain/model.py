@@ -1,0 +1,226 @@
+"""Loading ONNX models and running their forward pass."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Optional, Union
+
+import numpy as np
+
+from ._native import core
+
+PathOrBytes = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview]
+_FLOAT32_EXACT_INT = 2**24  # integers up to this magnitude are exact in float32
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """Name, dtype and shape of a model input or output; ``None`` marks a dynamic dimension."""
+
+    name: str
+    dtype: str
+    shape: tuple[Optional[int], ...]
+
+    def __str__(self) -> str:
+        dims = ", ".join("?" if d is None else str(d) for d in self.shape)
+        return f"{self.name}: {self.dtype}[{dims}]"
+
+
+def _default_threads() -> int:
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
+
+
+def _as_float32(x: Any, name: str) -> np.ndarray:
+    """Converts ``x`` to float32 exactly, or raises ``ValueError`` saying why it cannot."""
+    arr = np.asarray(x)
+    if arr.dtype == np.float32:
+        return np.ascontiguousarray(arr)
+    if arr.dtype == np.bool_:
+        return arr.astype(np.float32)
+    if np.issubdtype(arr.dtype, np.integer):
+        if arr.size and int(np.max(np.abs(arr.astype(np.int64)))) > _FLOAT32_EXACT_INT:
+            raise ValueError(
+                f"input '{name}' is {arr.dtype} with values beyond ±2**24, which float32 cannot hold exactly; "
+                "scale or convert the data to float32 yourself"
+            )
+        return arr.astype(np.float32)
+    if np.issubdtype(arr.dtype, np.floating):
+        with np.errstate(over="ignore"):
+            out = arr.astype(np.float32)
+        overflow = np.isfinite(arr) & ~np.isfinite(out)
+        if overflow.any():
+            raise ValueError(
+                f"input '{name}' is {arr.dtype} with values beyond the float32 range (±3.4e38); "
+                "onnxplain computes in float32"
+            )
+        return out
+    raise ValueError(f"input '{name}' has dtype {arr.dtype}; onnxplain needs a numeric array (float32 preferred)")
+
+
+class Model:
+    """An ONNX model loaded into onnxplain's IR.
+
+    Create it with :func:`load`. ``predict`` runs the forward pass in the C++ engine and returns
+    the first output, as onnxruntime would for the same (possibly softmax-stripped) graph.
+    """
+
+    def __init__(self, core_model: Any, threads: Optional[int] = None) -> None:
+        self._m = core_model
+        self.threads = threads or _default_threads()
+
+    @property
+    def inputs(self) -> list[TensorSpec]:
+        """The graph inputs (initializers excluded)."""
+        return [TensorSpec(n, t, tuple(s)) for n, t, s in self._m.inputs]
+
+    @property
+    def outputs(self) -> list[TensorSpec]:
+        """The graph outputs after the load-time rewrites (softmax stripping, label pruning)."""
+        return [TensorSpec(n, t, tuple(s)) for n, t, s in self._m.outputs]
+
+    @property
+    def op_counts(self) -> dict[str, int]:
+        """Op type -> number of nodes, after the load-time rewrites."""
+        return dict(self._m.op_counts)
+
+    @property
+    def nodes(self) -> list[tuple[str, str, str]]:
+        """``(name, op_type, kind)`` for every node, in execution order."""
+        return list(self._m.nodes)
+
+    @property
+    def notes(self) -> list[str]:
+        """What the load-time rewrites did (folded BatchNorms, stripped softmax, dropped outputs)."""
+        return list(self._m.notes)
+
+    def _prepare(self, x: Any) -> list[np.ndarray]:
+        specs = self.inputs
+        if isinstance(x, Mapping):
+            missing = [s.name for s in specs if s.name not in x]
+            extra = [k for k in x if k not in {s.name for s in specs}]
+            if missing or extra:
+                raise ValueError(
+                    f"inputs by name: missing {missing}, unknown {extra}; the model's inputs are "
+                    f"{[s.name for s in specs]}"
+                )
+            values = [x[s.name] for s in specs]
+        elif len(specs) == 1:
+            values = [x]
+        elif isinstance(x, Sequence) and not isinstance(x, np.ndarray) and len(x) == len(specs):
+            values = list(x)
+        else:
+            raise ValueError(
+                f"the model has {len(specs)} inputs ({', '.join(s.name for s in specs)}); pass a dict "
+                "name -> array or a list in that order"
+            )
+        arrays = []
+        for spec, v in zip(specs, values):
+            if spec.dtype != "float32":
+                arr = np.ascontiguousarray(np.asarray(v), dtype=np.int64)
+            else:
+                arr = _as_float32(v, spec.name)
+            self._check_shape(spec, arr)
+            arrays.append(np.ascontiguousarray(arr))
+        return arrays
+
+    @staticmethod
+    def _check_shape(spec: TensorSpec, arr: np.ndarray) -> None:
+        expected = "(" + ", ".join("N" if d is None else str(d) for d in spec.shape) + ")"
+        if arr.ndim != len(spec.shape):
+            hint = ""
+            if arr.ndim == len(spec.shape) - 1:
+                hint = "; for a single sample add a batch dimension (x[None])"
+            raise ValueError(
+                f"input '{spec.name}' expects {len(spec.shape)} dimensions {expected}, got {arr.ndim} "
+                f"dimensions {tuple(arr.shape)}{hint}"
+            )
+        for axis, (want, got) in enumerate(zip(spec.shape, arr.shape)):
+            if want is not None and want != got:
+                what = "channel count" if axis == 1 and arr.ndim == 4 else f"dimension {axis}"
+                raise ValueError(
+                    f"input '{spec.name}' expects shape {expected}, got {tuple(arr.shape)}: {what} "
+                    f"should be {want}, not {got}"
+                )
+
+    def run(self, x: Any, threads: Optional[int] = None) -> list[np.ndarray]:
+        """Runs the forward pass and returns every output."""
+        return list(self._m.run(self._prepare(x), threads or self.threads))
+
+    def predict(self, x: Any, threads: Optional[int] = None) -> np.ndarray:
+        """Forward pass; returns the first output.
+
+        Parameters
+        ----------
+        x : array_like or dict
+            A batch for the (single) input, or a dict ``name -> array`` for several inputs.
+            Float64 and integer data are converted to float32 (integers only where exact).
+        threads : int, optional
+            Threads for this call (default: the model's ``threads``).
+        """
+        return self.run(x, threads)[0]
+
+    def summary(self) -> str:
+        """A human-readable description: inputs, outputs, ops and their kinds."""
+        lines = []
+        lines.append(f"producer: {self._m.producer or '?'}   opset: {self._m.opset}   nodes: {len(self.nodes)}")
+        lines.append("inputs:")
+        lines += [f"  {s}" for s in self.inputs]
+        lines.append("outputs:")
+        lines += [f"  {s}" for s in self.outputs]
+        kinds: dict[str, str] = {}
+        for _, op, kind in self.nodes:
+            kinds.setdefault(op, kind)
+        lines.append("ops:")
+        for op, n in sorted(self.op_counts.items()):
+            lines.append(f"  {op:<22} {n:>4}   kind: {kinds.get(op, '?')}")
+        if self.notes:
+            lines.append("rewrites:")
+            lines += [f"  {n}" for n in self.notes]
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        ins = ", ".join(str(s) for s in self.inputs)
+        outs = ", ".join(str(s) for s in self.outputs)
+        return f"<onnxplain.Model inputs=[{ins}] outputs=[{outs}] nodes={len(self.nodes)}>"
+
+
+def load(
+    path_or_bytes: PathOrBytes, strip_softmax: bool = True, fold_batch_norm: bool = True,
+    threads: Optional[int] = None,
+) -> Model:
+    """Loads an ONNX model.
+
+    Parameters
+    ----------
+    path_or_bytes : str, os.PathLike or bytes
+        A ``.onnx`` file (external data is read from its folder) or the serialized model.
+    strip_softmax : bool
+        Remove a Softmax/LogSoftmax that produces a graph output, so that explanations start from
+        the logits (iNNvestigate's convention). ``False`` keeps the model as exported.
+    fold_batch_norm : bool
+        Fold BatchNormalization into the neighbouring linear op (outputs are unchanged).
+    threads : int, optional
+        Default thread count for this model (default: all cores available to the process).
+
+    Raises
+    ------
+    ModelFormatError
+        The file is not a valid ONNX model.
+    UnsupportedModelError
+        The model uses ops onnxplain cannot run; ``.ops`` lists all of them.
+    """
+    if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
+        m = core.Model.from_bytes(bytes(path_or_bytes), strip_softmax, fold_batch_norm)
+    else:
+        path = os.fspath(path_or_bytes)
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"no such model file: '{path}'")
+        m = core.Model.from_file(path, strip_softmax, fold_batch_norm)
+    return Model(m, threads)
+
+
+def supported_ops() -> list[str]:
+    """ONNX op types (ai.onnx domain) that onnxplain can run."""
+    return list(core.supported_ops())
