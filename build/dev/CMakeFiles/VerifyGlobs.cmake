@@ -99,8 +99,12 @@ set(OLD_GLOB
   "/work/main/cpp/src/ops/tanh.cpp"
   "/work/main/cpp/src/ops/transpose.cpp"
   "/work/main/cpp/src/ops/unsqueeze.cpp"
+  "/work/main/cpp/src/passes/fold_batch_norm.cpp"
+  "/work/main/cpp/src/passes/fuse_matmul_add.cpp"
   "/work/main/cpp/src/passes/instantiate.cpp"
-  "/work/main/cpp/src/passes/rewrites.cpp"
+  "/work/main/cpp/src/passes/prune_outputs.cpp"
+  "/work/main/cpp/src/passes/remove_identity.cpp"
+  "/work/main/cpp/src/passes/strip_softmax.cpp"
   "/work/main/cpp/src/runtime/model.cpp"
   )
 if(NOT "${NEW_GLOB}" STREQUAL "${OLD_GLOB}")

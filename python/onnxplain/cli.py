@@ -1,0 +1,81 @@
+"""Command line: ``onnxplain inspect MODEL``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import Counter
+from typing import Optional
+
+from . import model as _model
+from .errors import ModelFormatError, UnsupportedModelError
+
+# Which kinds each family of methods needs (DESIGN.md): gradients need every op differentiable;
+# relevance methods redistribute through linear ops and route through the rest; product kinds
+# (x*y of two activations) have no agreed LRP rule.
+_FAMILIES = [
+    ("gradient family", "gradient, input_t_gradient, integrated_gradients, smoothgrad", set()),
+    ("DeConvNet / Guided BackProp", "deconvnet, guided_backprop", set()),
+    ("LRP / Deep Taylor", "lrp.*, deep_taylor*", {"product"}),
+    ("PatternNet / PatternAttribution", "pattern.net, pattern.attribution", {"product"}),
+    ("DeepLIFT", "deeplift.rescale, deeplift.reveal_cancel", set()),
+]
+
+
+def _raw_op_counts(path: str) -> Optional[Counter[str]]:
+    try:
+        import onnx
+
+        proto = onnx.load(path, load_external_data=False)
+    except Exception:
+        return None
+    return Counter((f"{n.domain}." if n.domain not in ("", "ai.onnx") else "") + n.op_type for n in proto.graph.node)
+
+
+def inspect(path: str, strip_softmax: bool) -> int:
+    supported = set(_model.supported_ops())
+    raw = _raw_op_counts(path)
+    try:
+        m = _model.load(path, strip_softmax=strip_softmax)
+    except UnsupportedModelError as e:
+        print(f"{path}: NOT SUPPORTED")
+        print(str(e))
+        if raw:
+            print("\nops in the file:")
+            for op, n in sorted(raw.items()):
+                print(f"  {op:<28} {n:>4}   {'supported' if op in supported else 'UNSUPPORTED'}")
+        return 2
+    except ModelFormatError as e:
+        print(f"{path}: not a valid ONNX model: {e}", file=sys.stderr)
+        return 2
+    print(f"{path}: supported")
+    print(m.summary())
+    if raw:
+        print("ops in the file (before rewrites):")
+        for op, n in sorted(raw.items()):
+            print(f"  {op:<28} {n:>4}   {'supported' if op in supported else 'removed by rewrites'}")
+    kinds = {k for _, _, k in m.nodes}
+    print("method families:")
+    for family, names, blockers in _FAMILIES:
+        bad = kinds & blockers
+        verdict = "applies" if not bad else f"limited: the model has {', '.join(sorted(bad))} ops"
+        if family.startswith(("LRP", "PatternNet")) and "linear" not in kinds:
+            verdict = "does not apply: no linear ops"
+        print(f"  {family:<34} {verdict}   ({names})")
+    return 0
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="onnxplain", description="Explain ONNX models.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_inspect = sub.add_parser("inspect", help="inputs, outputs, ops, support and applicable methods")
+    p_inspect.add_argument("model", help="path to a .onnx file")
+    p_inspect.add_argument("--keep-softmax", action="store_true", help="do not strip a final softmax")
+    args = parser.parse_args(argv)
+    if args.command == "inspect":
+        return inspect(args.model, strip_softmax=not args.keep_softmax)
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
