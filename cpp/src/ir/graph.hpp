@@ -63,6 +63,9 @@ class Graph {
   std::map<std::string, int64_t> opsets;  // domain -> version ("" is ai.onnx)
   std::string producer_name;
   std::vector<std::string> notes;  // what passes did that a user may want to know
+  /// Constants the importer could not convert (string/complex tensors), with the reason; an
+  /// error only if a node that is still in the graph at instantiation reads one.
+  std::map<int, std::string> unusable;
 
   int64_t opset() const;
   /// Adds a value named `name` (made unique if taken) and returns its id.

@@ -23,7 +23,7 @@ class Relu final : public Op {
     const float* px = x.f32();
     float* py = out[0].f32();
     kernels::parallel_for(x.numel(), ctx.threads(), [&](int64_t b, int64_t e) {
-      for (int64_t i = b; i < e; ++i) py[i] = px[i] > 0.f ? px[i] : 0.f;
+      for (int64_t i = b; i < e; ++i) py[i] = px[i] < 0.f ? 0.f : px[i];  // NaN and -0 pass through, as in onnxruntime
     });
   }
 };

@@ -102,6 +102,12 @@ void instantiate_and_fold(Graph& g) {
     throw UnsupportedModelError(msg, list);
   }
 
+  for (const auto& n : g.nodes)
+    for (int in : n.inputs) {
+      auto it = in >= 0 ? g.unusable.find(in) : g.unusable.end();
+      if (it != g.unusable.end()) throw ModelFormatError(Graph::node_context(n) + " reads " + it->second);
+    }
+
   ExecContext ctx(1);
   bool folded_any = false;
   for (std::size_t i = 0; i < g.nodes.size(); ++i) {
