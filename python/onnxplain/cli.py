@@ -1,11 +1,10 @@
-"""Command line: ``onnxplain inspect MODEL``."""
+"""Command line: ``onnxplain inspect MODEL`` and ``onnxplain demo``."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from collections import Counter
-from typing import Optional
 
 from . import model as _model
 from .errors import ModelFormatError, UnsupportedModelError
@@ -22,7 +21,7 @@ _FAMILIES = [
 ]
 
 
-def _raw_op_counts(path: str) -> Optional[Counter[str]]:
+def _raw_op_counts(path: str) -> Counter[str] | None:
     try:
         import onnx
 
@@ -65,15 +64,21 @@ def inspect(path: str, strip_softmax: bool) -> int:
     return 0
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="onnxplain", description="Explain ONNX models.")
     sub = parser.add_subparsers(dest="command", required=True)
     p_inspect = sub.add_parser("inspect", help="inputs, outputs, ops, support and applicable methods")
     p_inspect.add_argument("model", help="path to a .onnx file")
     p_inspect.add_argument("--keep-softmax", action="store_true", help="do not strip a final softmax")
+    p_demo = sub.add_parser("demo", help="run the bundled digits CNN and compare it with onnxruntime")
+    p_demo.add_argument("--threads", type=int, default=None, help="threads (default: all cores)")
     args = parser.parse_args(argv)
     if args.command == "inspect":
         return inspect(args.model, strip_softmax=not args.keep_softmax)
+    if args.command == "demo":
+        from . import demo
+
+        return demo.run(threads=args.threads)
     return 1
 
 

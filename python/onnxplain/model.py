@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Optional, Union
+from typing import Any, Union
 
 import numpy as np
 
@@ -21,7 +21,7 @@ class TensorSpec:
 
     name: str
     dtype: str
-    shape: tuple[Optional[int], ...]
+    shape: tuple[int | None, ...]
 
     def __str__(self) -> str:
         dims = ", ".join("?" if d is None else str(d) for d in self.shape)
@@ -66,7 +66,7 @@ class Model:
     the first output, as onnxruntime would for the same (possibly softmax-stripped) graph.
     """
 
-    def __init__(self, core_model: Any, threads: Optional[int] = None) -> None:
+    def __init__(self, core_model: Any, threads: int | None = None) -> None:
         self._m = core_model
         self.threads = threads or _default_threads()
 
@@ -144,11 +144,11 @@ class Model:
                     f"should be {want}, not {got}"
                 )
 
-    def run(self, x: Any, threads: Optional[int] = None) -> list[np.ndarray]:
+    def run(self, x: Any, threads: int | None = None) -> list[np.ndarray]:
         """Runs the forward pass and returns every output."""
         return list(self._m.run(self._prepare(x), threads or self.threads))
 
-    def predict(self, x: Any, threads: Optional[int] = None) -> np.ndarray:
+    def predict(self, x: Any, threads: int | None = None) -> np.ndarray:
         """Forward pass; returns the first output.
 
         Parameters
@@ -188,7 +188,7 @@ class Model:
 
 def load(
     path_or_bytes: PathOrBytes, strip_softmax: bool = True, fold_batch_norm: bool = True,
-    threads: Optional[int] = None,
+    threads: int | None = None,
 ) -> Model:
     """Loads an ONNX model.
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import onnx
@@ -17,10 +17,10 @@ def make_model(
     nodes: Sequence[onnx.NodeProto],
     inputs: Sequence[tuple[str, Sequence[Any]]],
     outputs: Sequence[str],
-    initializers: Optional[dict[str, np.ndarray]] = None,
+    initializers: dict[str, np.ndarray] | None = None,
     opset: int = DEFAULT_OPSET,
     input_dtype: int = TensorProto.FLOAT,
-    output_dtypes: Optional[Sequence[int]] = None,
+    output_dtypes: Sequence[int] | None = None,
 ) -> bytes:
     """Serialized model with float inputs named/shaped as given (a str or None dim is dynamic)."""
     graph = helper.make_graph(
@@ -41,7 +41,7 @@ def make_model(
 def single_node(
     op_type: str,
     inputs: dict[str, np.ndarray],
-    initializers: Optional[dict[str, np.ndarray]] = None,
+    initializers: dict[str, np.ndarray] | None = None,
     n_outputs: int = 1,
     opset: int = DEFAULT_OPSET,
     dynamic_batch: bool = False,
