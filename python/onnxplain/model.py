@@ -36,7 +36,7 @@ def _as_float32(x: Any, name: str) -> np.ndarray:
     """Converts ``x`` to float32 exactly, or raises ``ValueError`` saying why it cannot."""
     arr = np.asarray(x)
     if arr.dtype == np.float32:
-        return np.ascontiguousarray(arr)
+        return np.require(arr, requirements="C")  # keeps 0-d arrays 0-d, unlike ascontiguousarray
     if arr.dtype == np.bool_:
         return arr.astype(np.float32)
     if np.issubdtype(arr.dtype, np.integer):
@@ -118,11 +118,11 @@ class Model:
         arrays = []
         for spec, v in zip(specs, values):
             if spec.dtype != "float32":
-                arr = np.ascontiguousarray(np.asarray(v), dtype=np.int64)
+                arr = np.require(np.asarray(v), dtype=np.int64, requirements="C")
             else:
                 arr = _as_float32(v, spec.name)
             self._check_shape(spec, arr)
-            arrays.append(np.ascontiguousarray(arr))
+            arrays.append(np.require(arr, requirements="C"))
         return arrays
 
     @staticmethod

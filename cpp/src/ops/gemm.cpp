@@ -1,16 +1,115 @@
-// STUB: Gemm is not implemented yet (replace this file).
+// Gemm — https://onnx.ai/onnx/operators/onnx__Gemm.html (opsets 1, 6, 7, 9, 11, 13).
+// Y[M,N] = alpha * A' * B' + beta * C, A' = transA ? A^T : A, B' = transB ? B^T : B, with the
+// optional C broadcast one way to [M, N] (scalar, [N], [1,N], [M,1] or [M,N]). The `broadcast`
+// attribute of opsets < 7 is not needed: any C that broadcasts is accepted.
+// Kind: Linear (weight = input 1, bias = input 2 when given) when B is a constant at load, the
+// usual fully connected layer; Product when B is itself an activation (attention-style products),
+// since then there is no weight for the linear rules to modify.
+#include <algorithm>
+#include <cstring>
+
+#include "kernels/gemm.hpp"
 #include "ops/op.hpp"
 
 namespace onnxplain::ops {
 namespace {
-class GemmStub final : public Op {
+
+class Gemm final : public Op {
  public:
-  explicit GemmStub(const NodeDesc& d) : Op(d) { fail_format("op not implemented yet"); }
-  OpKind kind() const override { return OpKind::Routing; }
-  std::vector<ValueInfo> infer(const std::vector<ValueInfo>&) const override { return {}; }
-  void forward(const std::vector<const Tensor*>&, std::vector<Tensor>&, ExecContext&) const override {}
+  explicit Gemm(const NodeDesc& d) : Op(d) {
+    alpha_ = d.attrs->get_float("alpha", 1.f);
+    beta_ = d.attrs->get_float("beta", 1.f);
+    trans_a_ = d.attrs->get_int("transA", 0) != 0;
+    trans_b_ = d.attrs->get_int("transB", 0) != 0;
+    has_c_ = d.input_present.size() > 2 && d.input_present[2];
+    linear_ = d.const_inputs.size() > 1 && d.const_inputs[1] != nullptr;
+  }
+  OpKind kind() const override { return linear_ ? OpKind::Linear : OpKind::Product; }
+  int weight_input() const override { return linear_ ? 1 : -1; }
+  int bias_input() const override { return linear_ && has_c_ ? 2 : -1; }
+
+  std::vector<ValueInfo> infer(const std::vector<ValueInfo>& in) const override {
+    for (std::size_t i = 0; i < in.size() && i < 3; ++i)
+      if (in[i].dtype != DType::Float32)
+        fail_format("expects float32 inputs, input " + std::to_string(i) + " is " + dtype_name(in[i].dtype));
+    const ValueInfo& a = in.at(0);
+    const ValueInfo& b = in.at(1);
+    if (a.has_rank && a.rank() != 2) fail_shape("A must be 2-D, got shape " + shape_str(a.shape));
+    if (b.has_rank && b.rank() != 2) fail_shape("B must be 2-D, got shape " + shape_str(b.shape));
+    int64_t M = -1, K = -1, Kb = -1, N = -1;
+    if (a.has_rank) {
+      M = a.shape[trans_a_ ? 1 : 0];
+      K = a.shape[trans_a_ ? 0 : 1];
+    }
+    if (b.has_rank) {
+      Kb = b.shape[trans_b_ ? 1 : 0];
+      N = b.shape[trans_b_ ? 0 : 1];
+    }
+    if (K >= 0 && Kb >= 0 && K != Kb) fail_shape(mismatch(a.shape, b.shape));
+    if (has_c_ && in.size() > 2 && in[2].has_rank) check_c(in[2].shape, M, N);
+    return {ValueInfo(DType::Float32, {M, N})};
+  }
+
+  void forward(const std::vector<const Tensor*>& in, std::vector<Tensor>& out, ExecContext& ctx) const override {
+    const Tensor& a = *in[0];
+    const Tensor& b = *in[1];
+    const Tensor* c = has_c_ && in.size() > 2 ? in[2] : nullptr;
+    if (a.dtype() != DType::Float32 || b.dtype() != DType::Float32) fail_format("expects float32 inputs A and B");
+    if (a.rank() != 2) fail_shape("A must be 2-D, got shape " + shape_str(a.shape()));
+    if (b.rank() != 2) fail_shape("B must be 2-D, got shape " + shape_str(b.shape()));
+    const int64_t M = a.dim(trans_a_ ? 1 : 0), K = a.dim(trans_a_ ? 0 : 1);
+    const int64_t Kb = b.dim(trans_b_ ? 1 : 0), N = b.dim(trans_b_ ? 0 : 1);
+    if (K != Kb) fail_shape(mismatch(a.shape(), b.shape()));
+    out[0] = ctx.alloc(DType::Float32, {M, N});
+    float* y = out[0].f32();
+    if (c && c->dtype() != DType::Float32) fail_format("C must be float32, got " + std::string(dtype_name(c->dtype())));
+    if (c) check_c(c->shape(), M, N, true);
+    float beta = 0.f;
+    if (c && beta_ != 0.f) {
+      broadcast_c(*c, M, N, y);
+      beta = beta_;
+    }
+    kernels::sgemm(trans_a_, trans_b_, M, N, K, alpha_, a.f32(), a.dim(1), b.f32(), b.dim(1), beta, y, N);
+  }
+
+ private:
+  std::string mismatch(const Shape& a, const Shape& b) const {
+    return "inner dimensions differ: A " + shape_str(a) + " (transA=" + std::to_string(trans_a_) + ") and B " +
+           shape_str(b) + " (transB=" + std::to_string(trans_b_) + ")";
+  }
+
+  // C must broadcast one way (C's dims 1 or equal, aligned from the right) to [M, N]. At run time
+  // (`exact`) a size-1 C dim must also be the only shape broadcast_c reads as "repeat".
+  void check_c(const Shape& c, int64_t M, int64_t N, bool exact = false) const {
+    const int64_t target[2] = {M, N};
+    bool ok = c.size() <= 2;
+    for (std::size_t k = 0; ok && k < c.size(); ++k) {
+      const int64_t t = target[2 - c.size() + k];
+      ok = c[k] == 1 || c[k] == t || (!exact && (c[k] < 0 || t < 0));
+    }
+    if (!ok)
+      fail_shape("C of shape " + shape_str(c) + " does not broadcast to the output shape " + shape_str({M, N}));
+  }
+
+  static void broadcast_c(const Tensor& c, int64_t M, int64_t N, float* y) {
+    const float* pc = c.f32();
+    const int64_t rows = c.rank() == 2 ? c.dim(0) : 1;
+    const int64_t cols = c.rank() >= 1 ? c.dim(c.rank() - 1) : 1;
+    for (int64_t i = 0; i < M; ++i) {
+      float* yi = y + i * N;
+      const float* ci = pc + (rows == 1 ? 0 : i) * cols;
+      if (cols == 1)
+        std::fill(yi, yi + N, ci[0]);
+      else
+        std::memcpy(yi, ci, static_cast<std::size_t>(N) * sizeof(float));
+    }
+  }
+
+  float alpha_ = 1.f, beta_ = 1.f;
+  bool trans_a_ = false, trans_b_ = false, has_c_ = false, linear_ = false;
 };
+
 }  // namespace
 }  // namespace onnxplain::ops
 
-ONNXPLAIN_REGISTER_OP(Gemm, GemmStub)
+ONNXPLAIN_REGISTER_OP(Gemm, Gemm)

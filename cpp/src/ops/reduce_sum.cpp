@@ -1,16 +1,81 @@
-// STUB: ReduceSum is not implemented yet (replace this file).
+// ReduceSum — https://onnx.ai/onnx/operators/onnx__ReduceSum.html (opsets 1, 11, 13).
+// y = sum of x over `axes` (negative axes count from the end; none given = all axes), the reduced
+// axes kept as size 1 when keepdims (default 1). Axes are an attribute before opset 13 and the
+// optional int64 second input from 13 on, where noop_with_empty_axes = 1 makes empty axes the identity.
+// float32 and int64 (shape arithmetic). Kind: AvgPool (a weightless linear pooling; LRP
+// redistributes in proportion to the summands).
+#include "kernels/reduce.hpp"
 #include "ops/op.hpp"
 
 namespace onnxplain::ops {
 namespace {
-class ReduceSumStub final : public Op {
+
+class ReduceSum final : public Op {
  public:
-  explicit ReduceSumStub(const NodeDesc& d) : Op(d) { fail_format("op not implemented yet"); }
-  OpKind kind() const override { return OpKind::Routing; }
-  std::vector<ValueInfo> infer(const std::vector<ValueInfo>&) const override { return {}; }
-  void forward(const std::vector<const Tensor*>&, std::vector<Tensor>&, ExecContext&) const override {}
+  explicit ReduceSum(const NodeDesc& d) : Op(d) {
+    keepdims_ = d.attrs->get_int("keepdims", 1) != 0;
+    noop_empty_ = d.attrs->get_int("noop_with_empty_axes", 0) != 0;
+    if (d.opset < 13) {
+      axes_ = d.attrs->get_ints("axes", {});
+      axes_known_ = true;
+    } else {
+      axes_input_ = d.input_present.size() > 1 && d.input_present[1];
+      if (axes_input_ && d.const_inputs.size() > 1 && d.const_inputs[1]) {
+        axes_ = d.const_inputs[1]->to_i64_vector();
+        axes_known_ = true;
+      } else {
+        axes_known_ = !axes_input_;
+      }
+    }
+  }
+  OpKind kind() const override { return OpKind::AvgPool; }
+
+  std::vector<ValueInfo> infer(const std::vector<ValueInfo>& in) const override {
+    const ValueInfo& x = in.at(0);
+    if (axes_input_ && in.size() > 1 && in[1].dtype != DType::Int64)
+      fail_format("the axes input must be int64, got " + std::string(dtype_name(in[1].dtype)));
+    ValueInfo o;
+    o.dtype = x.dtype;
+    if (!x.has_rank) return {o};
+    if (!axes_known_) {
+      // Axes only known at run time: with keepdims the rank stays, without it nothing is known.
+      if (keepdims_) o = ValueInfo(x.dtype, Shape(x.shape.size(), -1));
+      return {o};
+    }
+    if (axes_.empty() && noop_empty_) return {ValueInfo(x.dtype, x.shape)};
+    std::vector<bool> mask;
+    std::string err = kernels::reduce_mask(axes_, x.rank(), &mask);
+    if (!err.empty()) fail_shape(err + " (input shape " + shape_str(x.shape) + ")");
+    return {ValueInfo(x.dtype, kernels::reduced_shape(x.shape, mask, keepdims_))};
+  }
+
+  void forward(const std::vector<const Tensor*>& in, std::vector<Tensor>& out, ExecContext& ctx) const override {
+    const Tensor& x = *in[0];
+    const bool runtime_axes = axes_input_ && in.size() > 1 && in[1];
+    std::vector<int64_t> axes = runtime_axes ? in[1]->to_i64_vector() : axes_;
+    if (axes.empty() && noop_empty_) {
+      out[0] = x;  // the identity: alias, nothing to compute
+      return;
+    }
+    std::vector<bool> mask;
+    std::string err = kernels::reduce_mask(axes, x.rank(), &mask);
+    if (!err.empty()) fail_shape(err + " (input shape " + shape_str(x.shape()) + ")");
+    out[0] = ctx.alloc(x.dtype(), kernels::reduced_shape(x.shape(), mask, keepdims_));
+    if (x.dtype() == DType::Int64)
+      kernels::reduce_sum(x.i64(), x.shape(), mask, out[0].i64(), ctx.threads());
+    else
+      kernels::reduce_sum(x.f32(), x.shape(), mask, out[0].f32(), ctx.threads());
+  }
+
+ private:
+  std::vector<int64_t> axes_;
+  bool keepdims_ = true;
+  bool noop_empty_ = false;
+  bool axes_input_ = false;  // opset >= 13 and the axes input given
+  bool axes_known_ = true;   // axes_ holds the axes (attribute, constant input, or none)
 };
+
 }  // namespace
 }  // namespace onnxplain::ops
 
-ONNXPLAIN_REGISTER_OP(ReduceSum, ReduceSumStub)
+ONNXPLAIN_REGISTER_OP(ReduceSum, ReduceSum)
