@@ -5,10 +5,10 @@ Add; training mode and mismatched channels are errors that name the node."""
 from __future__ import annotations
 
 import numpy as np
-import onnxplain as ox
 import pytest
 from onnx import helper
 
+import onnxplain as ox
 from tests.helpers.onnx_builders import assert_close, make_model, ort_run, single_node
 
 

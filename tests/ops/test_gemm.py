@@ -4,10 +4,10 @@ runtime B (kind Linear vs Product), opsets, and shape errors that name the node.
 from __future__ import annotations
 
 import numpy as np
-import onnxplain as ox
 import pytest
 from onnx import TensorProto, helper
 
+import onnxplain as ox
 from tests.helpers.onnx_builders import assert_close, ort_run, single_node
 
 M, K, N = 5, 7, 3

@@ -5,10 +5,10 @@ the fuse_matmul_add pass turns into one node with a bias input, and shape errors
 from __future__ import annotations
 
 import numpy as np
-import onnxplain as ox
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+import onnxplain as ox
 from tests.helpers.onnx_builders import assert_close, make_model, ort_run, single_node
 
 SHAPES = {

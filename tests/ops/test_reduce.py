@@ -5,12 +5,12 @@ noop_with_empty_axes, int64 ReduceSum, and axis errors that name the node."""
 from __future__ import annotations
 
 import numpy as np
-import onnxplain as ox
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
+import onnxplain as ox
 from tests.helpers.onnx_builders import assert_close, ort_run
 
 # (op, opset, axes as input?)

@@ -1,16 +1,39 @@
-// STUB: LeakyRelu is not implemented yet (replace this file).
+// LeakyRelu — https://onnx.ai/onnx/operators/onnx__LeakyRelu.html (opsets 6, 16).
+// Formula: y = x >= 0 ? x : alpha * x (alpha default 0.01). NaN stays NaN.
+// Kind: Activation (LRP passes relevance through; the gradient is 1 or alpha).
+#include <string>
+
+#include "kernels/elementwise.hpp"
 #include "ops/op.hpp"
 
 namespace onnxplain::ops {
 namespace {
-class LeakyReluStub final : public Op {
+
+class LeakyRelu final : public Op {
  public:
-  explicit LeakyReluStub(const NodeDesc& d) : Op(d) { fail_format("op not implemented yet"); }
-  OpKind kind() const override { return OpKind::Routing; }
-  std::vector<ValueInfo> infer(const std::vector<ValueInfo>&) const override { return {}; }
-  void forward(const std::vector<const Tensor*>&, std::vector<Tensor>&, ExecContext&) const override {}
+  explicit LeakyRelu(const NodeDesc& d) : Op(d), alpha_(d.attrs->get_float("alpha", 0.01f)) {}
+  OpKind kind() const override { return OpKind::Activation; }
+
+  std::vector<ValueInfo> infer(const std::vector<ValueInfo>& in) const override {
+    ValueInfo o = in.at(0);
+    if (o.dtype != DType::Float32) fail_format(std::string("expects a float32 input, got ") + dtype_name(o.dtype));
+    o.value = nullptr;
+    return {o};
+  }
+
+  void forward(const std::vector<const Tensor*>& in, std::vector<Tensor>& out, ExecContext& ctx) const override {
+    const Tensor& x = *in[0];
+    if (x.dtype() != DType::Float32) fail_format(std::string("expects a float32 input, got ") + dtype_name(x.dtype()));
+    out[0] = ctx.alloc(DType::Float32, x.shape());
+    const float alpha = alpha_;
+    kernels::unary_map(x, out[0], ctx.threads(), [alpha](float v) { return v >= 0.f ? v : alpha * v; });
+  }
+
+ private:
+  float alpha_;
 };
+
 }  // namespace
 }  // namespace onnxplain::ops
 
-ONNXPLAIN_REGISTER_OP(LeakyRelu, LeakyReluStub)
+ONNXPLAIN_REGISTER_OP(LeakyRelu, LeakyRelu)

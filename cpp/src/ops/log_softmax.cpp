@@ -1,16 +1,65 @@
-// STUB: LogSoftmax is not implemented yet (replace this file).
+// LogSoftmax — https://onnx.ai/onnx/operators/onnx__LogSoftmax.html (opsets 1, 11: the input is
+// coerced to 2D [prod(dims[:axis]), prod(dims[axis:])] and normalised per row, default axis 1;
+// opset 13: normalised along the single dimension `axis`, default -1).
+// Formula: y_i = (x_i - m) - log(sum_j e^(x_j - m)), m the maximum of the normalised slice, so
+// large inputs neither overflow nor lose the log term (values ~1e4 stay finite). A NaN or +inf
+// in a slice makes the slice NaN, as in onnxruntime.
+// Kind: Softmax (like Softmax, usually stripped from the end of classifiers before explaining).
+#include <string>
+
+#include "kernels/elementwise.hpp"
 #include "ops/op.hpp"
 
 namespace onnxplain::ops {
 namespace {
-class LogSoftmaxStub final : public Op {
+
+class LogSoftmax final : public Op {
  public:
-  explicit LogSoftmaxStub(const NodeDesc& d) : Op(d) { fail_format("op not implemented yet"); }
-  OpKind kind() const override { return OpKind::Routing; }
-  std::vector<ValueInfo> infer(const std::vector<ValueInfo>&) const override { return {}; }
-  void forward(const std::vector<const Tensor*>&, std::vector<Tensor>&, ExecContext&) const override {}
+  explicit LogSoftmax(const NodeDesc& d) : Op(d), legacy_(d.opset < 13) {
+    axis_ = d.attrs->get_int("axis", legacy_ ? 1 : -1);
+  }
+  OpKind kind() const override { return OpKind::Softmax; }
+
+  std::vector<ValueInfo> infer(const std::vector<ValueInfo>& in) const override {
+    ValueInfo o = in.at(0);
+    if (o.dtype != DType::Float32) fail_format(std::string("expects a float32 input, got ") + dtype_name(o.dtype));
+    if (o.has_rank) normalized_axis(o.rank());
+    o.value = nullptr;
+    return {o};
+  }
+
+  void forward(const std::vector<const Tensor*>& in, std::vector<Tensor>& out, ExecContext& ctx) const override {
+    const Tensor& x = *in[0];
+    if (x.dtype() != DType::Float32) fail_format(std::string("expects a float32 input, got ") + dtype_name(x.dtype()));
+    const int64_t a = normalized_axis(x.rank());
+    // x viewed as [outer, n, inner]; the legacy 2D coercion is the same view with inner = 1.
+    int64_t outer = 1, n = 1, inner = 1;
+    for (int64_t i = 0; i < x.rank(); ++i) {
+      if (i < a)
+        outer *= x.dim(i);
+      else if (i == a || legacy_)
+        n *= x.dim(i);
+      else
+        inner *= x.dim(i);
+    }
+    out[0] = ctx.alloc(DType::Float32, x.shape());
+    kernels::softmax(x.f32(), out[0].f32(), outer, n, inner, kLog, ctx.threads());
+  }
+
+ private:
+  static constexpr bool kLog = true;
+
+  int64_t normalized_axis(int64_t rank) const {
+    if (axis_ < -rank || axis_ >= rank)
+      fail_shape("axis " + std::to_string(axis_) + " is out of range for an input of rank " + std::to_string(rank));
+    return axis_ < 0 ? axis_ + rank : axis_;
+  }
+
+  bool legacy_;
+  int64_t axis_;
 };
+
 }  // namespace
 }  // namespace onnxplain::ops
 
-ONNXPLAIN_REGISTER_OP(LogSoftmax, LogSoftmaxStub)
+ONNXPLAIN_REGISTER_OP(LogSoftmax, LogSoftmax)

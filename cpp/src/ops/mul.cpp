@@ -1,16 +1,61 @@
-// STUB: Mul is not implemented yet (replace this file).
+// Mul — https://onnx.ai/onnx/operators/onnx__Mul.html (opsets 6 (legacy `broadcast`/`axis`
+// attributes), 7, 13, 14: multidirectional numpy broadcasting).
+// Formula: y = a * b, float32 or int64 (int64 only for the shape arithmetic exporters emit;
+// wraps around on overflow).
+// Kind: Product (scaling by a constant is linear in the other operand; a product of two
+// activations, e.g. gating, is handled by the Product rules).
+#include <string>
+
+#include "kernels/broadcast.hpp"
+#include "kernels/elementwise.hpp"
 #include "ops/op.hpp"
 
 namespace onnxplain::ops {
 namespace {
-class MulStub final : public Op {
+
+class Mul final : public Op {
  public:
-  explicit MulStub(const NodeDesc& d) : Op(d) { fail_format("op not implemented yet"); }
-  OpKind kind() const override { return OpKind::Routing; }
-  std::vector<ValueInfo> infer(const std::vector<ValueInfo>&) const override { return {}; }
-  void forward(const std::vector<const Tensor*>&, std::vector<Tensor>&, ExecContext&) const override {}
+  explicit Mul(const NodeDesc& d) : Op(d) {
+    if (d.input_present.size() != 2 || !d.input_present[0] || !d.input_present[1])
+      fail_format("expects 2 inputs, got " + std::to_string(d.input_present.size()));
+    // Before opset 7 b only broadcast with broadcast=1, aligned at `axis` (suffix by default).
+    if (d.opset < 7 && d.attrs->get_int("broadcast", 0) != 0) legacy_axis_ = d.attrs->get_int("axis", kernels::kNoLegacyAxis);
+  }
+  OpKind kind() const override { return OpKind::Product; }
+
+  std::vector<ValueInfo> infer(const std::vector<ValueInfo>& in) const override {
+    const ValueInfo& a = in.at(0);
+    const ValueInfo& b = in.at(1);
+    if (a.dtype != b.dtype)
+      fail_format(std::string("inputs have different dtypes ") + dtype_name(a.dtype) + " and " + dtype_name(b.dtype));
+    ValueInfo o;
+    o.dtype = a.dtype;
+    if (a.has_rank && b.has_rank) {
+      const Shape bs = kernels::legacy_rhs_shape(b.shape, a.rank(), legacy_axis_);
+      if (!kernels::broadcast_shapes(a.shape, bs, o.shape)) fail_shape(kernels::broadcast_error(a.shape, b.shape));
+      o.has_rank = true;
+    }
+    return {o};
+  }
+
+  void forward(const std::vector<const Tensor*>& in, std::vector<Tensor>& out, ExecContext& ctx) const override {
+    const Tensor& a = *in[0];
+    const Tensor& b = *in[1];
+    if (a.dtype() != b.dtype())
+      fail_format(std::string("inputs have different dtypes ") + dtype_name(a.dtype()) + " and " +
+                  dtype_name(b.dtype()));
+    kernels::BroadcastPlan plan;
+    if (!kernels::make_broadcast_plan(a.shape(), kernels::legacy_rhs_shape(b.shape(), a.rank(), legacy_axis_), plan))
+      fail_shape(kernels::broadcast_error(a.shape(), b.shape()));
+    out[0] = ctx.alloc(a.dtype(), plan.out_shape);
+    kernels::broadcast_binary(plan, a, b, out[0], ctx.threads(), kernels::MulFn{});
+  }
+
+ private:
+  int64_t legacy_axis_ = kernels::kNoLegacyAxis;
 };
+
 }  // namespace
 }  // namespace onnxplain::ops
 
-ONNXPLAIN_REGISTER_OP(Mul, MulStub)
+ONNXPLAIN_REGISTER_OP(Mul, Mul)

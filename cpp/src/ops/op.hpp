@@ -81,6 +81,11 @@ class Op {
                        ExecContext& ctx) const = 0;
   /// Whether constant folding may evaluate this op at load time when all inputs are constant.
   virtual bool foldable() const { return true; }
+  /// What forward() reads of input i. An input read only for its dtype (CastLike's target), or
+  /// only for its shape when that is fully known at load (Shape), does not stop constant
+  /// folding; forward then receives a stand-in with that dtype and shape but no data.
+  enum class InputUse { Value, Shape, DType };
+  virtual InputUse input_use(std::size_t input) const { (void)input; return InputUse::Value; }
 
   /// For OpKind::Linear: which inputs hold the weight and the (optional) bias; -1 if none.
   virtual int weight_input() const { return -1; }

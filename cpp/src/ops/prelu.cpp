@@ -1,16 +1,73 @@
-// STUB: PRelu is not implemented yet (replace this file).
+// PRelu — https://onnx.ai/onnx/operators/onnx__PRelu.html (opsets 6, 7, 9, 16).
+// Formula: y = x < 0 ? slope * x : x, slope broadcast unidirectionally to x (numpy rules, the
+// output keeps x's shape): a scalar/[1] slope, or per channel [C, 1, 1] against [N, C, H, W]
+// (what exporters emit for nn.PReLU(C)), or [C] against [N, C].
+// Kind: Activation (elementwise given the constant slope: LRP passes relevance through).
+#include <string>
+
+#include "kernels/broadcast.hpp"
+#include "kernels/elementwise.hpp"
 #include "ops/op.hpp"
 
 namespace onnxplain::ops {
 namespace {
-class PReluStub final : public Op {
- public:
-  explicit PReluStub(const NodeDesc& d) : Op(d) { fail_format("op not implemented yet"); }
-  OpKind kind() const override { return OpKind::Routing; }
-  std::vector<ValueInfo> infer(const std::vector<ValueInfo>&) const override { return {}; }
-  void forward(const std::vector<const Tensor*>&, std::vector<Tensor>&, ExecContext&) const override {}
+
+struct PReluFn {
+  float operator()(float x, float s) const { return x < 0.f ? s * x : x; }
 };
+
+class PRelu final : public Op {
+ public:
+  explicit PRelu(const NodeDesc& d) : Op(d) {
+    if (d.input_present.size() != 2 || !d.input_present[0] || !d.input_present[1])
+      fail_format("expects 2 inputs (X, slope), got " + std::to_string(d.input_present.size()));
+  }
+  OpKind kind() const override { return OpKind::Activation; }
+
+  std::vector<ValueInfo> infer(const std::vector<ValueInfo>& in) const override {
+    const ValueInfo& x = in.at(0);
+    const ValueInfo& s = in.at(1);
+    check_dtypes(x.dtype, s.dtype);
+    ValueInfo o = x;
+    o.value = nullptr;
+    if (x.has_rank && s.has_rank) {
+      Shape b;
+      if (!kernels::broadcast_shapes(x.shape, s.shape, b) || !fits(b, x.shape)) fail_unidirectional(x.shape, s.shape);
+      // An unknown dim of x that the slope pins down (> 1) is known after all.
+      o.shape = b;
+    }
+    return {o};
+  }
+
+  void forward(const std::vector<const Tensor*>& in, std::vector<Tensor>& out, ExecContext& ctx) const override {
+    const Tensor& x = *in[0];
+    const Tensor& s = *in[1];
+    check_dtypes(x.dtype(), s.dtype());
+    kernels::BroadcastPlan plan;
+    if (!kernels::make_broadcast_plan(x.shape(), s.shape(), plan) || plan.out_shape != x.shape())
+      fail_unidirectional(x.shape(), s.shape());
+    out[0] = ctx.alloc(DType::Float32, x.shape());
+    kernels::broadcast_binary(plan, x.f32(), s.f32(), out[0].f32(), ctx.threads(), PReluFn{});
+  }
+
+ private:
+  void check_dtypes(DType x, DType s) const {
+    if (x != DType::Float32 || s != DType::Float32)
+      fail_format(std::string("expects float32 inputs, got ") + dtype_name(x) + " and " + dtype_name(s));
+  }
+  // Whether broadcast shape b can equal x (same rank; dims agree where both are known).
+  static bool fits(const Shape& b, const Shape& x) {
+    if (b.size() != x.size()) return false;
+    for (std::size_t i = 0; i < b.size(); ++i)
+      if (b[i] >= 0 && x[i] >= 0 && b[i] != x[i]) return false;
+    return true;
+  }
+  [[noreturn]] void fail_unidirectional(const Shape& x, const Shape& s) const {
+    fail_shape("slope of shape " + shape_str(s) + " does not broadcast to the input shape " + shape_str(x));
+  }
+};
+
 }  // namespace
 }  // namespace onnxplain::ops
 
-ONNXPLAIN_REGISTER_OP(PRelu, PReluStub)
+ONNXPLAIN_REGISTER_OP(PRelu, PRelu)

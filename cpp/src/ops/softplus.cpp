@@ -1,16 +1,36 @@
-// STUB: Softplus is not implemented yet (replace this file).
+// Softplus — https://onnx.ai/onnx/operators/onnx__Softplus.html (opsets 1, 22).
+// Formula: y = log(1 + e^x), as max(x, 0) + log1p(e^-|x|) so large |x| neither overflows nor
+// rounds to 0.
+// Kind: Activation (LRP passes relevance through; the gradient is sigmoid(x)).
+#include <string>
+
+#include "kernels/elementwise.hpp"
 #include "ops/op.hpp"
 
 namespace onnxplain::ops {
 namespace {
-class SoftplusStub final : public Op {
+
+class Softplus final : public Op {
  public:
-  explicit SoftplusStub(const NodeDesc& d) : Op(d) { fail_format("op not implemented yet"); }
-  OpKind kind() const override { return OpKind::Routing; }
-  std::vector<ValueInfo> infer(const std::vector<ValueInfo>&) const override { return {}; }
-  void forward(const std::vector<const Tensor*>&, std::vector<Tensor>&, ExecContext&) const override {}
+  explicit Softplus(const NodeDesc& d) : Op(d) {}
+  OpKind kind() const override { return OpKind::Activation; }
+
+  std::vector<ValueInfo> infer(const std::vector<ValueInfo>& in) const override {
+    ValueInfo o = in.at(0);
+    if (o.dtype != DType::Float32) fail_format(std::string("expects a float32 input, got ") + dtype_name(o.dtype));
+    o.value = nullptr;
+    return {o};
+  }
+
+  void forward(const std::vector<const Tensor*>& in, std::vector<Tensor>& out, ExecContext& ctx) const override {
+    const Tensor& x = *in[0];
+    if (x.dtype() != DType::Float32) fail_format(std::string("expects a float32 input, got ") + dtype_name(x.dtype()));
+    out[0] = ctx.alloc(DType::Float32, x.shape());
+    kernels::unary_map(x, out[0], ctx.threads(), [](float v) { return kernels::stable_softplus(v); });
+  }
 };
+
 }  // namespace
 }  // namespace onnxplain::ops
 
-ONNXPLAIN_REGISTER_OP(Softplus, SoftplusStub)
+ONNXPLAIN_REGISTER_OP(Softplus, Softplus)

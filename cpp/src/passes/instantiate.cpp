@@ -115,11 +115,28 @@ void instantiate_and_fold(Graph& g) {
     instantiate(g, i);
     infer_node(g, n);
     bool all_const = n.op->foldable();
-    for (int in : n.inputs)
-      if (in >= 0 && !g.values[static_cast<std::size_t>(in)].is_constant) all_const = false;
-    if (!all_const) continue;
+    std::vector<Tensor> dtype_only(n.inputs.size());  // stand-ins for inputs read for dtype/shape only
     std::vector<const Tensor*> ins;
-    for (int in : n.inputs) ins.push_back(in >= 0 ? &g.values[static_cast<std::size_t>(in)].constant : nullptr);
+    for (std::size_t k = 0; k < n.inputs.size(); ++k) {
+      const int in = n.inputs[k];
+      if (in < 0) {
+        ins.push_back(nullptr);
+        continue;
+      }
+      const Value& v = g.values[static_cast<std::size_t>(in)];
+      if (v.is_constant) {
+        ins.push_back(&v.constant);
+      } else if (n.op->input_use(k) == ops::Op::InputUse::DType) {
+        dtype_only[k] = Tensor(v.info.dtype, {0});
+        ins.push_back(&dtype_only[k]);
+      } else if (n.op->input_use(k) == ops::Op::InputUse::Shape && v.info.has_rank && v.info.fully_known()) {
+        dtype_only[k] = Tensor(v.info.dtype, v.info.shape, nullptr, nullptr);
+        ins.push_back(&dtype_only[k]);
+      } else {
+        all_const = false;
+      }
+    }
+    if (!all_const) continue;
     std::vector<Tensor> outs(n.outputs.size());
     with_context(n, [&] { n.op->forward(ins, outs, ctx); });
     for (std::size_t k = 0; k < n.outputs.size(); ++k) {

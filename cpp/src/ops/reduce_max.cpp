@@ -1,0 +1,133 @@
+// ReduceMax — https://onnx.ai/onnx/operators/onnx__ReduceMax.html (opsets 1, 11, 12, 13, 18, 20).
+// y = max of x over `axes` (negative axes count from the end; none given = all axes), reduced axes
+// kept as size 1 when keepdims (default 1). Axes are an attribute before opset 18 and the optional
+// int64 second input from 18 on (noop_with_empty_axes = 1 makes empty axes the identity). NaNs
+// are skipped, as in onnxruntime; an empty reduction gives -inf (float) or INT64_MIN.
+// Kind: MaxPool (the dynamo exporter writes adaptive/global max pooling as ReduceMax over [2, 3]).
+#include <limits>
+
+#include "kernels/parallel.hpp"
+#include "kernels/reduce.hpp"
+#include "ops/op.hpp"
+
+namespace onnxplain::ops {
+namespace {
+
+// A NaN never compares greater, so it is skipped, as onnxruntime's ReduceMax does.
+template <class T>
+inline T max_nan(T a, T b) {
+  return b > a ? b : a;
+}
+
+/// Max over the masked axes of a row-major tensor. Trailing reduced axes (the pooling case) run
+/// as contiguous rows; any other pattern walks the input once with an odometer over the output.
+template <class T>
+void reduce_max(const T* x, const Shape& shape, const std::vector<bool>& mask, T* y, int64_t ny, int threads) {
+  const T lowest = std::numeric_limits<T>::has_infinity ? -std::numeric_limits<T>::infinity()
+                                                        : std::numeric_limits<T>::lowest();
+  for (int64_t i = 0; i < ny; ++i) y[i] = lowest;
+  const std::size_t r = shape.size();
+  std::size_t first_trailing = r;
+  while (first_trailing > 0 && mask[first_trailing - 1]) --first_trailing;
+  bool trailing_only = true;
+  for (std::size_t d = 0; d < first_trailing; ++d) trailing_only = trailing_only && !mask[d];
+  int64_t inner = 1;
+  for (std::size_t d = first_trailing; d < r; ++d) inner *= shape[d];
+  if (trailing_only) {
+    kernels::parallel_for(ny, threads, [&](int64_t b, int64_t e) {
+      for (int64_t o = b; o < e; ++o) {
+        const T* p = x + o * inner;
+        T m = lowest;
+        for (int64_t k = 0; k < inner; ++k) m = max_nan(m, p[k]);
+        y[o] = m;
+      }
+    });
+    return;
+  }
+  // Output strides per input axis (0 for reduced axes).
+  std::vector<int64_t> ostride(r, 0);
+  int64_t s = 1;
+  for (std::size_t d = r; d-- > 0;)
+    if (!mask[d]) {
+      ostride[d] = s;
+      s *= shape[d];
+    }
+  int64_t n = shape_numel(shape);
+  std::vector<int64_t> idx(r + 1, 0);  // one spare slot keeps GCC 12's -Wfree-nonheap-object quiet
+  int64_t off = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    y[off] = max_nan(y[off], x[i]);
+    for (int64_t d = static_cast<int64_t>(r) - 1; d >= 0; --d) {
+      const auto k = static_cast<std::size_t>(d);
+      off += ostride[k];
+      if (++idx[k] < shape[k]) break;
+      off -= ostride[k] * shape[k];
+      idx[k] = 0;
+    }
+  }
+}
+
+class ReduceMax final : public Op {
+ public:
+  explicit ReduceMax(const NodeDesc& d) : Op(d) {
+    keepdims_ = d.attrs->get_int("keepdims", 1) != 0;
+    noop_empty_ = d.attrs->get_int("noop_with_empty_axes", 0) != 0;
+    if (d.opset < 18) {
+      axes_ = d.attrs->get_ints("axes", {});
+    } else {
+      axes_input_ = d.input_present.size() > 1 && d.input_present[1];
+      if (axes_input_ && d.const_inputs.size() > 1 && d.const_inputs[1]) {
+        axes_ = d.const_inputs[1]->to_i64_vector();
+      } else {
+        axes_known_ = !axes_input_;
+      }
+    }
+  }
+  OpKind kind() const override { return OpKind::MaxPool; }
+
+  std::vector<ValueInfo> infer(const std::vector<ValueInfo>& in) const override {
+    const ValueInfo& x = in.at(0);
+    ValueInfo o;
+    o.dtype = x.dtype;
+    if (!x.has_rank) return {o};
+    if (!axes_known_) {
+      if (keepdims_) o = ValueInfo(x.dtype, Shape(x.shape.size(), -1));
+      return {o};
+    }
+    if (axes_.empty() && noop_empty_) return {ValueInfo(x.dtype, x.shape)};
+    std::vector<bool> mask;
+    std::string err = kernels::reduce_mask(axes_, x.rank(), &mask);
+    if (!err.empty()) fail_shape(err + " (input shape " + shape_str(x.shape) + ")");
+    return {ValueInfo(x.dtype, kernels::reduced_shape(x.shape, mask, keepdims_))};
+  }
+
+  void forward(const std::vector<const Tensor*>& in, std::vector<Tensor>& out, ExecContext& ctx) const override {
+    const Tensor& x = *in[0];
+    const bool runtime_axes = axes_input_ && in.size() > 1 && in[1];
+    std::vector<int64_t> axes = runtime_axes ? in[1]->to_i64_vector() : axes_;
+    if (axes.empty() && noop_empty_) {
+      out[0] = x;
+      return;
+    }
+    std::vector<bool> mask;
+    std::string err = kernels::reduce_mask(axes, x.rank(), &mask);
+    if (!err.empty()) fail_shape(err + " (input shape " + shape_str(x.shape()) + ")");
+    out[0] = ctx.alloc(x.dtype(), kernels::reduced_shape(x.shape(), mask, keepdims_));
+    if (x.dtype() == DType::Int64)
+      reduce_max(x.i64(), x.shape(), mask, out[0].i64(), out[0].numel(), ctx.threads());
+    else
+      reduce_max(x.f32(), x.shape(), mask, out[0].f32(), out[0].numel(), ctx.threads());
+  }
+
+ private:
+  std::vector<int64_t> axes_;
+  bool keepdims_ = true;
+  bool noop_empty_ = false;
+  bool axes_input_ = false;
+  bool axes_known_ = true;
+};
+
+}  // namespace
+}  // namespace onnxplain::ops
+
+ONNXPLAIN_REGISTER_OP(ReduceMax, ReduceMax)
