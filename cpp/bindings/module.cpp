@@ -8,6 +8,8 @@
 
 #include "ops/op.hpp"
 #include "runtime/model.hpp"
+#include "runtime/reverse.hpp"
+#include "rules/rule.hpp"
 
 namespace py = pybind11;
 using namespace onnxplain;
@@ -151,5 +153,29 @@ PYBIND11_MODULE(_core, m) {
             for (const auto& t : outs) l.append(to_numpy(t));
             return l;
           },
-          py::arg("inputs"), py::arg("threads") = 1);
+          py::arg("inputs"), py::arg("threads") = 1)
+      .def(
+          "vjp",
+          [](const runtime::Model& mdl, const std::vector<py::array>& arrays, const std::vector<py::object>& cot,
+             int threads) {
+            std::vector<Tensor> ins;
+            for (const auto& a : arrays) ins.push_back(from_numpy(a));
+            std::vector<Tensor> start;
+            for (const auto& c : cot) start.push_back(c.is_none() ? Tensor() : from_numpy(c.cast<py::array>()));
+            std::vector<Tensor> grads;
+            {
+              py::gil_scoped_release nogil;
+              std::vector<Tensor> values;
+              mdl.run(ins, threads, &values);
+              static const rules::GradientRule gradient;
+              grads = runtime::reverse_sweep(
+                  mdl, values, start, [](std::size_t) -> const rules::Rule& { return gradient; }, threads);
+            }
+            py::list l;
+            for (const auto& t : grads) l.append(to_numpy(t));
+            return l;
+          },
+          py::arg("inputs"), py::arg("cotangents"), py::arg("threads") = 1,
+          "Vector-Jacobian product of the whole model: one cotangent per output (None = zero), one "
+          "gradient per input.");
 }

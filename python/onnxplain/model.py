@@ -91,6 +91,16 @@ class Model:
         return list(self._m.nodes)
 
     @property
+    def opset(self) -> int:
+        """The model's ai.onnx opset version."""
+        return int(self._m.opset)
+
+    @property
+    def producer(self) -> str:
+        """The producer named in the file (exporter and version), or ``""``."""
+        return str(self._m.producer)
+
+    @property
     def notes(self) -> list[str]:
         """What the load-time rewrites did (folded BatchNorms, stripped softmax, dropped outputs)."""
         return list(self._m.notes)
@@ -160,6 +170,32 @@ class Model:
             Threads for this call (default: the model's ``threads``).
         """
         return self.run(x, threads)[0]
+
+    def vjp(self, x: Any, cotangents: Any, threads: int | None = None) -> list[np.ndarray]:
+        """Vector-Jacobian product of the whole model: the gradient of ``sum_k <c_k, y_k>`` with
+        respect to every input, where ``y_k`` are the outputs and ``c_k`` the cotangents.
+
+        Parameters
+        ----------
+        x : array_like or dict
+            The inputs, as for :meth:`predict`.
+        cotangents : array_like or list
+            One array per output, shaped like it (``None`` = zero); a single array for a
+            single-output model.
+        threads : int, optional
+            Threads for this call.
+
+        Returns
+        -------
+        list of numpy.ndarray
+            One gradient per input, shaped like it.
+        """
+        n_out = len(self.outputs)
+        cots = [cotangents] if n_out == 1 and not isinstance(cotangents, (list, tuple)) else list(cotangents)
+        if len(cots) != n_out:
+            raise ValueError(f"expected {n_out} cotangent(s), one per output, got {len(cots)}")
+        arrays = [None if c is None else np.require(np.asarray(c, dtype=np.float32), requirements="C") for c in cots]
+        return list(self._m.vjp(self._prepare(x), arrays, threads or self.threads))
 
     def summary(self) -> str:
         """A human-readable description: inputs, outputs, ops and their kinds."""

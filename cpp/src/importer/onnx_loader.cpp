@@ -262,7 +262,8 @@ std::string read_external(const RawTensor& t, const ExternalCtx& ext, std::size_
   if (ext.base_real.empty() || realpath(joined.c_str(), buf) == nullptr)
     throw ModelFormatError(tensor_label(t) + ": external data file '" + shown + "' not found next to the model");
   std::string real(buf);
-  if (real.compare(0, ext.base_real.size() + 1, ext.base_real + "/") != 0)
+  const std::string prefix = ext.base_real.back() == '/' ? ext.base_real : ext.base_real + "/";  // "/" stays "/"
+  if (real.compare(0, prefix.size(), prefix) != 0)
     throw ModelFormatError(tensor_label(t) + ": external data location '" + shown +
                            "' resolves (through a symbolic link) outside the model's folder; refused");
   struct stat st {};
@@ -314,8 +315,13 @@ Tensor to_tensor(const RawTensor& t, const ExternalCtx& ext, const ImportLimits&
   const std::size_t esz = raw_elem_size(dt);
   const DType out_type = is_float_type(dt) ? DType::Float32 : DType::Int64;
   const int64_t n = checked_numel(t, std::max<std::size_t>(esz, dtype_size(out_type)), limits.max_tensor_bytes);
-  Tensor out(out_type, Shape(t.dims.begin(), t.dims.end()));
-
+  const Shape shape(t.dims.begin(), t.dims.end());
+  auto mismatch = [&](std::size_t have, const char* unit) {
+    throw ModelFormatError(tensor_label(t) + " declares shape " + shape_str(shape) + " (" + std::to_string(n) +
+                           " elements) but holds " + std::to_string(have) + " " + unit);
+  };
+  // Everything below checks the data against the declared shape before allocating: a few bytes
+  // of file must not be able to make us allocate gigabytes.
   std::string ext_bytes;
   const uint8_t* raw = nullptr;
   std::size_t raw_size = 0;
@@ -327,12 +333,9 @@ Tensor to_tensor(const RawTensor& t, const ExternalCtx& ext, const ImportLimits&
     raw = t.raw.data;
     raw_size = t.raw.size;
   }
-  auto mismatch = [&](std::size_t have, const char* unit) {
-    throw ModelFormatError(tensor_label(t) + " declares shape " + shape_str(out.shape()) + " (" +
-                           std::to_string(n) + " elements) but holds " + std::to_string(have) + " " + unit);
-  };
-  if (raw != nullptr || t.external) {
+  if (t.external || t.has_raw) {
     if (raw_size != static_cast<std::size_t>(n) * esz) mismatch(raw_size, "bytes of raw data");
+    Tensor out(out_type, shape);
     if (out_type == DType::Float32) {
       float* y = out.f32();
       for (int64_t i = 0; i < n; ++i) {
@@ -363,37 +366,38 @@ Tensor to_tensor(const RawTensor& t, const ExternalCtx& ext, const ImportLimits&
     return out;
   }
   // Typed fields.
-  auto check = [&](std::size_t have) {
-    if (have != static_cast<std::size_t>(n)) mismatch(have, "values");
-  };
+  std::size_t have = 0;
+  switch (dt) {
+    case kFloat: have = t.float_data.size(); break;
+    case kDouble: have = t.double_data.size(); break;
+    case kInt64: have = t.int64_data.size(); break;
+    case kUint32: case kUint64: have = t.uint64_data.size(); break;
+    default: have = t.int32_data.size(); break;  // int32, int16, int8, uint16, uint8, bool, float16, bfloat16
+  }
+  if (have != static_cast<std::size_t>(n)) mismatch(have, "values");
+  Tensor out(out_type, shape);
   switch (dt) {
     case kFloat:
-      check(t.float_data.size());
       std::copy(t.float_data.begin(), t.float_data.end(), out.f32());
       break;
     case kDouble:
-      check(t.double_data.size());
       for (int64_t i = 0; i < n; ++i) out.f32()[i] = static_cast<float>(t.double_data[static_cast<std::size_t>(i)]);
       break;
     case kFloat16:
     case kBfloat16:
-      check(t.int32_data.size());
       for (int64_t i = 0; i < n; ++i) {
         auto bits = static_cast<uint16_t>(t.int32_data[static_cast<std::size_t>(i)]);
         out.f32()[i] = dt == kFloat16 ? half_to_float(bits) : bf16_to_float(bits);
       }
       break;
     case kInt64:
-      check(t.int64_data.size());
       std::copy(t.int64_data.begin(), t.int64_data.end(), out.i64());
       break;
     case kUint32:
     case kUint64:
-      check(t.uint64_data.size());
       for (int64_t i = 0; i < n; ++i) out.i64()[i] = static_cast<int64_t>(t.uint64_data[static_cast<std::size_t>(i)]);
       break;
     default:  // int32, int16, int8, uint16, uint8, bool: int32_data
-      check(t.int32_data.size());
       std::copy(t.int32_data.begin(), t.int32_data.end(), out.i64());
       break;
   }
@@ -635,7 +639,16 @@ struct Importer {
       n.op_type = pn.op_type;
       n.domain = pn.domain == "ai.onnx" ? "" : pn.domain;
       for (const auto& s : pn.inputs) n.inputs.push_back(s.empty() ? -1 : value(s));
-      for (const auto& s : pn.outputs) n.outputs.push_back(s.empty() ? -1 : value(s));
+      for (const auto& s : pn.outputs) {
+        int id = s.empty() ? -1 : value(s);
+        // SSA: a node may not overwrite a graph input or an initializer (onnxruntime refuses it
+        // too); toposort catches two nodes writing one value.
+        if (id >= 0 && g.values[static_cast<std::size_t>(id)].is_constant)
+          throw ModelFormatError(Graph::node_context(n) + " writes '" + s + "', which is an initializer");
+        if (id >= 0 && std::find(g.inputs.begin(), g.inputs.end(), id) != g.inputs.end())
+          throw ModelFormatError(Graph::node_context(n) + " writes '" + s + "', which is a graph input");
+        n.outputs.push_back(id);
+      }
       n.attrs.set_context(Graph::node_context(n));
       for (auto& a : pn.attrs) {
         if (a.name.empty()) throw ModelFormatError(Graph::node_context(n) + " has an attribute without a name");

@@ -1,6 +1,8 @@
 #include "ir/graph.hpp"
 
 #include <algorithm>
+#include <functional>
+#include <queue>
 
 #include "onnxplain/errors.hpp"
 
@@ -83,21 +85,20 @@ void Graph::toposort() {
   std::vector<int> order;
   order.reserve(nodes.size());
   std::vector<char> done(nodes.size(), 0);
-  std::vector<int> ready;
+  // Always take the smallest ready index, to keep the file's order where possible. A min-heap:
+  // a linear scan per step would be quadratic in wide graphs (thousands of Constant nodes).
+  std::priority_queue<int, std::vector<int>, std::greater<int>> ready;
   for (std::size_t i = 0; i < nodes.size(); ++i)
-    if (pending[i] == 0) ready.push_back(static_cast<int>(i));
-  std::size_t head = 0;
-  while (head < ready.size()) {
-    // Take the smallest ready index to keep the file's order where possible.
-    auto it = std::min_element(ready.begin() + static_cast<std::ptrdiff_t>(head), ready.end());
-    std::iter_swap(ready.begin() + static_cast<std::ptrdiff_t>(head), it);
-    int n = ready[head++];
+    if (pending[i] == 0) ready.push(static_cast<int>(i));
+  while (!ready.empty()) {
+    int n = ready.top();
+    ready.pop();
     order.push_back(n);
     done[static_cast<std::size_t>(n)] = 1;
     for (int o : nodes[static_cast<std::size_t>(n)].outputs) {
       if (o < 0) continue;
       for (int r : readers[static_cast<std::size_t>(o)])
-        if (--pending[static_cast<std::size_t>(r)] == 0) ready.push_back(r);
+        if (--pending[static_cast<std::size_t>(r)] == 0) ready.push(r);
     }
   }
   if (order.size() != nodes.size()) {

@@ -1,16 +1,146 @@
-// STUB: Conv is not implemented yet (replace this file).
+// Conv — https://onnx.ai/onnx/operators/onnx__Conv.html (opsets 1, 11).
+// y[n, m, o] = b[m] + sum over c in m's group and taps t of
+//              w[m, c, t] * x[n, g*C/G + c, o*stride - pad_begin + t*dilation]   (zero padding)
+// x [N, C, spatial...] (1-3 spatial axes), w [M, C/group, k...], optional b [M]; strides, pads,
+// auto_pad, dilations, group (depthwise when group == C), kernel_shape (else from w).
+// Kind: Linear, weight input 1, bias input 2 (LRP rules run it with modified weights/inputs).
+#include "kernels/conv.hpp"
 #include "ops/op.hpp"
 
 namespace onnxplain::ops {
 namespace {
-class ConvStub final : public Op {
+
+class Conv final : public Op {
  public:
-  explicit ConvStub(const NodeDesc& d) : Op(d) { fail_format("op not implemented yet"); }
-  OpKind kind() const override { return OpKind::Routing; }
-  std::vector<ValueInfo> infer(const std::vector<ValueInfo>&) const override { return {}; }
-  void forward(const std::vector<const Tensor*>&, std::vector<Tensor>&, ExecContext&) const override {}
+  explicit Conv(const NodeDesc& d) : Op(d) {
+    if (d.input_present.size() < 2 || !d.input_present[0] || !d.input_present[1])
+      fail_format("needs the inputs X and W");
+    has_bias_ = d.input_present.size() > 2 && d.input_present[2];
+    groups_ = d.attrs->get_int("group", 1);
+    if (groups_ < 1) fail_format("group must be >= 1, got " + std::to_string(groups_));
+    spec_.kernel = d.attrs->get_ints("kernel_shape", {});
+    spec_.strides = d.attrs->get_ints("strides", {});
+    spec_.dilations = d.attrs->get_ints("dilations", {});
+    spec_.pads = d.attrs->get_ints("pads", {});
+    const std::string err = kernels::parse_auto_pad(d.attrs->get_string("auto_pad", "NOTSET"), &spec_.auto_pad);
+    if (!err.empty()) fail_format(err);
+    // Attribute lengths are checked now when the number of spatial axes is known already.
+    const Tensor* w = d.const_inputs.size() > 1 ? d.const_inputs[1] : nullptr;
+    const int64_t nd = !spec_.kernel.empty() ? static_cast<int64_t>(spec_.kernel.size())
+                       : w && w->rank() >= 3 ? w->rank() - 2
+                                             : -1;
+    if (nd > 0) {
+      kernels::WindowSpec s = spec_;
+      if (s.kernel.empty()) s.kernel.assign(w->shape().begin() + 2, w->shape().end());
+      const std::string e = kernels::normalize_window(&s, nd);
+      if (!e.empty()) fail_format(e);
+    }
+  }
+
+  OpKind kind() const override { return OpKind::Linear; }
+  int weight_input() const override { return 1; }
+  int bias_input() const override { return has_bias_ ? 2 : -1; }
+
+  std::vector<ValueInfo> infer(const std::vector<ValueInfo>& in) const override {
+    const ValueInfo& x = in.at(0);
+    const ValueInfo& w = in.at(1);
+    const ValueInfo* b = has_bias_ && in.size() > 2 ? &in[2] : nullptr;
+    const char* names[] = {"X", "W", "B"};
+    for (int i = 0; i < (b ? 3 : 2); ++i)
+      if (in[static_cast<std::size_t>(i)].dtype != DType::Float32)
+        fail_shape(std::string("expects float32 ") + names[i] + ", got " + dtype_name(in[static_cast<std::size_t>(i)].dtype));
+    if (!x.has_rank && !w.has_rank) return {ValueInfo()};
+    return {ValueInfo(DType::Float32, out_shape(x, w, b, nullptr))};
+  }
+
+  void forward(const std::vector<const Tensor*>& in, std::vector<Tensor>& out, ExecContext& ctx) const override {
+    const Tensor& x = *in[0];
+    const Tensor& w = *in[1];
+    const Tensor* b = has_bias_ && in.size() > 2 ? in[2] : nullptr;
+    const ValueInfo xi = ValueInfo::of(x), wi = ValueInfo::of(w);
+    const ValueInfo bi = b ? ValueInfo::of(*b) : ValueInfo();
+    if (x.dtype() != DType::Float32 || w.dtype() != DType::Float32 || (b && b->dtype() != DType::Float32))
+      fail_shape("expects float32 inputs");
+    kernels::WindowSpec spec;
+    const Shape ys = out_shape(xi, wi, b ? &bi : nullptr, &spec);
+    kernels::ConvShape cs;
+    cs.batch = x.dim(0);
+    cs.in_channels = x.dim(1);
+    cs.out_channels = w.dim(0);
+    cs.groups = groups_;
+    const std::string err = kernels::resolve_window(spec, Shape(x.shape().begin() + 2, x.shape().end()), &cs.win);
+    if (!err.empty()) fail_shape(err);
+    out[0] = ctx.alloc(DType::Float32, ys);
+    const int64_t scratch = kernels::conv_scratch_floats(cs);
+    float* buf = scratch > 0 ? ctx.scratch(static_cast<std::size_t>(scratch)) : nullptr;
+    kernels::conv_forward(cs, x.f32(), w.f32(), b ? b->f32() : nullptr, out[0].f32(), buf, ctx.threads());
+  }
+
+ private:
+  // Output shape from what is known (dims < 0 unknown); checks everything that can be checked.
+  // With `spec_out`, also returns the window attributes resolved for this rank.
+  Shape out_shape(const ValueInfo& x, const ValueInfo& w, const ValueInfo* b, kernels::WindowSpec* spec_out) const {
+    const int64_t rank = x.has_rank ? x.rank() : w.rank();
+    if (rank < 3 || rank > 5)
+      fail_shape("X must have rank 3 to 5 (N, C, 1-3 spatial axes), got shape " +
+                 (x.has_rank ? shape_str(x.shape) : std::string("of rank ") + std::to_string(rank)));
+    if (x.has_rank && w.has_rank && w.rank() != rank)
+      fail_shape("W must have the rank of X: expected rank " + std::to_string(rank) + ", got W of shape " +
+                 shape_str(w.shape) + " for X of shape " + shape_str(x.shape));
+    const int64_t nd = rank - 2;
+    auto xdim = [&](int64_t i) { return x.has_rank ? x.shape[static_cast<std::size_t>(i)] : int64_t{-1}; };
+    auto wdim = [&](int64_t i) { return w.has_rank ? w.shape[static_cast<std::size_t>(i)] : int64_t{-1}; };
+    const int64_t C = xdim(1), M = wdim(0), Cw = wdim(1);
+    if (C >= 0 && C % groups_ != 0)
+      fail_shape("group " + std::to_string(groups_) + " does not divide the " + std::to_string(C) +
+                 " input channels of X " + shape_str(x.shape));
+    if (C >= 0 && Cw >= 0 && Cw * groups_ != C)
+      fail_shape("W " + shape_str(w.shape) + " does not fit X " + shape_str(x.shape) + " with group " +
+                 std::to_string(groups_) + ": expected W.shape[1] = " + std::to_string(C / groups_) + ", got " +
+                 std::to_string(Cw));
+    if (M >= 0 && M % groups_ != 0)
+      fail_shape("group " + std::to_string(groups_) + " does not divide the " + std::to_string(M) +
+                 " output channels of W " + shape_str(w.shape));
+    if (b && b->has_rank && (b->rank() != 1 || (M >= 0 && b->shape[0] >= 0 && b->shape[0] != M)))
+      fail_shape("B must have shape (" + std::to_string(M) + "), expected one bias per output channel, got " +
+                 shape_str(b->shape));
+
+    kernels::WindowSpec spec = spec_;
+    bool kernel_known = true;
+    if (w.has_rank) {
+      const Shape wk(w.shape.begin() + 2, w.shape.end());
+      for (int64_t k : wk) kernel_known = kernel_known && k >= 0;
+      if (spec.kernel.empty()) {
+        spec.kernel = wk;
+      } else if (kernel_known && spec.kernel != wk) {
+        fail_shape("kernel_shape does not match W: expected W's spatial shape " + shape_str(spec.kernel) +
+                   ", got W " + shape_str(w.shape));
+      }
+    }
+    Shape ys{xdim(0), M};
+    if (spec.kernel.empty() || !kernel_known) {
+      if (spec_out) fail_shape("the kernel shape is unknown");
+      for (int64_t i = 0; i < nd; ++i) ys.push_back(-1);
+      return ys;
+    }
+    std::string err = kernels::normalize_window(&spec, nd);
+    if (!err.empty()) fail_shape(err);
+    Shape in_sp(static_cast<std::size_t>(nd), -1);
+    if (x.has_rank) in_sp.assign(x.shape.begin() + 2, x.shape.end());
+    Shape sp;
+    err = kernels::window_out_dims(spec, in_sp, &sp);
+    if (!err.empty()) fail_shape(err + " (X " + shape_str(x.shape) + ", W " + shape_str(w.shape) + ")");
+    ys.insert(ys.end(), sp.begin(), sp.end());
+    if (spec_out) *spec_out = spec;
+    return ys;
+  }
+
+  kernels::WindowSpec spec_;  // kernel may be empty: taken from W
+  int64_t groups_ = 1;
+  bool has_bias_ = false;
 };
+
 }  // namespace
 }  // namespace onnxplain::ops
 
-ONNXPLAIN_REGISTER_OP(Conv, ConvStub)
+ONNXPLAIN_REGISTER_OP(Conv, Conv)

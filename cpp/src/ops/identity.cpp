@@ -1,16 +1,30 @@
-// STUB: Identity is not implemented yet (replace this file).
+// Identity — https://onnx.ai/onnx/operators/onnx__Identity.html (opset 1, 13, 14, 16, 19, 21;
+// tensors only, no sequences or optionals).
+// y = x. Kind: Routing (relevance and gradients pass through). Aliases the input; the
+// remove_identity pass usually drops the node before it ever runs.
 #include "ops/op.hpp"
+#include "ops/routing_util.hpp"
 
 namespace onnxplain::ops {
 namespace {
-class IdentityStub final : public Op {
+
+class Identity final : public Op {
  public:
-  explicit IdentityStub(const NodeDesc& d) : Op(d) { fail_format("op not implemented yet"); }
+  explicit Identity(const NodeDesc& d) : Op(d) { require_io(*this, d, 1, "input"); }
   OpKind kind() const override { return OpKind::Routing; }
-  std::vector<ValueInfo> infer(const std::vector<ValueInfo>&) const override { return {}; }
-  void forward(const std::vector<const Tensor*>&, std::vector<Tensor>&, ExecContext&) const override {}
+
+  std::vector<ValueInfo> infer(const std::vector<ValueInfo>& in) const override {
+    ValueInfo o = in.at(0);
+    o.value = nullptr;
+    return {o};
+  }
+
+  void forward(const std::vector<const Tensor*>& in, std::vector<Tensor>& out, ExecContext&) const override {
+    out[0] = *in[0];
+  }
 };
+
 }  // namespace
 }  // namespace onnxplain::ops
 
-ONNXPLAIN_REGISTER_OP(Identity, IdentityStub)
+ONNXPLAIN_REGISTER_OP(Identity, Identity)

@@ -87,6 +87,18 @@ class Op {
   enum class InputUse { Value, Shape, DType };
   virtual InputUse input_use(std::size_t input) const { (void)input; return InputUse::Value; }
 
+  /// Vector-Jacobian product, the one primitive every reverse method is built on. `in` and `out`
+  /// are the forward pass's values (a rule may substitute modified inputs or weights, e.g. W+ for
+  /// z+, and pass the matching recomputed outputs); `gout[k]` is the cotangent of output k
+  /// (nullptr = zero). For every input i with need[i], gin[i] receives dL/d(in[i]) with in[i]'s
+  /// shape; other entries stay empty. Only float inputs are ever needed (integer shape inputs and
+  /// weights of linear ops never are). Ops without a VJP keep this default, which refuses.
+  virtual void vjp(const std::vector<const Tensor*>& in, const std::vector<const Tensor*>& out,
+                   const std::vector<const Tensor*>& gout, const std::vector<bool>& need, std::vector<Tensor>& gin,
+                   ExecContext& ctx) const;
+  /// True for the rectifier (Relu), whose backward DeConvNet and Guided BackProp modify.
+  virtual bool rectifier() const { return false; }
+
   /// For OpKind::Linear: which inputs hold the weight and the (optional) bias; -1 if none.
   virtual int weight_input() const { return -1; }
   virtual int bias_input() const { return -1; }
@@ -111,6 +123,9 @@ using OpFactory = std::unique_ptr<Op> (*)(const NodeDesc&);
 struct OpDef {
   const char* op_type;
   OpFactory create;
+  int min_inputs;   // the first min_inputs must be present
+  int max_inputs;
+  int max_outputs;  // every op has at least one output
 };
 
 /// The ops compiled in (ai.onnx domain), in op_list.inc order.

@@ -4,7 +4,7 @@
 
 namespace onnxplain::ops {
 
-#define OP(OP_TYPE) std::unique_ptr<Op> make_op_##OP_TYPE(const NodeDesc&);
+#define OP(OP_TYPE, ...) std::unique_ptr<Op> make_op_##OP_TYPE(const NodeDesc&);
 #include "ops/op_list.inc"
 #undef OP
 
@@ -25,6 +25,12 @@ const char* kind_name(OpKind k) {
   return "?";
 }
 
+void Op::vjp(const std::vector<const Tensor*>&, const std::vector<const Tensor*>&, const std::vector<const Tensor*>&,
+             const std::vector<bool>&, std::vector<Tensor>&, ExecContext&) const {
+  throw UnsupportedModelError(context() + " has no vector-Jacobian product yet, so reverse methods cannot pass it",
+                              {UnsupportedOp{op_type_, "", {name_}}});
+}
+
 std::vector<ValueInfo> infos_of(const std::vector<const Tensor*>& in) {
   std::vector<ValueInfo> v;
   v.reserve(in.size());
@@ -34,7 +40,7 @@ std::vector<ValueInfo> infos_of(const std::vector<const Tensor*>& in) {
 
 const std::vector<OpDef>& registry() {
   static const std::vector<OpDef> defs = {
-#define OP(OP_TYPE) OpDef{#OP_TYPE, &make_op_##OP_TYPE},
+#define OP(OP_TYPE, MIN_IN, MAX_IN, MAX_OUT) OpDef{#OP_TYPE, &make_op_##OP_TYPE, MIN_IN, MAX_IN, MAX_OUT},
 #include "ops/op_list.inc"
 #undef OP
   };

@@ -1,4 +1,5 @@
 // Op instantiation, shape inference and constant folding: one walk in topological order.
+#include <stdexcept>
 #include <map>
 
 #include "ops/op.hpp"
@@ -51,6 +52,9 @@ void with_context(const Node& n, F&& f) {
     std::string m = e.what();
     if (m.rfind("node '", 0) == 0) throw;
     throw ModelFormatError(Graph::node_context(n) + ": " + m);
+  } catch (const std::out_of_range&) {
+    // Last line of defence; the arity check in instantiate() should make this unreachable.
+    throw ModelFormatError(Graph::node_context(n) + " has inputs or outputs its op does not accept");
   }
 }
 }  // namespace
@@ -60,6 +64,21 @@ void instantiate(Graph& g, std::size_t i) {
   const ops::OpDef* def = ops::find_op(n.op_type, n.domain);
   n.op.reset();
   if (!def) return;
+  const int n_in = static_cast<int>(n.inputs.size());
+  const int n_out = static_cast<int>(n.outputs.size());
+  auto plural = [](int k, const char* w) { return std::to_string(k) + " " + w + (k == 1 ? "" : "s"); };
+  if (n_in < def->min_inputs || n_in > def->max_inputs || n_out < 1 || n_out > def->max_outputs ||
+      (n_out >= 1 && n.outputs[0] < 0))
+    throw ModelFormatError(Graph::node_context(n) + " has " + plural(n_in, "input") + " and " + plural(n_out, "output") +
+                           "; " + n.op_type + " takes " +
+                           (def->min_inputs == def->max_inputs ? std::to_string(def->min_inputs)
+                                                               : std::to_string(def->min_inputs) + " to " +
+                                                                     std::to_string(def->max_inputs)) +
+                           " inputs and 1" + (def->max_outputs > 1 ? " to " + std::to_string(def->max_outputs) : "") +
+                           " output" + (def->max_outputs > 1 ? "s" : ""));
+  for (int k = 0; k < def->min_inputs; ++k)
+    if (n.inputs[static_cast<std::size_t>(k)] < 0)
+      throw ModelFormatError(Graph::node_context(n) + ": required input " + std::to_string(k) + " is omitted");
   with_context(n, [&] { n.op = std::shared_ptr<ops::Op>(def->create(describe(g, n)).release()); });
 }
 

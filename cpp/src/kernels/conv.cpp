@@ -1,0 +1,292 @@
+#include "kernels/conv.hpp"
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "kernels/gemm.hpp"
+#include "kernels/parallel.hpp"
+
+namespace onnxplain::kernels {
+
+namespace {
+
+// Column-buffer budget of one GEMM (floats): large enough that sgemm runs near peak, small enough
+// that the columns written by im2col are still in cache when sgemm packs them (a whole VGG
+// conv1_2 column matrix is 115 MB).
+constexpr int64_t kColTile = int64_t{1} << 19;
+// Pointwise convs read the input directly; several images are packed into one GEMM (a copy) only
+// when one image's GEMM is this narrow.
+constexpr int64_t kPackNarrow = 256;
+
+int64_t grain_for(int64_t work_per_item) {
+  return std::max<int64_t>(1, kParallelGrain / std::max<int64_t>(1, work_per_item));
+}
+
+// Output columns [c_lo, c_hi) of the last axis whose tap at offset `off` (input index of output
+// column 0) lands inside [0, in).
+inline void valid_cols(int64_t off, int64_t s, int64_t in, int64_t out, int64_t* c_lo, int64_t* c_hi) {
+  int64_t lo = off < 0 ? (-off + s - 1) / s : 0;
+  int64_t hi = in - off > 0 ? (in - off + s - 1) / s : 0;
+  lo = std::min(lo, out);
+  hi = std::max(lo, std::min(hi, out));
+  *c_lo = lo;
+  *c_hi = hi;
+}
+
+// Row r = c*K + k of the column matrix, restricted to the output rows [r0, r1) (a row = one
+// (a, b) index of the two leading output axes, out[2] columns each), written to dst.
+inline void im2col_row(const float* x, const Window3& w, int64_t r, int64_t r0, int64_t r1, float* dst) {
+  const int64_t K = w.k_size(), out2 = w.out[2], in_hw = w.in[1] * w.in[2];
+  const int64_t c = r / K, k = r % K;
+  const int64_t ka = k / (w.k[1] * w.k[2]), kb = (k / w.k[2]) % w.k[1], kc = k % w.k[2];
+  const float* xc = x + c * w.in_size();
+  const int64_t off2 = kc * w.d[2] - w.pb[2], s2 = w.s[2];
+  int64_t c_lo, c_hi;
+  valid_cols(off2, s2, w.in[2], out2, &c_lo, &c_hi);
+  for (int64_t row = r0; row < r1; ++row, dst += out2) {
+    const int64_t a = row / w.out[1], b = row % w.out[1];
+    const int64_t ia = a * w.s[0] - w.pb[0] + ka * w.d[0];
+    const int64_t ib = b * w.s[1] - w.pb[1] + kb * w.d[1];
+    if (ia < 0 || ia >= w.in[0] || ib < 0 || ib >= w.in[1] || c_lo >= c_hi) {
+      std::memset(dst, 0, sizeof(float) * static_cast<std::size_t>(out2));
+      continue;
+    }
+    // First tap inside the row: index c_lo * s2 + off2 >= 0.
+    const float* src = xc + ia * in_hw + ib * w.in[2] + (c_lo * s2 + off2);
+    for (int64_t j = 0; j < c_lo; ++j) dst[j] = 0.f;
+    if (s2 == 1) {
+      std::memcpy(dst + c_lo, src, sizeof(float) * static_cast<std::size_t>(c_hi - c_lo));
+    } else {
+      for (int64_t j = c_lo; j < c_hi; ++j) dst[j] = src[(j - c_lo) * s2];
+    }
+    for (int64_t j = c_hi; j < out2; ++j) dst[j] = 0.f;
+  }
+}
+
+// im2col of the output rows [r0, r1); row r of col starts at col + r * ldc.
+void im2col_rows(const float* x, int64_t channels, const Window3& w, int64_t r0, int64_t r1, float* col,
+                 int64_t ldc, int threads) {
+  parallel_for(
+      channels * w.k_size(), threads,
+      [&](int64_t rb, int64_t re) {
+        for (int64_t r = rb; r < re; ++r) im2col_row(x, w, r, r0, r1, col + r * ldc);
+      },
+      grain_for((r1 - r0) * w.out[2]));
+}
+
+// Groups == channels: one small stencil per output channel; a GEMM per channel would be a
+// 1-row matrix product.
+void depthwise(const ConvShape& s, const float* x, const float* wt, const float* bias, float* y, int threads) {
+  const Window3& w = s.win;
+  const int64_t C = s.in_channels, M = s.out_channels, mult = M / C;
+  const int64_t K = w.k_size(), P = w.out_size(), IN = w.in_size(), in_hw = w.in[1] * w.in[2];
+  const int64_t out2 = w.out[2], s2 = w.s[2];
+  // Valid output columns of each tap of the last axis: the same for every row and channel.
+  std::vector<int64_t> col_lo(static_cast<std::size_t>(w.k[2])), col_hi(col_lo.size());
+  for (int64_t kc = 0; kc < w.k[2]; ++kc) {
+    const auto u = static_cast<std::size_t>(kc);
+    valid_cols(kc * w.d[2] - w.pb[2], s2, w.in[2], out2, &col_lo[u], &col_hi[u]);
+  }
+  parallel_for(
+      s.batch * M, threads,
+      [&](int64_t pb, int64_t pe) {
+        for (int64_t p = pb; p < pe; ++p) {
+          const int64_t n = p / M, m = p % M;
+          const float* xp = x + (n * C + m / mult) * IN;
+          const float* wm = wt + m * K;
+          float* yp = y + p * P;
+          const float b0 = bias ? bias[m] : 0.f;
+          for (int64_t row = 0; row < w.out[0] * w.out[1]; ++row) {
+            float* yr = yp + row * out2;
+            for (int64_t j = 0; j < out2; ++j) yr[j] = b0;
+            const int64_t a = row / w.out[1], b = row % w.out[1];
+            for (int64_t ka = 0; ka < w.k[0]; ++ka) {
+              const int64_t ia = a * w.s[0] - w.pb[0] + ka * w.d[0];
+              if (ia < 0 || ia >= w.in[0]) continue;
+              for (int64_t kb = 0; kb < w.k[1]; ++kb) {
+                const int64_t ib = b * w.s[1] - w.pb[1] + kb * w.d[1];
+                if (ib < 0 || ib >= w.in[1]) continue;
+                const float* xr = xp + ia * in_hw + ib * w.in[2];
+                const float* wk = wm + (ka * w.k[1] + kb) * w.k[2];
+                for (int64_t kc = 0; kc < w.k[2]; ++kc) {
+                  const int64_t off = kc * w.d[2] - w.pb[2];
+                  const int64_t lo = col_lo[static_cast<std::size_t>(kc)], hi = col_hi[static_cast<std::size_t>(kc)];
+                  if (lo >= hi) continue;
+                  const float wv = wk[kc];
+                  const float* src = xr + (lo * s2 + off);
+                  float* dst = yr + lo;
+                  const int64_t len = hi - lo;
+                  if (s2 == 1) {
+                    for (int64_t j = 0; j < len; ++j) dst[j] += wv * src[j];
+                  } else {
+                    for (int64_t j = 0; j < len; ++j) dst[j] += wv * src[j * s2];
+                  }
+                }
+              }
+            }
+          }
+        }
+      },
+      grain_for(P * K));
+}
+
+bool is_pointwise(const Window3& w) {
+  for (int i = 0; i < 3; ++i)
+    if (w.k[i] != 1 || w.s[i] != 1 || w.pb[i] != 0 || w.pe[i] != 0) return false;
+  return true;
+}
+
+bool is_depthwise(const ConvShape& s) { return s.groups > 1 && s.groups == s.in_channels; }
+
+// How the GEMMs are cut: several whole images per GEMM (images > 1) or row tiles of one image.
+struct Plan {
+  bool pointwise;
+  int64_t images;        // images per GEMM
+  int64_t rows_per_tile;  // output rows (of out[2] columns) per GEMM when images == 1
+};
+
+Plan make_plan(const ConvShape& s) {
+  const Window3& w = s.win;
+  const int64_t CgK = s.in_channels / s.groups * w.k_size(), P = w.out_size(), rows = w.out[0] * w.out[1];
+  Plan pl{is_pointwise(w), 1, rows};
+  if (pl.pointwise) {
+    if (s.batch > 1 && P < kPackNarrow) pl.images = std::min(s.batch, std::max<int64_t>(1, kPackNarrow * 4 / P));
+    return pl;
+  }
+  if (CgK * P <= kColTile) {
+    if (s.batch > 1) pl.images = std::min(s.batch, std::max<int64_t>(1, kColTile / (CgK * P)));
+  } else {
+    pl.rows_per_tile = std::max<int64_t>(1, std::min(rows, kColTile / (CgK * w.out[2])));
+  }
+  return pl;
+}
+
+}  // namespace
+
+void im2col(const float* x, int64_t channels, const Window3& w, float* col, int64_t ldc, int threads) {
+  im2col_rows(x, channels, w, 0, w.out[0] * w.out[1], col, ldc, threads);
+}
+
+void col2im_add(const float* col, int64_t channels, const Window3& w, float* x, int threads) {
+  const int64_t K = w.k_size(), kbc = w.k[1] * w.k[2], out2 = w.out[2], P = w.out_size();
+  const int64_t in_size = w.in_size(), in_hw = w.in[1] * w.in[2];
+  // Taps of one channel write the same plane, so channels are the unit of parallel work.
+  parallel_for(
+      channels, threads,
+      [&](int64_t cb, int64_t ce) {
+        for (int64_t c = cb; c < ce; ++c) {
+          float* xc = x + c * in_size;
+          for (int64_t k = 0; k < K; ++k) {
+            const int64_t ka = k / kbc, kb = (k / w.k[2]) % w.k[1], kc = k % w.k[2];
+            const float* src = col + (c * K + k) * P;
+            const int64_t off2 = kc * w.d[2] - w.pb[2];
+            int64_t c_lo, c_hi;
+            valid_cols(off2, w.s[2], w.in[2], out2, &c_lo, &c_hi);
+            for (int64_t row = 0; row < w.out[0] * w.out[1]; ++row, src += out2) {
+              const int64_t a = row / w.out[1], b = row % w.out[1];
+              const int64_t ia = a * w.s[0] - w.pb[0] + ka * w.d[0];
+              const int64_t ib = b * w.s[1] - w.pb[1] + kb * w.d[1];
+              if (ia < 0 || ia >= w.in[0] || ib < 0 || ib >= w.in[1]) continue;
+              if (c_lo >= c_hi) continue;
+              const int64_t s2 = w.s[2];
+              float* dst = xc + ia * in_hw + ib * w.in[2] + (c_lo * s2 + off2);
+              for (int64_t j = c_lo; j < c_hi; ++j) dst[(j - c_lo) * s2] += src[j];
+            }
+          }
+        }
+      },
+      grain_for(P * K));
+}
+
+int64_t conv_scratch_floats(const ConvShape& s) {
+  if (s.batch == 0 || is_depthwise(s)) return 0;
+  const Plan pl = make_plan(s);
+  const int64_t Cg = s.in_channels / s.groups, Mg = s.out_channels / s.groups, K = s.win.k_size();
+  const int64_t P = s.win.out_size();
+  if (pl.images > 1) return (Cg * K + Mg) * pl.images * P;  // packed columns + packed result
+  if (pl.pointwise) return 0;
+  return Cg * K * pl.rows_per_tile * s.win.out[2];
+}
+
+void conv_forward(const ConvShape& s, const float* x, const float* w, const float* bias, float* y, float* scratch,
+                  int threads) {
+  if (s.batch == 0 || s.out_channels == 0 || s.win.out_size() == 0) return;
+  if (is_depthwise(s)) {
+    depthwise(s, x, w, bias, y, threads);
+    return;
+  }
+  const Window3& win = s.win;
+  const int64_t N = s.batch, C = s.in_channels, M = s.out_channels, G = s.groups;
+  const int64_t Cg = C / G, Mg = M / G, K = win.k_size(), CgK = Cg * K;
+  const int64_t P = win.out_size(), IN = win.in_size(), out2 = win.out[2], rows = win.out[0] * win.out[1];
+  const Plan pl = make_plan(s);
+
+  // The GEMM accumulates onto the bias (beta = 1), written just before into the block it is
+  // about to produce (still in cache; OpenBLAS reads C before accumulating for any beta). Serial:
+  // a short fill is cheaper than one more OpenMP region between two multithreaded sgemm calls.
+  auto fill_bias = [&](float* yb, int64_t g, int64_t cols) {
+    for (int64_t m = 0; m < Mg; ++m) std::fill(yb + m * P, yb + m * P + cols, bias[g * Mg + m]);
+  };
+  const float beta = bias ? 1.f : 0.f;
+
+  if (pl.images == 1) {
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t g = 0; g < G; ++g) {
+        const float* xg = x + (n * C + g * Cg) * IN;
+        const float* wg = w + g * Mg * CgK;
+        float* yg = y + (n * M + g * Mg) * P;
+        if (pl.pointwise) {
+          if (bias) fill_bias(yg, g, P);
+          sgemm(false, false, Mg, P, Cg, 1.f, wg, Cg, xg, P, beta, yg, P);
+          continue;
+        }
+        for (int64_t r0 = 0; r0 < rows; r0 += pl.rows_per_tile) {
+          const int64_t r1 = std::min(rows, r0 + pl.rows_per_tile), cols = (r1 - r0) * out2;
+          if (bias) fill_bias(yg + r0 * out2, g, cols);
+          im2col_rows(xg, Cg, win, r0, r1, scratch, cols, threads);
+          sgemm(false, false, Mg, cols, CgK, 1.f, wg, CgK, scratch, cols, beta, yg + r0 * out2, P);
+        }
+      }
+    return;
+  }
+
+  // Several images side by side in one GEMM: columns [i*P, (i+1)*P) belong to image n0 + i.
+  float* col = scratch;
+  float* tmp = scratch + CgK * pl.images * P;
+  for (int64_t n0 = 0; n0 < N; n0 += pl.images) {
+    const int64_t nb = std::min(pl.images, N - n0), ld = nb * P;
+    for (int64_t g = 0; g < G; ++g) {
+      // One parallel region for all nb images: work item = (image, column-matrix row).
+      parallel_for(
+          nb * CgK, threads,
+          [&](int64_t rb, int64_t re) {
+            for (int64_t r = rb; r < re; ++r) {
+              const int64_t i = r / CgK, k = r % CgK;
+              const float* xg = x + ((n0 + i) * C + g * Cg) * IN;
+              float* dst = col + k * ld + i * P;
+              if (pl.pointwise)
+                std::memcpy(dst, xg + k * P, sizeof(float) * static_cast<std::size_t>(P));
+              else
+                im2col_row(xg, win, k, 0, rows, dst);
+            }
+          },
+          grain_for(P));
+      sgemm(false, false, Mg, ld, CgK, 1.f, w + g * Mg * CgK, CgK, col, ld, 0.f, tmp, ld);
+      parallel_for(
+          nb * Mg, threads,
+          [&](int64_t rb, int64_t re) {
+            for (int64_t r = rb; r < re; ++r) {
+              const int64_t i = r / Mg, m = r % Mg;
+              const float* src = tmp + m * ld + i * P;
+              float* dst = y + ((n0 + i) * M + g * Mg + m) * P;
+              const float b0 = bias ? bias[g * Mg + m] : 0.f;
+              for (int64_t j = 0; j < P; ++j) dst[j] = src[j] + b0;
+            }
+          },
+          grain_for(P));
+    }
+  }
+}
+
+}  // namespace onnxplain::kernels

@@ -1,0 +1,37 @@
+// Convolution: im2col/col2im, a direct depthwise kernel, and the im2col + GEMM driver that the
+// Conv op (and, later, the reverse passes running a conv with modified weights) call. Geometry
+// comes from kernels/pool.hpp (Window3). NCHW (NCDHW / NCW) layout, weights [M, C/groups, k...].
+#pragma once
+
+#include <cstdint>
+
+#include "kernels/pool.hpp"
+
+namespace onnxplain::kernels {
+
+/// col[(c*K + k), ldc-strided columns] = x[c, window tap k of each output position], zero where
+/// the tap falls in the padding. x holds `channels` planes of w.in_size(); col has
+/// channels*w.k_size() rows of w.out_size() values at row stride ldc.
+void im2col(const float* x, int64_t channels, const Window3& w, float* col, int64_t ldc, int threads);
+
+/// The adjoint of im2col: x[c, ...] += every col entry that was read from it (x is not cleared).
+void col2im_add(const float* col, int64_t channels, const Window3& w, float* x, int threads);
+
+struct ConvShape {
+  int64_t batch = 0;
+  int64_t in_channels = 0;   // C
+  int64_t out_channels = 0;  // M
+  int64_t groups = 1;
+  Window3 win{};
+};
+
+/// Scratch floats conv_forward needs for this shape (0 when it needs none).
+int64_t conv_scratch_floats(const ConvShape& s);
+
+/// y[N, M, out...] = conv(x[N, C, in...], w[M, C/groups, k...]) + bias[M] (bias may be null).
+/// `scratch` holds at least conv_scratch_floats(s) floats. Calls sgemm (so it must not run inside
+/// an OpenMP parallel region); parallelises its own copying loops over `threads`.
+void conv_forward(const ConvShape& s, const float* x, const float* w, const float* bias, float* y, float* scratch,
+                  int threads);
+
+}  // namespace onnxplain::kernels

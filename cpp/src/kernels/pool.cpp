@@ -1,0 +1,249 @@
+#include "kernels/pool.hpp"
+
+#include <algorithm>
+#include <limits>
+
+#include "kernels/parallel.hpp"
+
+namespace onnxplain::kernels {
+
+std::string parse_auto_pad(const std::string& s, AutoPad* out) {
+  if (s.empty() || s == "NOTSET")
+    *out = AutoPad::NotSet;
+  else if (s == "SAME_UPPER")
+    *out = AutoPad::SameUpper;
+  else if (s == "SAME_LOWER")
+    *out = AutoPad::SameLower;
+  else if (s == "VALID")
+    *out = AutoPad::Valid;
+  else
+    return "auto_pad '" + s + "' is not one of NOTSET, SAME_UPPER, SAME_LOWER, VALID";
+  return "";
+}
+
+namespace {
+
+std::string ints_str(const std::vector<int64_t>& v) {
+  std::string s = "[";
+  for (std::size_t i = 0; i < v.size(); ++i) s += (i ? ", " : "") + std::to_string(v[i]);
+  return s + "]";
+}
+
+}  // namespace
+
+std::string normalize_window(WindowSpec* spec, int64_t nd) {
+  const auto n = static_cast<std::size_t>(nd);
+  if (spec->kernel.size() != n)
+    return "kernel_shape " + ints_str(spec->kernel) + " has " + std::to_string(spec->kernel.size()) +
+           " values but the input has " + std::to_string(nd) + " spatial axes";
+  if (spec->strides.empty()) spec->strides.assign(n, 1);
+  if (spec->dilations.empty()) spec->dilations.assign(n, 1);
+  if (spec->pads.empty()) spec->pads.assign(2 * n, 0);
+  if (spec->strides.size() != n) return "strides " + ints_str(spec->strides) + " must have " + std::to_string(nd) + " values";
+  if (spec->dilations.size() != n)
+    return "dilations " + ints_str(spec->dilations) + " must have " + std::to_string(nd) + " values";
+  if (spec->pads.size() != 2 * n)
+    return "pads " + ints_str(spec->pads) + " must have " + std::to_string(2 * nd) + " values";
+  for (std::size_t i = 0; i < n; ++i) {
+    if (spec->kernel[i] < 1) return "kernel_shape " + ints_str(spec->kernel) + " must be positive";
+    if (spec->strides[i] < 1) return "strides " + ints_str(spec->strides) + " must be positive";
+    if (spec->dilations[i] < 1) return "dilations " + ints_str(spec->dilations) + " must be positive";
+  }
+  for (int64_t p : spec->pads)
+    if (p < 0) return "pads " + ints_str(spec->pads) + " must be non-negative";
+  return "";
+}
+
+std::string window_axis(const WindowSpec& spec, int64_t axis, int64_t in, int64_t* out, int64_t* pad_begin,
+                        int64_t* pad_end) {
+  const auto a = static_cast<std::size_t>(axis);
+  const int64_t s = spec.strides[a];
+  const int64_t dk = (spec.kernel[a] - 1) * spec.dilations[a] + 1;  // extent of the dilated window
+  if (spec.auto_pad == AutoPad::SameUpper || spec.auto_pad == AutoPad::SameLower) {
+    if (in < 0) {
+      *out = *pad_begin = *pad_end = -1;
+      return "";
+    }
+    *out = (in + s - 1) / s;
+    // Clamped at 0 like TensorFlow's SAME (a 1x1 stride-2 window never needs negative padding);
+    // the odd pixel goes to the end (UPPER) or the beginning (LOWER).
+    const int64_t total = std::max<int64_t>(0, (*out - 1) * s + dk - in);
+    *pad_begin = spec.auto_pad == AutoPad::SameUpper ? total / 2 : total - total / 2;
+    *pad_end = total - *pad_begin;
+    return "";
+  }
+  const bool valid = spec.auto_pad == AutoPad::Valid;
+  *pad_begin = valid ? 0 : spec.pads[a];
+  *pad_end = valid ? 0 : spec.pads[a + spec.kernel.size()];
+  if (in < 0) {
+    *out = -1;
+    return "";
+  }
+  const int64_t span = in + *pad_begin + *pad_end - dk;
+  if (span < 0)
+    return "the window (extent " + std::to_string(dk) + ") is larger than the padded input (" +
+           std::to_string(in + *pad_begin + *pad_end) + ") on spatial axis " + std::to_string(axis);
+  *out = span / s + 1;
+  if (spec.ceil_mode && span % s != 0) {
+    ++*out;
+    // A window that would start in the end padding is dropped (ONNX, onnxruntime, PyTorch).
+    if ((*out - 1) * s >= in + *pad_begin) --*out;
+  }
+  return "";
+}
+
+std::string window_out_dims(const WindowSpec& spec, const std::vector<int64_t>& in, std::vector<int64_t>* out) {
+  out->assign(in.size(), -1);
+  if (static_cast<int64_t>(in.size()) != spec.nd())
+    return "the window has " + std::to_string(spec.nd()) + " spatial axes but the input has " +
+           std::to_string(in.size());
+  for (std::size_t a = 0; a < in.size(); ++a) {
+    int64_t pb = 0, pe = 0;
+    std::string err = window_axis(spec, static_cast<int64_t>(a), in[a], &(*out)[a], &pb, &pe);
+    if (!err.empty()) return err;
+  }
+  return "";
+}
+
+std::string resolve_window(const WindowSpec& spec, const std::vector<int64_t>& in, Window3* w) {
+  const int64_t nd = spec.nd();
+  if (nd < 1 || nd > 3 || static_cast<int64_t>(in.size()) != nd)
+    return "only 1 to 3 spatial axes are supported, got " + std::to_string(in.size());
+  const int64_t lead = 3 - nd;
+  for (int64_t i = 0; i < lead; ++i) {
+    w->in[i] = w->out[i] = w->k[i] = w->s[i] = w->d[i] = 1;
+    w->pb[i] = w->pe[i] = 0;
+  }
+  for (int64_t a = 0; a < nd; ++a) {
+    const auto ua = static_cast<std::size_t>(a);
+    const int64_t i = lead + a;
+    w->in[i] = in[ua];
+    w->k[i] = spec.kernel[ua];
+    w->s[i] = spec.strides[ua];
+    w->d[i] = spec.dilations[ua];
+    std::string err = window_axis(spec, a, in[ua], &w->out[i], &w->pb[i], &w->pe[i]);
+    if (!err.empty()) return err;
+  }
+  return "";
+}
+
+namespace {
+
+// Per output index of one axis: first input index of the window and the range of taps
+// [k0, k1) that land inside the input, plus the taps inside the padded input (the divisor of
+// count_include_pad).
+struct AxisTaps {
+  std::vector<int64_t> i0, k0, k1, kpad;
+};
+
+AxisTaps axis_taps(const Window3& w, int a) {
+  AxisTaps t;
+  const int64_t n = w.out[a], k = w.k[a], s = w.s[a], d = w.d[a], in = w.in[a];
+  t.i0.resize(static_cast<std::size_t>(n));
+  t.k0 = t.k1 = t.kpad = t.i0;
+  for (int64_t o = 0; o < n; ++o) {
+    const auto u = static_cast<std::size_t>(o);
+    const int64_t i0 = o * s - w.pb[a];
+    t.i0[u] = i0;
+    t.k0[u] = i0 < 0 ? std::min(k, (-i0 + d - 1) / d) : 0;
+    t.k1[u] = std::max<int64_t>(t.k0[u], std::min(k, (in - i0 + d - 1) / d));
+    t.kpad[u] = std::max<int64_t>(0, std::min(k, (in + w.pe[a] - i0 + d - 1) / d));
+  }
+  return t;
+}
+
+int64_t plane_grain(int64_t work_per_plane) {
+  return std::max<int64_t>(1, kParallelGrain / std::max<int64_t>(1, work_per_plane));
+}
+
+template <bool kMax>
+void pool_impl(const float* x, int64_t planes, const Window3& w, bool count_include_pad, float* y, int threads) {
+  const AxisTaps t0 = axis_taps(w, 0), t1 = axis_taps(w, 1), t2 = axis_taps(w, 2);
+  const int64_t in_hw = w.in[1] * w.in[2], in_w = w.in[2];
+  const int64_t in_size = w.in_size(), out_size = w.out_size();
+  const int64_t d0 = w.d[0] * in_hw, d1 = w.d[1] * in_w, d2 = w.d[2];
+  parallel_for(
+      planes, threads,
+      [&](int64_t pb, int64_t pe) {
+        for (int64_t p = pb; p < pe; ++p) {
+          const float* xp = x + p * in_size;
+          float* yp = y + p * out_size;
+          for (int64_t a = 0; a < w.out[0]; ++a) {
+            const auto ua = static_cast<std::size_t>(a);
+            for (int64_t b = 0; b < w.out[1]; ++b) {
+              const auto ub = static_cast<std::size_t>(b);
+              for (int64_t c = 0; c < w.out[2]; ++c) {
+                const auto uc = static_cast<std::size_t>(c);
+                const float* base = xp + t0.i0[ua] * in_hw + t1.i0[ub] * in_w + t2.i0[uc];
+                float acc = kMax ? -std::numeric_limits<float>::infinity() : 0.f;
+                for (int64_t ka = t0.k0[ua]; ka < t0.k1[ua]; ++ka)
+                  for (int64_t kb = t1.k0[ub]; kb < t1.k1[ub]; ++kb) {
+                    const float* row = base + ka * d0 + kb * d1;
+                    for (int64_t kc = t2.k0[uc]; kc < t2.k1[uc]; ++kc) {
+                      const float v = row[kc * d2];
+                      if (kMax)
+                        acc = v > acc ? v : acc;
+                      else
+                        acc += v;
+                    }
+                  }
+                if (!kMax) {
+                  const int64_t cnt = count_include_pad
+                                          ? t0.kpad[ua] * t1.kpad[ub] * t2.kpad[uc]
+                                          : (t0.k1[ua] - t0.k0[ua]) * (t1.k1[ub] - t1.k0[ub]) * (t2.k1[uc] - t2.k0[uc]);
+                  acc = cnt > 0 ? acc / static_cast<float>(cnt) : 0.f;
+                }
+                *yp++ = acc;
+              }
+            }
+          }
+        }
+      },
+      plane_grain(out_size * w.k_size()));
+}
+
+}  // namespace
+
+void max_pool(const float* x, int64_t planes, const Window3& w, float* y, int threads) {
+  pool_impl<true>(x, planes, w, false, y, threads);
+}
+
+void avg_pool(const float* x, int64_t planes, const Window3& w, bool count_include_pad, float* y, int threads) {
+  pool_impl<false>(x, planes, w, count_include_pad, y, threads);
+}
+
+void global_max_pool(const float* x, int64_t planes, int64_t n, float* y, int threads) {
+  parallel_for(
+      planes, threads,
+      [&](int64_t b, int64_t e) {
+        for (int64_t p = b; p < e; ++p) {
+          const float* xp = x + p * n;
+          float m = -std::numeric_limits<float>::infinity();
+          for (int64_t i = 0; i < n; ++i) m = xp[i] > m ? xp[i] : m;
+          y[p] = m;
+        }
+      },
+      plane_grain(n));
+}
+
+void global_avg_pool(const float* x, int64_t planes, int64_t n, float* y, int threads) {
+  parallel_for(
+      planes, threads,
+      [&](int64_t b, int64_t e) {
+        for (int64_t p = b; p < e; ++p) {
+          const float* xp = x + p * n;
+          // Independent partial sums vectorise and keep the rounding error small.
+          float acc[8] = {};
+          int64_t i = 0;
+          for (; i + 8 <= n; i += 8)
+            for (int j = 0; j < 8; ++j) acc[j] += xp[i + j];
+          float s = 0.f;
+          for (; i < n; ++i) s += xp[i];
+          for (float a : acc) s += a;
+          y[p] = n > 0 ? s / static_cast<float>(n) : 0.f;
+        }
+      },
+      plane_grain(n));
+}
+
+}  // namespace onnxplain::kernels

@@ -1,0 +1,44 @@
+// A rule maps what flows back into one node's outputs (a cotangent for gradients, relevance for
+// LRP) to its inputs. Rules are op-agnostic: they see the op only through its kind, its
+// forward() and vjp(), and for linear ops which inputs are the weight and bias (DESIGN.md, rules).
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "ir/graph.hpp"
+#include "ops/op.hpp"
+
+namespace onnxplain::rules {
+
+/// One node as the reverse sweep hands it to a rule: its op and forward values.
+struct NodeValues {
+  const Node* node = nullptr;
+  const ops::Op* op = nullptr;
+  std::vector<const Tensor*> in;   // forward inputs (nullptr for omitted optional inputs)
+  std::vector<const Tensor*> out;  // forward outputs
+};
+
+class Rule {
+ public:
+  virtual ~Rule() = default;
+  virtual std::string name() const = 0;
+  /// `rout[k]`: what flows into output k (nullptr = nothing). Fills rin[i] for each i with need[i].
+  virtual void backward(const NodeValues& v, const std::vector<const Tensor*>& rout, const std::vector<bool>& need,
+                        std::vector<Tensor>& rin, ExecContext& ctx) const = 0;
+};
+
+using RulePtr = std::shared_ptr<const Rule>;
+
+/// The plain vector-Jacobian product (every gradient method, and LRP's treatment of routing ops).
+class GradientRule final : public Rule {
+ public:
+  std::string name() const override { return "gradient"; }
+  void backward(const NodeValues& v, const std::vector<const Tensor*>& rout, const std::vector<bool>& need,
+                std::vector<Tensor>& rin, ExecContext& ctx) const override {
+    v.op->vjp(v.in, v.out, rout, need, rin, ctx);
+  }
+};
+
+}  // namespace onnxplain::rules
