@@ -9,6 +9,7 @@
 #include "ops/op.hpp"
 #include "runtime/model.hpp"
 #include "runtime/reverse.hpp"
+#include "methods/methods.hpp"
 #include "rules/rule.hpp"
 
 namespace py = pybind11;
@@ -178,4 +179,59 @@ PYBIND11_MODULE(_core, m) {
           py::arg("inputs"), py::arg("cotangents"), py::arg("threads") = 1,
           "Vector-Jacobian product of the whole model: one cotangent per output (None = zero), one "
           "gradient per input.");
+
+  m.def("methods", [] {
+    py::list l;
+    for (const auto& mi : methods::method_infos()) {
+      py::list params;
+      for (const auto& p : mi.params) params.append(py::make_tuple(p.name, p.default_value, p.doc));
+      l.append(py::make_tuple(mi.name, mi.family, mi.description, mi.reference, params));
+    }
+    return l;
+  });
+
+  py::class_<methods::Explainer, std::shared_ptr<methods::Explainer>>(m, "Explainer")
+      .def(py::init([](std::shared_ptr<runtime::Model> model, const std::string& method, const py::dict& numbers,
+                       const py::dict& strings, const py::dict& arrays, const py::list& rules) {
+             methods::Params p;
+             for (auto kv : numbers) p.numbers[kv.first.cast<std::string>()] = kv.second.cast<double>();
+             for (auto kv : strings) p.strings[kv.first.cast<std::string>()] = kv.second.cast<std::string>();
+             for (auto kv : arrays) p.arrays[kv.first.cast<std::string>()] = from_numpy(kv.second.cast<py::array>());
+             for (auto item : rules) {
+               auto t = item.cast<py::tuple>();
+               methods::RuleChoice c;
+               c.rule = t[1].cast<std::string>();
+               for (auto kv : t[2].cast<py::dict>()) c.numbers[kv.first.cast<std::string>()] = kv.second.cast<double>();
+               for (auto kv : t[3].cast<py::dict>())
+                 c.arrays[kv.first.cast<std::string>()] = from_numpy(kv.second.cast<py::array>());
+               p.rules.emplace_back(t[0].cast<std::string>(), c);
+             }
+             return std::make_shared<methods::Explainer>(std::move(model), method, p);
+           }),
+           py::arg("model"), py::arg("method"), py::arg("numbers"), py::arg("strings"), py::arg("arrays"),
+           py::arg("rules"))
+      .def_property_readonly("method", &methods::Explainer::method)
+      .def_property_readonly("node_rules", &methods::Explainer::node_rules)
+      .def(
+          "explain",
+          [](const methods::Explainer& ex, const std::vector<py::array>& arrays, const std::vector<int64_t>& targets,
+             int threads) {
+            std::vector<Tensor> ins;
+            for (const auto& a : arrays) ins.push_back(from_numpy(a));
+            methods::Explanation e;
+            {
+              py::gil_scoped_release nogil;
+              e = ex.explain(ins, targets, threads);
+            }
+            py::list rel;
+            for (const auto& t : e.relevance) rel.append(to_numpy(t));
+            py::dict d;
+            d["relevance"] = rel;
+            d["targets"] = e.targets;
+            d["target_values"] = e.target_values;
+            d["reference_values"] = e.reference_values;
+            d["start"] = e.start;
+            return d;
+          },
+          py::arg("inputs"), py::arg("targets"), py::arg("threads") = 1);
 }

@@ -3,24 +3,30 @@
 >>> import onnxplain as ox
 >>> model = ox.load("model.onnx")
 >>> logits = model.predict(x)
+>>> R = ox.explainer(model, "lrp.epsilon_plus_flat").explain(x)
 """
 
 from __future__ import annotations
 
 from .errors import InvalidArgument, ModelFormatError, OnnxplainError, ShapeError, UnsupportedModelError
+from .explain import Explainer, MethodInfo, explainer, methods
 from .model import Model, TensorSpec, load, supported_ops
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Explainer",
     "InvalidArgument",
+    "MethodInfo",
     "Model",
     "ModelFormatError",
     "OnnxplainError",
     "ShapeError",
     "TensorSpec",
     "UnsupportedModelError",
+    "explainer",
     "load",
+    "methods",
     "supported_ops",
     "__version__",
 ]

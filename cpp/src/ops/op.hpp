@@ -22,15 +22,22 @@ class ExecContext {
   int threads() const { return threads_; }
   /// Output allocation goes through here so the runtime can pool buffers.
   Tensor alloc(DType dtype, const Shape& shape) { return Tensor(dtype, shape); }
-  /// Scratch float memory of at least n elements, valid until the next call (not thread-safe).
-  float* scratch(std::size_t n) {
-    if (scratch_.size() < n) scratch_.resize(n);
-    return scratch_.data();
+  /// Scratch float memory of at least n elements, uninitialised, valid until the next call on
+  /// this thread. One buffer per thread, kept across runs: im2col buffers are large and
+  /// re-allocating (and zero-filling) them on every forward pass costs as much as small layers.
+  static float* scratch(std::size_t n) {
+    thread_local std::unique_ptr<float[]> buf;
+    thread_local std::size_t cap = 0;
+    if (cap < n) {
+      buf.reset();
+      buf.reset(new float[n]);
+      cap = n;
+    }
+    return buf.get();
   }
 
  private:
   int threads_;
-  std::vector<float> scratch_;
 };
 
 namespace ops {

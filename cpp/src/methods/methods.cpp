@@ -1,0 +1,567 @@
+#include "methods/methods.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <set>
+
+#include "kernels/parallel.hpp"
+#include "rules/lrp.hpp"
+#include "rules/modified_gradient.hpp"
+#include "runtime/reverse.hpp"
+
+namespace onnxplain::methods {
+namespace {
+
+using ops::OpKind;
+
+// ---- the catalogue -----------------------------------------------------------------------------
+
+const char* kBach = "Bach et al. 2015, On pixel-wise explanations by layer-wise relevance propagation";
+const char* kMontavon19 = "Montavon et al. 2019, Layer-wise relevance propagation: an overview";
+const char* kMontavon17 = "Montavon et al. 2017, Explaining nonlinear classification decisions with deep Taylor decomposition";
+const char* kLapuschkin = "Kohlbrenner et al. 2020, Towards best practice in explaining neural network decisions with LRP";
+
+std::vector<MethodInfo> build_infos() {
+  const ParamInfo eps{"epsilon", "1e-6", "stabilizer added to the denominator with its sign"};
+  const ParamInfo stab{"stabilizer", "1e-6", "stabilizer of the denominators"};
+  const ParamInfo gamma{"gamma", "0.25", "weight of the added positive parts"};
+  const ParamInfo low{"low", "-1.0", "lowest input value (scalar or array shaped like one input)"};
+  const ParamInfo high{"high", "1.0", "highest input value (scalar or array shaped like one input)"};
+  return {
+      {"gradient", "gradient", "gradient of the target output w.r.t. the input", "Simonyan et al. 2014, Deep inside convolutional networks", {}},
+      {"input_t_gradient", "gradient", "input times gradient", "Shrikumar et al. 2016, Not just a black box", {}},
+      {"integrated_gradients", "gradient", "path integral of the gradient from a baseline (Captum's approximations)",
+       "Sundararajan et al. 2017, Axiomatic attribution for deep networks",
+       {{"steps", "64", "number of points on the path"},
+        {"baseline", "None", "None (zeros), a scalar, or an array shaped like x or one sample"},
+        {"method", "'riemann_right'", "riemann_left|riemann_right|riemann_middle|riemann_trapezoid|gausslegendre"}}},
+      {"smoothgrad", "gradient", "mean gradient over noisy copies of the input",
+       "Smilkov et al. 2017, SmoothGrad: removing noise by adding noise",
+       {{"samples", "64", "noisy copies per input"},
+        {"noise_level", "0.1", "noise sigma as a fraction of (max - min) of each sample"},
+        {"seed", "0", "random seed (results are deterministic for a seed)"}}},
+      {"deconvnet", "gradient", "DeConvNet: rectified backward signal at every ReLU",
+       "Zeiler & Fergus 2014, Visualizing and understanding convolutional networks", {}},
+      {"guided_backprop", "gradient", "Guided BackProp: gradient gated by forward input and backward signal at ReLUs",
+       "Springenberg et al. 2015, Striving for simplicity: the all convolutional net", {}},
+      {"lrp.z", "lrp", "LRP-0 (z rule) on every linear op", kBach, {}},
+      {"lrp.epsilon", "lrp", "LRP-epsilon on every linear op", kBach, {eps}},
+      {"lrp.gamma", "lrp", "LRP-gamma (generalized) on every linear op", kMontavon19, {gamma, stab}},
+      {"lrp.alpha_beta", "lrp", "LRP-alpha-beta on every linear op (alpha - beta = 1)", kBach,
+       {{"alpha", "1.0", "weight of positive contributions"}, {"beta", "0.0", "weight of negative contributions"}, stab}},
+      {"lrp.alpha_1_beta_0", "lrp", "LRP-alpha1-beta0 on every linear op", kBach, {stab}},
+      {"lrp.alpha_2_beta_1", "lrp", "LRP-alpha2-beta1 on every linear op", kBach, {stab}},
+      {"lrp.z_plus", "lrp", "LRP-z+ on every linear op", kMontavon17, {stab}},
+      {"lrp.w_square", "lrp", "LRP-w^2 on every linear op", kMontavon17, {stab}},
+      {"lrp.flat", "lrp", "LRP-flat on every linear op", kLapuschkin, {stab}},
+      {"lrp.sequential_preset_a", "lrp", "iNNvestigate preset A: epsilon(0.1) on dense, alpha1-beta0 on conv",
+       kLapuschkin, {{"epsilon", "0.1", "epsilon of the dense layers"}, stab}},
+      {"lrp.sequential_preset_b", "lrp", "iNNvestigate preset B: epsilon(0.1) on dense, alpha2-beta1 on conv",
+       kLapuschkin, {{"epsilon", "0.1", "epsilon of the dense layers"}, stab}},
+      {"lrp.sequential_preset_a_flat", "lrp", "preset A with flat on the first linear op", kLapuschkin,
+       {{"epsilon", "0.1", "epsilon of the dense layers"}, stab}},
+      {"lrp.sequential_preset_b_flat", "lrp", "preset B with flat on the first linear op", kLapuschkin,
+       {{"epsilon", "0.1", "epsilon of the dense layers"}, stab}},
+      {"lrp.epsilon_plus", "lrp", "Zennit EpsilonPlus: z+ on conv, epsilon on dense", kLapuschkin, {eps, stab}},
+      {"lrp.epsilon_plus_flat", "lrp", "Zennit EpsilonPlusFlat: flat first, z+ on conv, epsilon on dense", kLapuschkin,
+       {eps, stab}},
+      {"lrp.epsilon_gamma_box", "lrp", "Zennit EpsilonGammaBox: z^B first, gamma on conv, epsilon on dense", kMontavon19,
+       {low, high, eps, gamma, stab}},
+      {"lrp.epsilon_alpha2_beta1", "lrp", "Zennit EpsilonAlpha2Beta1: alpha2-beta1 on conv, epsilon on dense",
+       kLapuschkin, {eps, stab}},
+      {"lrp.epsilon_alpha2_beta1_flat", "lrp", "as lrp.epsilon_alpha2_beta1 with flat on the first linear op",
+       kLapuschkin, {eps, stab}},
+      {"lrp", "lrp", "custom composite: rules={key: rule} keyed by node name, op type, 'first' or category",
+       kMontavon19, {{"rules", "{}", "e.g. {'first': 'flat', 'conv': ('gamma', {'gamma': 0.5}), 'dense': 'epsilon'}"}}},
+      {"deep_taylor", "deep_taylor", "Deep Taylor: w^2 on the first linear op (unbounded input), z+ elsewhere",
+       kMontavon17, {stab}},
+      {"deep_taylor.bounded", "deep_taylor", "Deep Taylor: z^B on the first linear op (bounded input), z+ elsewhere",
+       kMontavon17, {low, high, stab}},
+  };
+}
+
+// ---- small tensor helpers (batch axis 0) -----------------------------------------------------
+
+int64_t per_sample(const Tensor& t) { return t.rank() == 0 || t.dim(0) == 0 ? 0 : t.numel() / t.dim(0); }
+
+Tensor concat_batch(const std::vector<Tensor>& parts) {
+  Shape s = parts.at(0).shape();
+  int64_t n = 0;
+  for (const auto& p : parts) n += p.dim(0);
+  s[0] = n;
+  Tensor y(DType::Float32, s);
+  float* q = y.f32();
+  for (const auto& p : parts) {
+    std::memcpy(q, p.f32(), p.nbytes());
+    q += p.numel();
+  }
+  return y;
+}
+
+/// `v` broadcast to x's shape: a scalar, an array shaped like x, or like one sample of x.
+Tensor broadcast_like(const Tensor& v, const Tensor& x, const char* what) {
+  Tensor y(DType::Float32, x.shape());
+  float* q = y.f32();
+  const int64_t n = x.numel();
+  if (v.numel() == 1) {
+    std::fill(q, q + n, v.f32()[0]);
+  } else if (v.shape() == x.shape()) {
+    std::memcpy(q, v.f32(), static_cast<std::size_t>(n) * sizeof(float));
+  } else if (x.rank() >= 1 && Shape(x.shape().begin() + 1, x.shape().end()) == v.shape()) {
+    const int64_t m = v.numel();
+    for (int64_t b = 0; b < x.dim(0); ++b) std::memcpy(q + b * m, v.f32(), static_cast<std::size_t>(m) * sizeof(float));
+  } else {
+    throw InvalidArgument(std::string(what) + " has shape " + shape_str(v.shape()) + "; give a scalar, an array shaped like x " +
+                          shape_str(x.shape()) + ", or like one sample");
+  }
+  return y;
+}
+
+// ---- rule selection ----------------------------------------------------------------------------
+
+std::string category(const ops::Op& op, const Graph& g, const Node& n) {
+  switch (op.kind()) {
+    case OpKind::Linear: {
+      const int w = op.weight_input();
+      const Value& wv = g.values[static_cast<std::size_t>(n.inputs.at(static_cast<std::size_t>(w)))];
+      // A convolution's weight has spatial axes; a dense layer's is a matrix.
+      return wv.info.has_rank && wv.info.rank() > 2 ? "conv" : "dense";
+    }
+    case OpKind::Activation: return "activation";
+    case OpKind::Sum: return "sum";
+    case OpKind::Product: return "product";
+    case OpKind::AvgPool: return "avgpool";
+    case OpKind::MaxPool: return "maxpool";
+    case OpKind::Routing: return "routing";
+    case OpKind::Normalization: return "normalization";
+    case OpKind::Softmax: return "softmax";
+    case OpKind::Constant: return "constant";
+    case OpKind::ShapeOf: return "shape";
+  }
+  return "?";
+}
+
+/// Linear ops reached from a graph input without passing through another linear op.
+std::set<std::size_t> first_linear(const Graph& g) {
+  std::vector<char> reach(g.values.size(), 0);
+  for (int v : g.inputs) reach[static_cast<std::size_t>(v)] = 1;
+  std::set<std::size_t> first;
+  for (std::size_t i = 0; i < g.nodes.size(); ++i) {
+    const Node& n = g.nodes[i];
+    bool r = false;
+    for (int in : n.inputs) r = r || (in >= 0 && reach[static_cast<std::size_t>(in)]);
+    if (!r) continue;
+    if (n.op->kind() == OpKind::Linear) {
+      first.insert(i);
+      continue;  // beyond it, not first
+    }
+    for (int o : n.outputs)
+      if (o >= 0) reach[static_cast<std::size_t>(o)] = 1;
+  }
+  return first;
+}
+
+double num(const Params& p, const std::string& k, double dflt) {
+  auto it = p.numbers.find(k);
+  return it == p.numbers.end() ? dflt : it->second;
+}
+
+Tensor scalar_or_array(const Params& p, const std::string& k, float dflt) {
+  auto a = p.arrays.find(k);
+  if (a != p.arrays.end()) return a->second;
+  return Tensor::scalar_f32(static_cast<float>(num(p, k, dflt)));
+}
+
+rules::RulePtr make_rule(const RuleChoice& c, const std::string& where) {
+  auto n = [&](const char* k, double d) { auto it = c.numbers.find(k); return static_cast<float>(it == c.numbers.end() ? d : it->second); };
+  const float stab = n("stabilizer", 1e-6);
+  const std::string& r = c.rule;
+  if (r == "epsilon") return rules::epsilon_rule(n("epsilon", 1e-6));
+  if (r == "z") return rules::epsilon_rule(0.f);
+  if (r == "zplus" || r == "z_plus") return rules::zplus_rule(stab);
+  if (r == "alpha_beta") {
+    const float a = n("alpha", 1.0), b = n("beta", 0.0);
+    if (std::fabs(a - b - 1.f) > 1e-6f)
+      throw InvalidArgument(where + ": alpha - beta must be 1 (conservation), got alpha=" + std::to_string(a) +
+                            ", beta=" + std::to_string(b));
+    return rules::alpha_beta_rule(a, b, stab);
+  }
+  if (r == "alpha_1_beta_0") return rules::alpha_beta_rule(1.f, 0.f, stab);
+  if (r == "alpha_2_beta_1") return rules::alpha_beta_rule(2.f, 1.f, stab);
+  if (r == "gamma") return rules::gamma_rule(n("gamma", 0.25), stab);
+  if (r == "wsquare" || r == "w_square") return rules::wsquare_rule(stab);
+  if (r == "flat") return rules::flat_rule(stab);
+  if (r == "zbox" || r == "bounded") {
+    auto get = [&](const char* k, float d) {
+      auto a = c.arrays.find(k);
+      return a != c.arrays.end() ? a->second : Tensor::scalar_f32(n(k, d));
+    };
+    return rules::zbox_rule(get("low", -1.f), get("high", 1.f), stab);
+  }
+  if (r == "pass") return rules::pass_rule();
+  if (r == "norm") return rules::norm_rule(stab);
+  if (r == "gradient") return std::make_shared<rules::GradientRule>();
+  throw InvalidArgument(where + ": unknown rule '" + r +
+                        "' (known: z, epsilon, zplus, alpha_beta, alpha_1_beta_0, alpha_2_beta_1, gamma, wsquare, flat, "
+                        "zbox, pass, norm, gradient)");
+}
+
+void check_params(const std::string& method, const Params& p, const std::vector<ParamInfo>& known) {
+  auto ok = [&](const std::string& k) {
+    return std::any_of(known.begin(), known.end(), [&](const ParamInfo& i) { return i.name == k; });
+  };
+  std::vector<std::string> given;
+  for (const auto& kv : p.numbers) given.push_back(kv.first);
+  for (const auto& kv : p.strings) given.push_back(kv.first);
+  for (const auto& kv : p.arrays) given.push_back(kv.first);
+  for (const auto& k : given)
+    if (!ok(k)) {
+      std::string names;
+      for (const auto& i : known) names += (names.empty() ? "" : ", ") + i.name;
+      throw InvalidArgument("method '" + method + "' has no parameter '" + k + "'" +
+                            (names.empty() ? " (it takes none)" : " (its parameters: " + names + ")"));
+    }
+}
+
+}  // namespace
+
+const std::vector<MethodInfo>& method_infos() {
+  static const std::vector<MethodInfo> infos = build_infos();
+  return infos;
+}
+
+Explainer::Explainer(std::shared_ptr<const runtime::Model> model, const std::string& method, const Params& params)
+    : model_(std::move(model)), method_(method), params_(params) {
+  const MethodInfo* info = nullptr;
+  for (const auto& m : method_infos())
+    if (m.name == method) info = &m;
+  if (!info) {
+    std::string names;
+    for (const auto& m : method_infos()) names += (names.empty() ? "" : ", ") + m.name;
+    throw InvalidArgument("unknown method '" + method + "'; known methods: " + names);
+  }
+  family_ = info->family;
+  check_params(method, params, info->params);
+  const Graph& g = model_->graph();
+  if (g.outputs.empty()) throw InvalidArgument("the model has no outputs");
+
+  const float stab = static_cast<float>(num(params, "stabilizer", 1e-6));
+  const float eps = static_cast<float>(num(params, "epsilon", method.rfind("lrp.sequential_preset", 0) == 0 ? 0.1 : 1e-6));
+  const float gam = static_cast<float>(num(params, "gamma", 0.25));
+  auto grad = std::make_shared<rules::GradientRule>();
+
+  // Defaults for every LRP-type composite outside linear ops (DESIGN.md, Zennit's layer map).
+  std::map<std::string, rules::RulePtr> by_cat;
+  rules::RulePtr first_rule;
+  if (family_ == "lrp" || family_ == "deep_taylor") {
+    rules::RulePtr pass = rules::pass_rule(), norm = rules::norm_rule(stab);
+    by_cat = {{"activation", pass}, {"normalization", pass}, {"sum", norm},     {"avgpool", norm},
+              {"product", norm},    {"maxpool", grad},       {"routing", grad}, {"softmax", grad}};
+  }
+  RuleChoice box{"zbox", {{"stabilizer", stab}}, {}};
+  box.arrays["low"] = scalar_or_array(params, "low", -1.f);
+  box.arrays["high"] = scalar_or_array(params, "high", 1.f);
+  auto linear = [&](rules::RulePtr r) { by_cat["conv"] = r; by_cat["dense"] = r; };
+  if (method == "gradient" || method == "input_t_gradient" || method == "integrated_gradients" || method == "smoothgrad") {
+  } else if (method == "deconvnet" || method == "guided_backprop") {
+    by_cat["rectifier"] = method == "deconvnet" ? rules::deconvnet_rule() : rules::guided_backprop_rule();
+  } else if (method == "lrp.z") {
+    linear(rules::epsilon_rule(0.f));
+  } else if (method == "lrp.epsilon") {
+    linear(rules::epsilon_rule(eps));
+  } else if (method == "lrp.gamma") {
+    linear(rules::gamma_rule(gam, stab));
+  } else if (method == "lrp.alpha_beta") {
+    linear(make_rule({"alpha_beta", {{"alpha", num(params, "alpha", 1.0)}, {"beta", num(params, "beta", 0.0)}, {"stabilizer", stab}}, {}},
+                     "lrp.alpha_beta"));
+  } else if (method == "lrp.alpha_1_beta_0") {
+    linear(rules::alpha_beta_rule(1.f, 0.f, stab));
+  } else if (method == "lrp.alpha_2_beta_1") {
+    linear(rules::alpha_beta_rule(2.f, 1.f, stab));
+  } else if (method == "lrp.z_plus") {
+    linear(rules::zplus_rule(stab));
+  } else if (method == "lrp.w_square") {
+    linear(rules::wsquare_rule(stab));
+  } else if (method == "lrp.flat") {
+    linear(rules::flat_rule(stab));
+  } else if (method.rfind("lrp.sequential_preset_", 0) == 0) {
+    const bool b = method.find("preset_b") != std::string::npos;
+    by_cat["dense"] = rules::epsilon_rule(eps);
+    by_cat["conv"] = b ? rules::alpha_beta_rule(2.f, 1.f, stab) : rules::alpha_beta_rule(1.f, 0.f, stab);
+    if (method.size() > 5 && method.compare(method.size() - 5, 5, "_flat") == 0) first_rule = rules::flat_rule(stab);
+  } else if (method == "lrp.epsilon_plus" || method == "lrp.epsilon_plus_flat") {
+    by_cat["dense"] = rules::epsilon_rule(eps);
+    by_cat["conv"] = rules::zplus_rule(stab);
+    if (method == "lrp.epsilon_plus_flat") first_rule = rules::flat_rule(stab);
+  } else if (method == "lrp.epsilon_gamma_box") {
+    by_cat["dense"] = rules::epsilon_rule(eps);
+    by_cat["conv"] = rules::gamma_rule(gam, stab);
+    first_rule = make_rule(box, method);
+  } else if (method == "lrp.epsilon_alpha2_beta1" || method == "lrp.epsilon_alpha2_beta1_flat") {
+    by_cat["dense"] = rules::epsilon_rule(eps);
+    by_cat["conv"] = rules::alpha_beta_rule(2.f, 1.f, stab);
+    if (method == "lrp.epsilon_alpha2_beta1_flat") first_rule = rules::flat_rule(stab);
+  } else if (method == "deep_taylor") {
+    linear(rules::zplus_rule(stab));
+    first_rule = rules::wsquare_rule(stab);
+  } else if (method == "deep_taylor.bounded") {
+    linear(rules::zplus_rule(stab));
+    first_rule = make_rule(box, method);
+  } else if (method == "lrp") {
+    linear(rules::epsilon_rule(1e-6f));  // what a key that is not given falls back to
+  }
+
+  // Custom rules: node name > op type > "first" > category.
+  std::map<std::string, rules::RulePtr> by_name, by_type;
+  std::set<std::string> node_names, op_types;
+  for (const auto& n : g.nodes) {
+    node_names.insert(n.name);
+    op_types.insert(n.op_type);
+  }
+  static const std::set<std::string> categories = {"linear", "conv", "dense", "activation", "sum", "avgpool",
+                                                   "maxpool", "normalization", "routing", "product", "softmax"};
+  for (const auto& kv : params.rules) {
+    const std::string& key = kv.first;
+    rules::RulePtr r = make_rule(kv.second, "rule for '" + key + "'");
+    if (node_names.count(key)) by_name[key] = r;
+    else if (op_types.count(key)) by_type[key] = r;
+    else if (key == "first") first_rule = r;
+    else if (key == "linear") linear(r);
+    else if (categories.count(key)) by_cat[key] = r;
+    else
+      throw InvalidArgument("rules key '" + key + "' is neither a node name, an op type of this model, 'first', nor a "
+                            "category (linear, conv, dense, activation, sum, avgpool, maxpool, normalization, routing, "
+                            "product, softmax)");
+  }
+
+  const std::set<std::size_t> firsts = first_linear(g);
+  node_rule_.resize(g.nodes.size());
+  for (std::size_t i = 0; i < g.nodes.size(); ++i) {
+    const Node& n = g.nodes[i];
+    const std::string cat = category(*n.op, g, n);
+    rules::RulePtr r;
+    if (by_name.count(n.name)) r = by_name[n.name];
+    else if (by_type.count(n.op_type)) r = by_type[n.op_type];
+    else if (first_rule && firsts.count(i)) r = first_rule;
+    else if (n.op->rectifier() && by_cat.count("rectifier")) r = by_cat["rectifier"];
+    else if (by_cat.count(cat)) r = by_cat[cat];
+    else r = grad;
+    node_rule_[i] = r;
+  }
+}
+
+std::vector<std::string> Explainer::node_rules() const {
+  std::vector<std::string> s;
+  for (const auto& r : node_rule_) s.push_back(r ? r->name() : "");
+  return s;
+}
+
+Explanation Explainer::sweep(const std::vector<Tensor>& inputs, const std::vector<int64_t>& targets_in, int threads,
+                             bool scale_by_output) const {
+  const runtime::Model& m = *model_;
+  const Graph& g = m.graph();
+  std::vector<Tensor> values;
+  std::vector<Tensor> outs = m.run(inputs, threads, &values);
+  const Tensor& y = outs.at(0);
+  if (y.dtype() != DType::Float32 || y.rank() < 1)
+    throw InvalidArgument("the first output has shape " + shape_str(y.shape()) + "; explanations need a batch axis");
+  const int64_t n = y.dim(0);
+  const int64_t k = per_sample(y) > 0 ? y.numel() / std::max<int64_t>(n, 1) : (y.rank() == 1 ? 1 : 0);
+  Explanation ex;
+  ex.start = scale_by_output ? "one-hot x output" : "one-hot";
+  ex.targets = targets_in;
+  const float* py = y.f32();
+  if (ex.targets.empty()) {
+    for (int64_t b = 0; b < n; ++b) {
+      const float* row = py + b * k;
+      ex.targets.push_back(static_cast<int64_t>(std::max_element(row, row + k) - row));
+    }
+  }
+  if (static_cast<int64_t>(ex.targets.size()) != n)
+    throw InvalidArgument(std::to_string(ex.targets.size()) + " targets for a batch of " + std::to_string(n));
+  Tensor start = Tensor::zeros(DType::Float32, y.shape());
+  for (int64_t b = 0; b < n; ++b) {
+    const int64_t t = ex.targets[static_cast<std::size_t>(b)];
+    if (t < 0 || t >= k)
+      throw InvalidArgument("target " + std::to_string(t) + " is out of range: the output has " + std::to_string(k) +
+                            " values per sample");
+    const float v = py[b * k + t];
+    ex.target_values.push_back(v);
+    start.f32()[b * k + t] = scale_by_output ? v : 1.f;
+  }
+  std::vector<Tensor> starts(g.outputs.size());
+  starts[0] = start;
+  ex.relevance = runtime::reverse_sweep(
+      m, values, starts, [this](std::size_t i) -> const rules::Rule& { return *node_rule_[i]; }, threads);
+  return ex;
+}
+
+Explanation Explainer::explain(const std::vector<Tensor>& inputs, const std::vector<int64_t>& targets, int threads) const {
+  for (const auto& x : inputs)
+    if (x.dtype() != DType::Float32) throw InvalidArgument("explanations need float inputs");
+  const bool relevance = family_ == "lrp" || family_ == "deep_taylor";
+  if (method_ == "integrated_gradients") {
+    const int64_t steps = static_cast<int64_t>(num(params_, "steps", 64));
+    if (steps < 1) throw InvalidArgument("integrated_gradients: steps must be >= 1, got " + std::to_string(steps));
+    auto it = params_.strings.find("method");
+    const std::string how = it == params_.strings.end() ? "riemann_right" : it->second;
+    std::vector<double> alphas(static_cast<std::size_t>(steps)), weights(static_cast<std::size_t>(steps));
+    const double ns = static_cast<double>(steps);
+    for (int64_t s = 0; s < steps; ++s) {
+      const auto u = static_cast<std::size_t>(s);
+      const double ds = static_cast<double>(s);
+      weights[u] = 1.0 / ns;
+      if (how == "riemann_left") alphas[u] = ds / ns;
+      else if (how == "riemann_right") alphas[u] = (ds + 1) / ns;
+      else if (how == "riemann_middle") alphas[u] = (ds + 0.5) / ns;
+      else if (how == "riemann_trapezoid") {
+        if (steps < 2) throw InvalidArgument("integrated_gradients: riemann_trapezoid needs steps >= 2");
+        alphas[u] = ds / (ns - 1);
+        weights[u] = (s == 0 || s == steps - 1) ? 0.5 / (ns - 1) : 1.0 / (ns - 1);
+      } else if (how != "gausslegendre") {
+        throw InvalidArgument("integrated_gradients: unknown method '" + how +
+                              "' (riemann_left, riemann_right, riemann_middle, riemann_trapezoid, gausslegendre)");
+      }
+    }
+    if (how == "gausslegendre") {
+      // Gauss-Legendre nodes and weights on [-1, 1] (Newton on P_n), mapped to [0, 1] as Captum does.
+      for (int64_t i = 0; i < steps; ++i) {
+        double z = std::cos(M_PI * (static_cast<double>(i) + 0.75) / (ns + 0.5)), pp = 1;
+        for (int iter = 0; iter < 100; ++iter) {
+          double p1 = 1, p2 = 0;
+          for (int64_t j = 1; j <= steps; ++j) {
+            const double p3 = p2, dj = static_cast<double>(j);
+            p2 = p1;
+            p1 = ((2 * dj - 1) * z * p2 - (dj - 1) * p3) / dj;
+          }
+          pp = ns * (z * p1 - p2) / (z * z - 1);
+          const double dz = p1 / pp;
+          z -= dz;
+          if (std::fabs(dz) < 1e-15) break;
+        }
+        const auto u = static_cast<std::size_t>(steps - 1 - i);  // ascending alphas
+        alphas[u] = (z + 1) / 2;
+        weights[u] = 1.0 / ((1 - z * z) * pp * pp);  // (2 / ((1 - z^2) P_n'(z)^2)) / 2
+      }
+    }
+    // Baselines.
+    std::vector<Tensor> base;
+    auto bl = params_.arrays.find("baseline");
+    for (const auto& x : inputs)
+      base.push_back(bl == params_.arrays.end() ? Tensor::zeros(DType::Float32, x.shape())
+                                                : broadcast_like(bl->second, x, "baseline"));
+    const int64_t n = inputs.at(0).rank() ? inputs[0].dim(0) : 1;
+    // Targets and f(x), f(baseline) from plain forwards.
+    Explanation ex;
+    ex.start = "one-hot";
+    {
+      Explanation fx = sweep(inputs, targets, threads, false);
+      ex.targets = fx.targets;
+      ex.target_values = fx.target_values;
+      const Tensor yb = model_->run(base, threads).at(0);
+      const int64_t k = yb.numel() / std::max<int64_t>(n, 1);
+      for (int64_t b = 0; b < n; ++b) ex.reference_values.push_back(yb.f32()[b * k + ex.targets[static_cast<std::size_t>(b)]]);
+    }
+    // Path points in chunks of steps, all samples of a chunk in one batch.
+    const int64_t chunk = std::max<int64_t>(1, std::min<int64_t>(steps, 64 / std::max<int64_t>(n, 1)));
+    std::vector<Tensor> acc;
+    for (const auto& x : inputs) acc.push_back(Tensor::zeros(DType::Float32, x.shape()));
+    for (int64_t s0 = 0; s0 < steps; s0 += chunk) {
+      const int64_t s1 = std::min(steps, s0 + chunk);
+      std::vector<Tensor> batch;
+      for (std::size_t i = 0; i < inputs.size(); ++i) {
+        std::vector<Tensor> parts;
+        for (int64_t s = s0; s < s1; ++s) {
+          Tensor p(DType::Float32, inputs[i].shape());
+          const float a = static_cast<float>(alphas[static_cast<std::size_t>(s)]);
+          const float* px = inputs[i].f32();
+          const float* pb = base[i].f32();
+          float* q = p.f32();
+          for (int64_t e = 0; e < p.numel(); ++e) q[e] = pb[e] + a * (px[e] - pb[e]);
+          parts.push_back(p);
+        }
+        batch.push_back(concat_batch(parts));
+      }
+      std::vector<int64_t> tg;
+      for (int64_t s = s0; s < s1; ++s) tg.insert(tg.end(), ex.targets.begin(), ex.targets.end());
+      Explanation part = sweep(batch, tg, threads, false);
+      for (std::size_t i = 0; i < inputs.size(); ++i) {
+        const int64_t m = inputs[i].numel();
+        float* pa = acc[i].f32();
+        const float* pg = part.relevance[i].f32();
+        for (int64_t s = s0; s < s1; ++s) {
+          const float w = static_cast<float>(weights[static_cast<std::size_t>(s)]);
+          const float* g = pg + (s - s0) * m;
+          for (int64_t e = 0; e < m; ++e) pa[e] += w * g[e];
+        }
+      }
+    }
+    for (std::size_t i = 0; i < inputs.size(); ++i) {
+      float* pa = acc[i].f32();
+      const float* px = inputs[i].f32();
+      const float* pb = base[i].f32();
+      for (int64_t e = 0; e < acc[i].numel(); ++e) pa[e] *= px[e] - pb[e];
+    }
+    ex.relevance = std::move(acc);
+    return ex;
+  }
+  if (method_ == "smoothgrad") {
+    const int64_t samples = static_cast<int64_t>(num(params_, "samples", 64));
+    const double level = num(params_, "noise_level", 0.1);
+    const auto seed = static_cast<uint64_t>(num(params_, "seed", 0));
+    if (samples < 1) throw InvalidArgument("smoothgrad: samples must be >= 1");
+    if (level < 0) throw InvalidArgument("smoothgrad: noise_level must be >= 0");
+    Explanation ex = sweep(inputs, targets, threads, false);  // targets from the clean input
+    std::vector<Tensor> acc;
+    for (const auto& x : inputs) acc.push_back(Tensor::zeros(DType::Float32, x.shape()));
+    const int64_t n = inputs.at(0).rank() ? inputs[0].dim(0) : 1;
+    std::mt19937_64 rng(seed);
+    std::normal_distribution<float> normal(0.f, 1.f);
+    const int64_t chunk = std::max<int64_t>(1, std::min<int64_t>(samples, 64 / std::max<int64_t>(n, 1)));
+    for (int64_t s0 = 0; s0 < samples; s0 += chunk) {
+      const int64_t s1 = std::min(samples, s0 + chunk);
+      std::vector<Tensor> batch;
+      for (const auto& x : inputs) {
+        const int64_t m = per_sample(x);
+        std::vector<Tensor> parts;
+        for (int64_t s = s0; s < s1; ++s) {
+          Tensor p(DType::Float32, x.shape());
+          for (int64_t b = 0; b < n; ++b) {
+            const float* px = x.f32() + b * m;
+            const auto mm = std::minmax_element(px, px + m);
+            const float sigma = m ? static_cast<float>(level) * (*mm.second - *mm.first) : 0.f;
+            float* q = p.f32() + b * m;
+            for (int64_t e = 0; e < m; ++e) q[e] = px[e] + sigma * normal(rng);
+          }
+          parts.push_back(p);
+        }
+        batch.push_back(concat_batch(parts));
+      }
+      std::vector<int64_t> tg;
+      for (int64_t s = s0; s < s1; ++s) tg.insert(tg.end(), ex.targets.begin(), ex.targets.end());
+      Explanation part = sweep(batch, tg, threads, false);
+      for (std::size_t i = 0; i < inputs.size(); ++i) {
+        const int64_t m = inputs[i].numel();
+        float* pa = acc[i].f32();
+        for (int64_t s = s0; s < s1; ++s) {
+          const float* g = part.relevance[i].f32() + (s - s0) * m;
+          for (int64_t e = 0; e < m; ++e) pa[e] += g[e] / static_cast<float>(samples);
+        }
+      }
+    }
+    ex.relevance = std::move(acc);
+    return ex;
+  }
+  Explanation ex = sweep(inputs, targets, threads, relevance);
+  if (method_ == "input_t_gradient")
+    for (std::size_t i = 0; i < inputs.size(); ++i) {
+      float* r = ex.relevance[i].f32();
+      const float* x = inputs[i].f32();
+      for (int64_t e = 0; e < inputs[i].numel(); ++e) r[e] *= x[e];
+    }
+  return ex;
+}
+
+}  // namespace onnxplain::methods

@@ -1,0 +1,82 @@
+// Named explanation methods: each is a composite (which rule for which node) plus a driver
+// (one reverse sweep, or several batched ones for integrated gradients and SmoothGrad). Methods
+// never name an op type: composites select nodes by kind, by whether a linear op is convolutional
+// (its weight has rank > 2) or dense, by position ("first" linear op after the input), or by the
+// names/op types a user gives explicitly.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "rules/rule.hpp"
+#include "runtime/model.hpp"
+
+namespace onnxplain::methods {
+
+struct ParamInfo {
+  std::string name;
+  std::string default_value;  // as Python would spell it
+  std::string doc;
+};
+
+struct MethodInfo {
+  std::string name;
+  std::string family;       // "gradient", "lrp", "deep_taylor"
+  std::string description;  // one line
+  std::string reference;    // the paper
+  std::vector<ParamInfo> params;
+};
+
+/// Every method, in a stable order.
+const std::vector<MethodInfo>& method_infos();
+
+/// One rule choice: a rule name ("epsilon", "zplus", "alpha_beta", "gamma", "wsquare", "flat",
+/// "zbox", "pass", "norm", "gradient") and its parameters.
+struct RuleChoice {
+  std::string rule;
+  std::map<std::string, double> numbers;
+  std::map<std::string, Tensor> arrays;  // zbox low/high given as arrays
+};
+
+/// Parameters of a method as the caller gave them (validated by the Explainer).
+struct Params {
+  std::map<std::string, double> numbers;
+  std::map<std::string, std::string> strings;
+  std::map<std::string, Tensor> arrays;
+  /// For the custom composite "lrp": key -> rule. Keys: a node name, an op type, "first", or a
+  /// category ("linear", "conv", "dense", "activation", "sum", "avgpool", "maxpool",
+  /// "normalization", "routing", "product", "softmax").
+  std::vector<std::pair<std::string, RuleChoice>> rules;
+};
+
+struct Explanation {
+  std::vector<Tensor> relevance;      // one per model input, shaped like it
+  std::vector<int64_t> targets;       // the output index explained, per sample
+  std::vector<float> target_values;   // f_t(x) per sample
+  std::vector<float> reference_values;  // f_t(reference) per sample (integrated gradients), else empty
+  std::string start;                  // "one-hot" or "one-hot x output"
+};
+
+class Explainer {
+ public:
+  /// Throws InvalidArgument for an unknown method, unknown or invalid parameters.
+  Explainer(std::shared_ptr<const runtime::Model> model, const std::string& method, const Params& params);
+  /// `targets`: one per sample, or empty for the argmax per sample.
+  Explanation explain(const std::vector<Tensor>& inputs, const std::vector<int64_t>& targets, int threads) const;
+  const std::string& method() const { return method_; }
+  /// The rule each node gets ("" for nodes the sweep never reaches), for display.
+  std::vector<std::string> node_rules() const;
+
+ private:
+  std::shared_ptr<const runtime::Model> model_;
+  std::string method_;
+  std::string family_;
+  Params params_;
+  std::vector<rules::RulePtr> node_rule_;  // per node
+  Explanation sweep(const std::vector<Tensor>& inputs, const std::vector<int64_t>& targets, int threads,
+                    bool scale_by_output) const;
+};
+
+}  // namespace onnxplain::methods

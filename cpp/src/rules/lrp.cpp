@@ -1,0 +1,602 @@
+// The LRP rule family, written against Zennit 0.5.1 (zennit/rules.py) term by term: each Zennit
+// BasicHook runs one forward + VJP per (input modifier, parameter modifier) branch, sums the
+// branch outputs into a denominator z, maps R to R / stab(z) and reduces sum(input * gradient).
+// Here a branch is op->forward / op->vjp on the node's inputs with the data input, weight and
+// bias replaced, so the rules work for any OpKind::Linear op (Conv, Gemm, MatMul, ...).
+//
+// Cost: Zennit runs every branch. A branch whose input is all zeros contributes exactly zero to
+// z (when it carries no bias) and exactly zero to R_in, so it is skipped, which changes no bit of
+// the result. After a rectifier the input has no negative entries, so z+ and α1β0 cost one
+// forward + one VJP (Zennit: 2 + 2 or 4 + 4), α2β1 and γ two of each (Zennit: 4 + 4), and ε
+// reuses the forward pass's output (Zennit recomputes it). Branches whose gradient is masked out
+// everywhere (γ's sign masks) or weighted by β = 0 are skipped too. The combinations that would
+// cut further (W+ x + W- x as one product with |W|, or branches stacked along the channel axis)
+// are left out on purpose: the first reintroduces cancellation where a denominator is near zero
+// (Zennit multiplies R / eps by an exact zero weight there, the sum of W and |W| products would
+// not be exactly zero), the second needs to know each op's channel layout.
+#include "rules/lrp.hpp"
+
+#include <cstring>
+
+#include "kernels/parallel.hpp"
+
+namespace onnxplain::rules {
+namespace {
+
+using ops::OpKind;
+using Ptrs = std::vector<const Tensor*>;
+
+// ---- elementwise helpers -----------------------------------------------------------------------
+
+template <class F>
+Tensor map1(const Tensor& a, ExecContext& ctx, F f) {
+  Tensor y = ctx.alloc(DType::Float32, a.shape());
+  const float* pa = a.f32();
+  float* py = y.f32();
+  kernels::parallel_for(a.numel(), ctx.threads(), [&](int64_t s, int64_t e) {
+    for (int64_t i = s; i < e; ++i) py[i] = f(pa[i]);
+  });
+  return y;
+}
+
+template <class F>
+Tensor map2(const Tensor& a, const Tensor& b, ExecContext& ctx, F f) {
+  if (a.shape() != b.shape())
+    throw ShapeError("internal: elementwise operands of shapes " + shape_str(a.shape()) + " and " +
+                     shape_str(b.shape()));
+  Tensor y = ctx.alloc(DType::Float32, a.shape());
+  const float* pa = a.f32();
+  const float* pb = b.f32();
+  float* py = y.f32();
+  kernels::parallel_for(a.numel(), ctx.threads(), [&](int64_t s, int64_t e) {
+    for (int64_t i = s; i < e; ++i) py[i] = f(pa[i], pb[i]);
+  });
+  return y;
+}
+
+Tensor filled(const Shape& s, float v, ExecContext& ctx) {
+  Tensor y = ctx.alloc(DType::Float32, s);
+  float* p = y.f32();
+  kernels::parallel_for(y.numel(), ctx.threads(), [&](int64_t b, int64_t e) { std::fill(p + b, p + e, v); });
+  return y;
+}
+
+Tensor clamp_min0(const Tensor& t, ExecContext& ctx) {
+  return map1(t, ctx, [](float v) { return v > 0.f ? v : 0.f; });
+}
+Tensor clamp_max0(const Tensor& t, ExecContext& ctx) {
+  return map1(t, ctx, [](float v) { return v < 0.f ? v : 0.f; });
+}
+
+/// Whether t has any entry > 0 / < 0 (NaN counts as both, so it is never skipped).
+struct Signs {
+  bool pos = false;
+  bool neg = false;
+};
+Signs signs_of(const Tensor& t) {
+  Signs s;
+  const float* p = t.f32();
+  for (int64_t i = 0, n = t.numel(); i < n && !(s.pos && s.neg); ++i) {
+    const float v = p[i];
+    if (!(v <= 0.f)) s.pos = true;
+    if (!(v >= 0.f)) s.neg = true;
+  }
+  return s;
+}
+
+/// R / stab(z), optionally only where mask(o) holds (Zennit's γ multiplies by the mask first).
+Tensor normalized(const Tensor& r, const Tensor& z, float eps, ExecContext& ctx) {
+  if (r.shape() != z.shape())
+    throw ShapeError("relevance of shape " + shape_str(r.shape()) + " reaches an output of shape " +
+                     shape_str(z.shape()));
+  return map2(r, z, ctx, [eps](float rv, float zv) { return rv / stabilize(zv, eps); });
+}
+
+// ---- a linear node seen through its op ---------------------------------------------------------
+
+/// The data input, weight and bias of a linear node, and its op's forward/VJP with any of them
+/// replaced. The data input is the first present input that is neither weight nor bias.
+class LinearNode {
+ public:
+  LinearNode(const NodeValues& v, const char* rule) : v_(v) {
+    if (v.op->kind() != OpKind::Linear || v.op->weight_input() < 0)
+      throw ShapeError(std::string("the ") + rule + " rule needs a linear op with a weight, but this op's kind is " +
+                       ops::kind_name(v.op->kind()));
+    w_ = v.op->weight_input();
+    b_ = v.op->bias_input();
+    for (std::size_t i = 0; i < v.in.size(); ++i)
+      if (v.in[i] && static_cast<int>(i) != w_ && static_cast<int>(i) != b_) {
+        d_ = static_cast<int>(i);
+        break;
+      }
+    if (d_ < 0 || static_cast<std::size_t>(w_) >= v.in.size() || !v.in[static_cast<std::size_t>(w_)])
+      throw ShapeError(std::string("the ") + rule + " rule found no data input or no weight on this linear op");
+    if (b_ >= 0 && (static_cast<std::size_t>(b_) >= v.in.size() || !v.in[static_cast<std::size_t>(b_)])) b_ = -1;
+    if (v.out.empty() || !v.out[0]) throw ShapeError(std::string("the ") + rule + " rule needs the op's output");
+  }
+  int data() const { return d_; }
+  const Tensor& x() const { return *v_.in[static_cast<std::size_t>(d_)]; }
+  const Tensor& w() const { return *v_.in[static_cast<std::size_t>(w_)]; }
+  const Tensor* b() const { return b_ >= 0 ? v_.in[static_cast<std::size_t>(b_)] : nullptr; }
+  const Tensor& y() const { return *v_.out[0]; }
+
+  Tensor forward(const Tensor& x, const Tensor& w, const Tensor* b, ExecContext& ctx) const {
+    Ptrs in = inputs(x, w, b);
+    std::vector<Tensor> out(v_.out.size());
+    v_.op->forward(in, out, ctx);
+    return out.at(0);
+  }
+  /// d(sum(gy * y))/dx for y = op(x, w, b); `y` is that branch's output (only its shape matters
+  /// to a linear op's VJP).
+  Tensor vjp(const Tensor& x, const Tensor& w, const Tensor* b, const Tensor& y, const Tensor& gy,
+             ExecContext& ctx) const {
+    Ptrs in = inputs(x, w, b);
+    Ptrs out = v_.out;
+    out[0] = &y;
+    Ptrs gout(v_.out.size(), nullptr);
+    gout[0] = &gy;
+    std::vector<bool> need(in.size(), false);
+    need[static_cast<std::size_t>(d_)] = true;
+    std::vector<Tensor> gin(in.size());
+    v_.op->vjp(in, out, gout, need, gin, ctx);
+    return gin[static_cast<std::size_t>(d_)];
+  }
+
+ private:
+  Ptrs inputs(const Tensor& x, const Tensor& w, const Tensor* b) const {
+    Ptrs in = v_.in;
+    in[static_cast<std::size_t>(d_)] = &x;
+    in[static_cast<std::size_t>(w_)] = &w;
+    if (b_ >= 0) in[static_cast<std::size_t>(b_)] = b;
+    return in;
+  }
+  const NodeValues& v_;
+  int d_ = -1, w_ = -1, b_ = -1;
+};
+
+/// Zeros for every needed input (what a rule leaves where it puts no relevance).
+void zero_needed(const NodeValues& v, const std::vector<bool>& need, std::vector<Tensor>& rin) {
+  if (rin.size() < need.size()) rin.resize(need.size());
+  for (std::size_t i = 0; i < need.size(); ++i)
+    if (need[i] && i < v.in.size() && v.in[i]) rin[i] = Tensor::zeros(DType::Float32, v.in[i]->shape());
+}
+
+/// Base of the linear rules: only the data input receives relevance (weights and biases that are
+/// graph inputs get zeros), and nothing arriving means zeros.
+class LinearRule : public Rule {
+ public:
+  void backward(const NodeValues& v, const std::vector<const Tensor*>& rout, const std::vector<bool>& need,
+                std::vector<Tensor>& rin, ExecContext& ctx) const override {
+    const std::string n = name();
+    LinearNode node(v, n.c_str());
+    zero_needed(v, need, rin);
+    const auto d = static_cast<std::size_t>(node.data());
+    if (d >= need.size() || !need[d] || rout.empty() || !rout[0]) return;
+    if (rout[0]->shape() != node.y().shape())
+      throw ShapeError("relevance of shape " + shape_str(rout[0]->shape()) + " reaches an output of shape " +
+                       shape_str(node.y().shape()));
+    Tensor r = relevance(node, *rout[0], ctx);
+    if (r.shape() != node.x().shape())
+      throw ShapeError("internal: the " + n + " rule produced shape " + shape_str(r.shape()) + " for an input of shape " +
+                       shape_str(node.x().shape()));
+    rin[d] = r;
+  }
+
+ protected:
+  virtual Tensor relevance(const LinearNode& node, const Tensor& r, ExecContext& ctx) const = 0;
+};
+
+/// R_in_i = x_i ⊙ VJP_i(R / stab(y)) for every needed input: Zennit's Norm, and ε on ops that
+/// have no weight (the same formula with ε as the stabilizer).
+void proportional(const NodeValues& v, const std::vector<const Tensor*>& rout, const std::vector<bool>& need,
+                  std::vector<Tensor>& rin, float eps, ExecContext& ctx) {
+  zero_needed(v, need, rin);
+  if (rout.empty() || !rout[0] || v.out.empty() || !v.out[0]) return;
+  Tensor s = normalized(*rout[0], *v.out[0], eps, ctx);
+  Ptrs gout(v.out.size(), nullptr);
+  gout[0] = &s;
+  std::vector<Tensor> gin(v.in.size());
+  v.op->vjp(v.in, v.out, gout, need, gin, ctx);
+  for (std::size_t i = 0; i < need.size() && i < v.in.size(); ++i) {
+    if (!need[i] || !v.in[i]) continue;
+    if (gin[i].shape() != v.in[i]->shape())
+      throw ShapeError("internal: the VJP returned shape " + shape_str(gin[i].shape()) + " for input " +
+                       std::to_string(i) + " of shape " + shape_str(v.in[i]->shape()));
+    rin[i] = map2(*v.in[i], gin[i], ctx, [](float a, float b) { return a * b; });
+  }
+}
+
+// ---- ε ------------------------------------------------------------------------------------------
+
+class EpsilonRule final : public LinearRule {
+ public:
+  explicit EpsilonRule(float eps) : eps_(eps) {}
+  std::string name() const override { return eps_ == 0.f ? "z" : "epsilon"; }
+  void backward(const NodeValues& v, const std::vector<const Tensor*>& rout, const std::vector<bool>& need,
+                std::vector<Tensor>& rin, ExecContext& ctx) const override {
+    // On an op without a weight, Zennit's Epsilon (NoMod) is the proportional rule.
+    if (v.op->kind() != OpKind::Linear || v.op->weight_input() < 0) return proportional(v, rout, need, rin, eps_, ctx);
+    LinearRule::backward(v, rout, need, rin, ctx);
+  }
+
+ protected:
+  // z is the forward pass's own output: the same op on the same inputs.
+  Tensor relevance(const LinearNode& n, const Tensor& r, ExecContext& ctx) const override {
+    Tensor s = normalized(r, n.y(), eps_, ctx);
+    Tensor g = n.vjp(n.x(), n.w(), n.b(), n.y(), s, ctx);
+    return map2(n.x(), g, ctx, [](float a, float b) { return a * b; });
+  }
+
+ private:
+  float eps_;
+};
+
+// ---- the sign-split rules: αβ (z+ = α1β0) and γ -------------------------------------------------
+
+/// One Zennit branch: input modifier, weight and bias modifier. `x_zero`: the input is all zeros,
+/// so the branch adds only its bias to z and nothing to R_in.
+struct Branch {
+  const Tensor* x = nullptr;
+  const Tensor* w = nullptr;
+  const Tensor* b = nullptr;
+  bool x_zero = false;
+  Tensor out;  // this branch's forward output, when computed
+};
+
+/// z = sum of the branch outputs in Zennit's order ((0 + o_0) + o_1 + ...); branches with a zero
+/// input and no bias add exact zeros and are not run. Empty when no branch runs.
+Tensor branch_sum(const LinearNode& n, std::vector<Branch>& br, ExecContext& ctx) {
+  Tensor z;
+  for (Branch& b : br) {
+    if (b.x_zero && !b.b) continue;
+    b.out = n.forward(*b.x, *b.w, b.b, ctx);
+    if (b.out.shape() != n.y().shape())
+      throw ShapeError("internal: a modified forward gave shape " + shape_str(b.out.shape()) + ", the op's output is " +
+                       shape_str(n.y().shape()));
+    z = z.raw() ? map2(z, b.out, ctx, [](float a, float c) { return a + c; }) : b.out;
+  }
+  return z;
+}
+
+/// acc += coef * x ⊙ VJP(s) of the branch (acc empty: starts at 0 + ...). Zero-input branches add
+/// exact zeros and are skipped.
+void add_branch_relevance(const LinearNode& n, const Branch& b, const Tensor& s, float coef, Tensor& acc,
+                          ExecContext& ctx) {
+  if (b.x_zero) return;
+  const Tensor& y = b.out.raw() ? b.out : n.y();
+  Tensor g = n.vjp(*b.x, *b.w, b.b, y, s, ctx);
+  Tensor t = map2(*b.x, g, ctx, [coef](float a, float c) { return coef * (a * c); });
+  acc = acc.raw() ? map2(acc, t, ctx, [](float a, float c) { return a + c; }) : t;
+}
+
+struct SignSplit {
+  Tensor xp, xn;  // x.clamp(min=0), x.clamp(max=0)
+  bool xp_zero = false, xn_zero = false;
+};
+SignSplit split(const Tensor& x, ExecContext& ctx) {
+  SignSplit s;
+  const Signs sg = signs_of(x);
+  s.xp_zero = !sg.pos;
+  s.xn_zero = !sg.neg;
+  // A non-negative input is its own positive part (clamp(min=0) changes no value of it).
+  s.xp = sg.neg ? clamp_min0(x, ctx) : x;
+  s.xn = sg.pos ? clamp_max0(x, ctx) : x;
+  return s;
+}
+
+/// αβ (Zennit AlphaBeta; ZPlus is α = 1, β = 0 with the same branches):
+///   positive part: (x+, W+, b+), (x-, W-, no bias)    z_p, s_p = R / stab(z_p)
+///   negative part: (x+, W-, b-), (x-, W+, no bias)    z_n, s_n = R / stab(z_n)
+///   R_in = α (x+ VJP_{W+}(s_p) + x- VJP_{W-}(s_p)) − β (x+ VJP_{W-}(s_n) + x- VJP_{W+}(s_n)).
+class AlphaBetaRule final : public LinearRule {
+ public:
+  AlphaBetaRule(float alpha, float beta, float stab, std::string name)
+      : alpha_(alpha), beta_(beta), stab_(stab), name_(std::move(name)) {}
+  std::string name() const override { return name_; }
+
+ protected:
+  Tensor relevance(const LinearNode& n, const Tensor& r, ExecContext& ctx) const override {
+    const SignSplit xs = split(n.x(), ctx);
+    const Tensor wp = clamp_min0(n.w(), ctx), wn = clamp_max0(n.w(), ctx);
+    Tensor bp, bn;
+    if (n.b()) {
+      bp = clamp_min0(*n.b(), ctx);
+      bn = clamp_max0(*n.b(), ctx);
+    }
+    const Tensor* pbp = n.b() ? &bp : nullptr;
+    const Tensor* pbn = n.b() ? &bn : nullptr;
+    std::vector<Branch> pos{{&xs.xp, &wp, pbp, xs.xp_zero, {}}, {&xs.xn, &wn, nullptr, xs.xn_zero, {}}};
+    Tensor rp = part(n, pos, r, ctx);
+    Tensor out = scale(rp, alpha_, n, ctx);
+    if (beta_ != 0.f) {
+      std::vector<Branch> neg{{&xs.xp, &wn, pbn, xs.xp_zero, {}}, {&xs.xn, &wp, nullptr, xs.xn_zero, {}}};
+      Tensor rn = part(n, neg, r, ctx);
+      const float beta = beta_;
+      if (rn.raw()) out = map2(out, rn, ctx, [beta](float a, float c) { return a - beta * c; });
+    }
+    return out;
+  }
+
+ private:
+  /// x+ VJP(s) + x- VJP(s) over the branches; empty when every branch has a zero input.
+  Tensor part(const LinearNode& n, std::vector<Branch>& br, const Tensor& r, ExecContext& ctx) const {
+    Tensor acc;
+    if (br[0].x_zero && br[1].x_zero) return acc;
+    Tensor z = branch_sum(n, br, ctx);
+    Tensor s = normalized(r, z, stab_, ctx);
+    for (const Branch& b : br) add_branch_relevance(n, b, s, 1.f, acc, ctx);
+    return acc;
+  }
+  static Tensor scale(const Tensor& t, float a, const LinearNode& n, ExecContext& ctx) {
+    if (!t.raw()) return Tensor::zeros(DType::Float32, n.x().shape());
+    if (a == 1.f) return t;
+    return map1(t, ctx, [a](float v) { return a * v; });
+  }
+  float alpha_, beta_, stab_;
+  std::string name_;
+};
+
+/// Generalized γ (Zennit Gamma), with W^γ± = W + γ W±, b^γ± = b + γ b±:
+///   where y > 0: branches (x+, W^γ+, b^γ+), (x-, W^γ-, no bias), s = R / stab(their sum)
+///   where y < 0: branches (x+, W^γ-, b^γ-), (x-, W^γ+, no bias), s = R / stab(their sum)
+///   R_in = Σ_branches x± ⊙ VJP(s masked), y the op's own output; y = 0 gets no relevance.
+class GammaRule final : public LinearRule {
+ public:
+  GammaRule(float gamma, float stab) : gamma_(gamma), stab_(stab) {}
+  std::string name() const override { return "gamma"; }
+
+ protected:
+  Tensor relevance(const LinearNode& n, const Tensor& r, ExecContext& ctx) const override {
+    const float g = gamma_;
+    const SignSplit xs = split(n.x(), ctx);
+    auto up = [g](float v) { return v + g * (v > 0.f ? v : 0.f); };
+    auto down = [g](float v) { return v + g * (v < 0.f ? v : 0.f); };
+    const Tensor wu = map1(n.w(), ctx, up), wd = map1(n.w(), ctx, down);
+    Tensor bu, bd;
+    if (n.b()) {
+      bu = map1(*n.b(), ctx, up);
+      bd = map1(*n.b(), ctx, down);
+    }
+    const Tensor* pbu = n.b() ? &bu : nullptr;
+    const Tensor* pbd = n.b() ? &bd : nullptr;
+    const Signs ys = signs_of(n.y());
+    Tensor acc;
+    std::vector<Branch> pos{{&xs.xp, &wu, pbu, xs.xp_zero, {}}, {&xs.xn, &wd, nullptr, xs.xn_zero, {}}};
+    std::vector<Branch> neg{{&xs.xp, &wd, pbd, xs.xp_zero, {}}, {&xs.xn, &wu, nullptr, xs.xn_zero, {}}};
+    // Zennit's reducer order: x+ g0 + x- g1 + x+ g2 + x- g3.
+    if (ys.pos) part(n, pos, r, [](float y) { return y > 0.f; }, acc, ctx);
+    if (ys.neg) part(n, neg, r, [](float y) { return y < 0.f; }, acc, ctx);
+    return acc.raw() ? acc : Tensor::zeros(DType::Float32, n.x().shape());
+  }
+
+ private:
+  template <class M>
+  void part(const LinearNode& n, std::vector<Branch>& br, const Tensor& r, M mask, Tensor& acc,
+            ExecContext& ctx) const {
+    if (br[0].x_zero && br[1].x_zero) return;
+    Tensor z = branch_sum(n, br, ctx);
+    const Tensor& y = n.y();
+    Tensor s = ctx.alloc(DType::Float32, r.shape());
+    const float* pr = r.f32();
+    const float* pz = z.f32();
+    const float* py = y.f32();
+    float* ps = s.f32();
+    const float eps = stab_;
+    kernels::parallel_for(s.numel(), ctx.threads(), [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) ps[i] = (mask(py[i]) ? pr[i] : 0.f) / stabilize(pz[i], eps);
+    });
+    for (const Branch& b : br) add_branch_relevance(n, b, s, 1.f, acc, ctx);
+  }
+  float gamma_, stab_;
+};
+
+// ---- input-independent rules: w² and flat ------------------------------------------------------
+
+/// R_in = VJP_{W'}(R / stab(W' 1 + b')) on an all-ones input (Zennit's reducer takes the gradient
+/// alone, not input × gradient).
+Tensor ones_rule(const LinearNode& n, const Tensor& w, const Tensor* b, const Tensor& r, float stab, ExecContext& ctx) {
+  const Tensor ones = filled(n.x().shape(), 1.f, ctx);
+  Tensor z = n.forward(ones, w, b, ctx);
+  Tensor s = normalized(r, z, stab, ctx);
+  return n.vjp(ones, w, b, z, s, ctx);
+}
+
+/// Zennit WSquare: every parameter squared, the bias included.
+class WSquareRule final : public LinearRule {
+ public:
+  explicit WSquareRule(float stab) : stab_(stab) {}
+  std::string name() const override { return "wsquare"; }
+
+ protected:
+  Tensor relevance(const LinearNode& n, const Tensor& r, ExecContext& ctx) const override {
+    auto sq = [](float v) { return v * v; };
+    const Tensor w2 = map1(n.w(), ctx, sq);
+    Tensor b2;
+    if (n.b()) b2 = map1(*n.b(), ctx, sq);
+    return ones_rule(n, w2, n.b() ? &b2 : nullptr, r, stab_, ctx);
+  }
+
+ private:
+  float stab_;
+};
+
+/// Zennit Flat: every weight 1, the bias zero (zero_bias), so z counts each output's inputs.
+class FlatRule final : public LinearRule {
+ public:
+  explicit FlatRule(float stab) : stab_(stab) {}
+  std::string name() const override { return "flat"; }
+
+ protected:
+  Tensor relevance(const LinearNode& n, const Tensor& r, ExecContext& ctx) const override {
+    const Tensor w1 = filled(n.w().shape(), 1.f, ctx);
+    return ones_rule(n, w1, nullptr, r, stab_, ctx);
+  }
+
+ private:
+  float stab_;
+};
+
+// ---- z^B ----------------------------------------------------------------------------------------
+
+/// `v` (low or high) broadcast to x's shape, accepting what Zennit's expand() accepts and one
+/// sample's shape: a scalar; the same rank with dims 1 or equal (a larger first dim is cut to the
+/// batch, as Zennit's cut_batch_dim); a lower rank aligned to the right (numpy) or, failing that,
+/// to the left (Zennit appends trailing singleton dims); or one sample's number of values in any
+/// shape (low/high given for the model input when a Flatten precedes the first layer).
+Tensor broadcast_bound(const Tensor& v, const Tensor& x, const char* what, ExecContext& ctx) {
+  if (v.dtype() != DType::Float32) throw ShapeError(std::string(what) + " must be float32");
+  const Shape& xs = x.shape();
+  const auto rank = xs.size();
+  if (v.numel() == 1) return filled(xs, v.f32()[0], ctx);
+  // A source shape of x's rank: dims 1 or equal, or a larger first dim of which the first
+  // x.dim(0) entries are used. Returns an empty tensor when it does not broadcast.
+  auto try_shape = [&](const Shape& s) -> Tensor {
+    if (s.size() != rank) return Tensor();
+    for (std::size_t k = 0; k < rank; ++k)
+      if (s[k] != 1 && s[k] != xs[k] && !(k == 0 && s[0] > xs[0])) return Tensor();
+    Tensor y = ctx.alloc(DType::Float32, xs);
+    std::vector<int64_t> st(rank, 0);  // source strides, 0 on broadcast axes
+    int64_t acc = 1;
+    for (std::size_t k = rank; k-- > 0;) {
+      st[k] = s[k] == 1 ? 0 : acc;
+      acc *= s[k];
+    }
+    const float* src = v.f32();
+    float* dst = y.f32();
+    std::vector<int64_t> idx(rank, 0);
+    for (int64_t i = 0, n = y.numel(); i < n; ++i) {
+      int64_t off = 0;
+      for (std::size_t k = 0; k < rank; ++k) off += idx[k] * st[k];
+      dst[i] = src[off];
+      for (std::size_t k = rank; k-- > 0;) {
+        if (++idx[k] < xs[k]) break;
+        idx[k] = 0;
+      }
+    }
+    return y;
+  };
+  const Shape& s = v.shape();
+  if (x.numel() == 0) return ctx.alloc(DType::Float32, xs);
+  if (s.size() <= rank) {
+    Shape right(rank - s.size(), 1);  // numpy: aligned to the right
+    right.insert(right.end(), s.begin(), s.end());
+    Tensor y = try_shape(right);
+    if (y.raw()) return y;
+    Shape left = s;  // Zennit's expand: trailing singleton dims appended
+    left.resize(rank, 1);
+    y = try_shape(left);
+    if (y.raw()) return y;
+  }
+  if (rank >= 1 && xs[0] > 0 && v.numel() == x.numel() / xs[0]) {
+    Shape one(xs);
+    one[0] = 1;
+    return try_shape(one);  // v's values reread in one sample's shape
+  }
+  throw ShapeError(std::string("zbox: ") + what + " of shape " + shape_str(s) + " does not broadcast to the input " +
+                   shape_str(xs) + " of this layer (give a scalar, an array shaped like one sample, or like the batch)");
+}
+
+/// Zennit ZBox: z = W x + b − (W+ L + b+) − (W- H + b-) (the biases cancel but are computed, as
+/// Zennit does), s = R / stab(z), R_in = x VJP_W(s) − (L VJP_{W+}(s) + H VJP_{W-}(s)).
+class ZBoxRule final : public LinearRule {
+ public:
+  ZBoxRule(Tensor low, Tensor high, float stab) : low_(std::move(low)), high_(std::move(high)), stab_(stab) {}
+  std::string name() const override { return "zbox"; }
+
+ protected:
+  Tensor relevance(const LinearNode& n, const Tensor& r, ExecContext& ctx) const override {
+    const Tensor L = broadcast_bound(low_, n.x(), "low", ctx);
+    const Tensor H = broadcast_bound(high_, n.x(), "high", ctx);
+    const Tensor wp = clamp_min0(n.w(), ctx), wn = clamp_max0(n.w(), ctx);
+    Tensor bp, bn;
+    if (n.b()) {
+      bp = clamp_min0(*n.b(), ctx);
+      bn = clamp_max0(*n.b(), ctx);
+    }
+    const Tensor* pbp = n.b() ? &bp : nullptr;
+    const Tensor* pbn = n.b() ? &bn : nullptr;
+    const Tensor o1 = n.forward(L, wp, pbp, ctx);
+    const Tensor o2 = n.forward(H, wn, pbn, ctx);
+    Tensor z = ctx.alloc(DType::Float32, n.y().shape());
+    {
+      const float* p0 = n.y().f32();
+      const float* p1 = o1.f32();
+      const float* p2 = o2.f32();
+      float* pz = z.f32();
+      kernels::parallel_for(z.numel(), ctx.threads(), [&](int64_t b, int64_t e) {
+        for (int64_t i = b; i < e; ++i) pz[i] = p0[i] - (p1[i] + p2[i]);
+      });
+    }
+    Tensor s = normalized(r, z, stab_, ctx);
+    const Tensor g0 = n.vjp(n.x(), n.w(), n.b(), n.y(), s, ctx);
+    const Tensor g1 = n.vjp(L, wp, pbp, o1, s, ctx);
+    const Tensor g2 = n.vjp(H, wn, pbn, o2, s, ctx);
+    Tensor out = ctx.alloc(DType::Float32, n.x().shape());
+    const float* px = n.x().f32();
+    const float* pl = L.f32();
+    const float* ph = H.f32();
+    const float* q0 = g0.f32();
+    const float* q1 = g1.f32();
+    const float* q2 = g2.f32();
+    float* po = out.f32();
+    kernels::parallel_for(out.numel(), ctx.threads(), [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) po[i] = px[i] * q0[i] - (pl[i] * q1[i] + ph[i] * q2[i]);
+    });
+    return out;
+  }
+
+ private:
+  Tensor low_, high_;
+  float stab_;
+};
+
+// ---- other kinds --------------------------------------------------------------------------------
+
+/// Zennit Pass: what reaches the output goes to the data input unchanged.
+class PassRule final : public Rule {
+ public:
+  std::string name() const override { return "pass"; }
+  void backward(const NodeValues& v, const std::vector<const Tensor*>& rout, const std::vector<bool>& need,
+                std::vector<Tensor>& rin, ExecContext& ctx) const override {
+    (void)ctx;
+    zero_needed(v, need, rin);
+    if (need.empty() || !need[0] || rout.empty() || !rout[0] || v.in.empty() || !v.in[0]) return;
+    if (rout[0]->shape() != v.in[0]->shape())
+      throw ShapeError("the pass rule needs an output shaped like the input, got output " + shape_str(rout[0]->shape()) +
+                       " for input " + shape_str(v.in[0]->shape()));
+    rin[0] = *rout[0];
+  }
+};
+
+class NormRule final : public Rule {
+ public:
+  explicit NormRule(float stab) : stab_(stab) {}
+  std::string name() const override { return "norm"; }
+  void backward(const NodeValues& v, const std::vector<const Tensor*>& rout, const std::vector<bool>& need,
+                std::vector<Tensor>& rin, ExecContext& ctx) const override {
+    proportional(v, rout, need, rin, stab_, ctx);
+  }
+
+ private:
+  float stab_;
+};
+
+}  // namespace
+
+RulePtr epsilon_rule(float epsilon) { return std::make_shared<EpsilonRule>(epsilon); }
+RulePtr zplus_rule(float stabilizer) { return std::make_shared<AlphaBetaRule>(1.f, 0.f, stabilizer, "zplus"); }
+RulePtr alpha_beta_rule(float alpha, float beta, float stabilizer) {
+  return std::make_shared<AlphaBetaRule>(alpha, beta, stabilizer, "alpha_beta");
+}
+RulePtr gamma_rule(float gamma, float stabilizer) { return std::make_shared<GammaRule>(gamma, stabilizer); }
+RulePtr wsquare_rule(float stabilizer) { return std::make_shared<WSquareRule>(stabilizer); }
+RulePtr flat_rule(float stabilizer) { return std::make_shared<FlatRule>(stabilizer); }
+RulePtr zbox_rule(const Tensor& low, const Tensor& high, float stabilizer) {
+  if (low.dtype() != DType::Float32 || high.dtype() != DType::Float32)
+    throw InvalidArgument("zbox: low and high must be float arrays or scalars");
+  return std::make_shared<ZBoxRule>(low, high, stabilizer);
+}
+RulePtr pass_rule() { return std::make_shared<PassRule>(); }
+RulePtr norm_rule(float stabilizer) { return std::make_shared<NormRule>(stabilizer); }
+
+}  // namespace onnxplain::rules
