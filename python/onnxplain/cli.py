@@ -64,21 +64,87 @@ def inspect(path: str, strip_softmax: bool) -> int:
     return 0
 
 
+def _param_value(text: str) -> object:
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def explain_cmd(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .explain import explainer
+
+    params: dict[str, object] = {}
+    for kv in args.param:
+        if "=" not in kv:
+            print(f"--param expects K=V, got {kv!r}", file=sys.stderr)
+            return 2
+        k, v = kv.split("=", 1)
+        params[k.strip()] = _param_value(v.strip())
+    try:
+        x = np.load(args.input)
+        m = _model.load(args.model, strip_softmax=not args.keep_softmax)
+        ex = explainer(m, args.method, **params)
+        target = None if args.target is None else int(args.target)
+        rel = ex.explain(x, target=target)
+    except (ValueError, OSError, ModelFormatError, UnsupportedModelError) as e:
+        print(f"onnxplain explain: {e}", file=sys.stderr)
+        return 2
+    np.save(args.out, rel)
+    print(f"{args.method}: relevance {rel.shape} written to {args.out}")
+    if args.png:
+        from . import viz
+
+        if np.asarray(rel).ndim not in (3, 4):
+            print("--png: only image-shaped inputs (N, C, H, W) or (N, H, W) can be drawn", file=sys.stderr)
+            return 2
+        tiles = [[viz.heatmap(r) for r in np.asarray(rel)[:16]]]
+        viz.save_png(args.png, viz.grid(tiles))
+        print(f"heatmaps written to {args.png}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="onnxplain", description="Explain ONNX models.")
     sub = parser.add_subparsers(dest="command", required=True)
     p_inspect = sub.add_parser("inspect", help="inputs, outputs, ops, support and applicable methods")
     p_inspect.add_argument("model", help="path to a .onnx file")
     p_inspect.add_argument("--keep-softmax", action="store_true", help="do not strip a final softmax")
-    p_demo = sub.add_parser("demo", help="run the bundled digits CNN and compare it with onnxruntime")
+    p_demo = sub.add_parser("demo", help="run and explain the bundled digits CNN, compare it with onnxruntime")
     p_demo.add_argument("--threads", type=int, default=None, help="threads (default: all cores)")
+    p_demo.add_argument("--out", default="onnxplain_demo.png", help="where to write the picture")
+    sub.add_parser("methods", help="list the explanation methods with their parameters and papers")
+    p_ex = sub.add_parser("explain", help="explain a batch stored as .npy; writes the relevance as .npy")
+    p_ex.add_argument("model", help="path to a .onnx file")
+    p_ex.add_argument("input", help=".npy file with a batch for the model's (single) input")
+    p_ex.add_argument("--method", required=True, help="a method name (see `onnxplain methods`)")
+    p_ex.add_argument("--param", action="append", default=[], metavar="K=V",
+                      help="a method parameter, e.g. --param epsilon=0.01 (repeatable)")
+    p_ex.add_argument("--target", default=None, help="output index to explain (default: argmax per sample)")
+    p_ex.add_argument("--out", required=True, help="output .npy for the relevance (same shape as the input)")
+    p_ex.add_argument("--png", default=None, help="also write heatmaps of the first 16 samples as a PNG")
+    p_ex.add_argument("--keep-softmax", action="store_true", help="do not strip a final softmax")
     args = parser.parse_args(argv)
     if args.command == "inspect":
         return inspect(args.model, strip_softmax=not args.keep_softmax)
     if args.command == "demo":
         from . import demo
 
-        return demo.run(threads=args.threads)
+        return demo.run(threads=args.threads, out_png=args.out)
+    if args.command == "methods":
+        from .explain import methods
+
+        for info in methods().values():
+            print(info)
+        return 0
+    if args.command == "explain":
+        return explain_cmd(args)
     return 1
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -52,7 +52,17 @@ def _best_time(fn: Callable[[], object], repeats: int = 20) -> float:
     return best
 
 
-def run(print_fn: Callable[[str], None] = print, threads: int | None = None) -> int:
+DEMO_METHODS: list[tuple[str, dict[str, Any]]] = [
+    ("gradient", {}),
+    ("integrated_gradients", {"steps": 32}),
+    ("lrp.epsilon_plus_flat", {}),
+    ("lrp.epsilon_gamma_box", {"low": 0.0, "high": 1.0}),
+    ("deep_taylor.bounded", {"low": 0.0, "high": 1.0}),
+]
+
+
+def run(print_fn: Callable[[str], None] = print, threads: int | None = None,
+        out_png: str = "onnxplain_demo.png") -> int:
     """Runs the demo; returns 0 when onnxplain agrees with onnxruntime, 1 otherwise."""
     import onnxruntime as ort
 
@@ -87,5 +97,31 @@ def run(print_fn: Callable[[str], None] = print, threads: int | None = None) -> 
     t_ort = _best_time(lambda: sess.run(None, {name: x}))
     print_fn(f"forward of the batch of {len(x)}: onnxplain {t_ox * 1e3:.2f} ms, onnxruntime {t_ort * 1e3:.2f} ms "
              f"(ratio {t_ox / t_ort:.2f})")
-    print_fn("\nNext: `onnxplain inspect model.onnx` on your own model.")
+
+    # Explanations of the first digits: one row per method, the input on top.
+    from . import explain as _explain
+    from . import viz
+
+    shown = x[:8]
+    rows = [[viz.grey(img) for img in shown]]
+    print_fn("\nexplanations of the first 8 digits (target = predicted class):")
+    for method, params in DEMO_METHODS:
+        ex = _explain.explainer(model, method, **params)
+        t0 = time.perf_counter()
+        if ex.info.family in ("lrp", "deep_taylor"):
+            rel, delta = ex.explain(shown, return_delta=True)
+            fx = model.predict(shown).max(axis=1)
+            note = f"sum(R) - f(x): max |delta| {np.max(np.abs(delta)):.2e} (f(x) ~ {np.mean(np.abs(fx)):.1f})"
+        else:
+            rel = ex.explain(shown)
+            note = ""
+        dt = time.perf_counter() - t0
+        rows.append([viz.heatmap(r) for r in rel])
+        print_fn(f"  {method:<26} {dt * 1e3:7.1f} ms  {note}")
+    out = Path(out_png)
+    viz.save_png(out, viz.grid(rows))
+    print_fn(f"wrote {out.resolve()} (rows: input, " + ", ".join(m for m, _ in DEMO_METHODS) + "; red = for the class, "
+             "blue = against)")
+    print_fn("\nNext: `onnxplain inspect model.onnx` and `onnxplain explain model.onnx x.npy --method lrp.epsilon` "
+             "on your own model; `onnxplain methods` lists the methods.")
     return 0 if ok else 1

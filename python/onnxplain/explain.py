@@ -67,7 +67,7 @@ def _rule_choice(key: str, value: Any) -> tuple[str, str, dict[str, float], dict
 class Explainer:
     """A method bound to a model. Create with :func:`explainer`."""
 
-    def __init__(self, model: Model, method: str, **params: Any) -> None:
+    def __init__(self, model: Model, method: str, /, **params: Any) -> None:
         info = methods().get(method)
         if info is None:
             known = ", ".join(methods())
@@ -172,7 +172,7 @@ class Explainer:
         return out, delta
 
 
-def explainer(model: Model | str | bytes, method: str, **params: Any) -> Explainer:
+def explainer(model: Model | str | bytes, method: str, /, **params: Any) -> Explainer:
     """Binds an explanation method to a model.
 
     Parameters

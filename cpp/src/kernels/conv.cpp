@@ -162,14 +162,11 @@ Plan make_plan(const ConvShape& s) {
   return pl;
 }
 
-}  // namespace
-
-void im2col(const float* x, int64_t channels, const Window3& w, float* col, int64_t ldc, int threads) {
-  im2col_rows(x, channels, w, 0, w.out[0] * w.out[1], col, ldc, threads);
-}
-
-void col2im_add(const float* col, int64_t channels, const Window3& w, float* x, int threads) {
-  const int64_t K = w.k_size(), kbc = w.k[1] * w.k[2], out2 = w.out[2], P = w.out_size();
+// The adjoint of im2col_rows: col holds the output rows [r0, r1) (row r of col at col + r * ldc)
+// and is scattered back, added, onto the taps of x it was read from.
+void col2im_rows_add(const float* col, int64_t channels, const Window3& w, int64_t r0, int64_t r1, int64_t ldc,
+                     float* x, int threads) {
+  const int64_t K = w.k_size(), kbc = w.k[1] * w.k[2], out2 = w.out[2], s2 = w.s[2];
   const int64_t in_size = w.in_size(), in_hw = w.in[1] * w.in[2];
   // Taps of one channel write the same plane, so channels are the unit of parallel work.
   parallel_for(
@@ -179,24 +176,92 @@ void col2im_add(const float* col, int64_t channels, const Window3& w, float* x, 
           float* xc = x + c * in_size;
           for (int64_t k = 0; k < K; ++k) {
             const int64_t ka = k / kbc, kb = (k / w.k[2]) % w.k[1], kc = k % w.k[2];
-            const float* src = col + (c * K + k) * P;
             const int64_t off2 = kc * w.d[2] - w.pb[2];
             int64_t c_lo, c_hi;
-            valid_cols(off2, w.s[2], w.in[2], out2, &c_lo, &c_hi);
-            for (int64_t row = 0; row < w.out[0] * w.out[1]; ++row, src += out2) {
+            valid_cols(off2, s2, w.in[2], out2, &c_lo, &c_hi);
+            if (c_lo >= c_hi) continue;
+            const float* src = col + (c * K + k) * ldc;
+            for (int64_t row = r0; row < r1; ++row, src += out2) {
               const int64_t a = row / w.out[1], b = row % w.out[1];
               const int64_t ia = a * w.s[0] - w.pb[0] + ka * w.d[0];
               const int64_t ib = b * w.s[1] - w.pb[1] + kb * w.d[1];
               if (ia < 0 || ia >= w.in[0] || ib < 0 || ib >= w.in[1]) continue;
-              if (c_lo >= c_hi) continue;
-              const int64_t s2 = w.s[2];
               float* dst = xc + ia * in_hw + ib * w.in[2] + (c_lo * s2 + off2);
-              for (int64_t j = c_lo; j < c_hi; ++j) dst[(j - c_lo) * s2] += src[j];
+              if (s2 == 1) {
+                for (int64_t j = c_lo; j < c_hi; ++j) dst[j - c_lo] += src[j];
+              } else {
+                for (int64_t j = c_lo; j < c_hi; ++j) dst[(j - c_lo) * s2] += src[j];
+              }
             }
           }
         }
       },
-      grain_for(P * K));
+      grain_for((r1 - r0) * out2 * K));
+}
+
+// Input gradient of the depthwise stencil: dx[n, c] += w[m, tap] * dy[n, m] shifted back to the
+// taps, over the `mult` output channels m of input channel c. dx must be zero on entry. Work item
+// = one (image, input channel) plane, which only that item writes.
+void depthwise_backward_input(const ConvShape& s, const float* wt, const float* dy, float* dx, int threads) {
+  const Window3& w = s.win;
+  const int64_t C = s.in_channels, M = s.out_channels, mult = M / C;
+  const int64_t K = w.k_size(), P = w.out_size(), IN = w.in_size(), in_hw = w.in[1] * w.in[2];
+  const int64_t out2 = w.out[2], s2 = w.s[2];
+  std::vector<int64_t> col_lo(static_cast<std::size_t>(w.k[2])), col_hi(col_lo.size());
+  for (int64_t kc = 0; kc < w.k[2]; ++kc) {
+    const auto u = static_cast<std::size_t>(kc);
+    valid_cols(kc * w.d[2] - w.pb[2], s2, w.in[2], out2, &col_lo[u], &col_hi[u]);
+  }
+  parallel_for(
+      s.batch * C, threads,
+      [&](int64_t pb, int64_t pe) {
+        for (int64_t p = pb; p < pe; ++p) {
+          const int64_t n = p / C, c = p % C;
+          float* xp = dx + p * IN;
+          for (int64_t m = c * mult; m < (c + 1) * mult; ++m) {
+            const float* wm = wt + m * K;
+            const float* yp = dy + (n * M + m) * P;
+            for (int64_t row = 0; row < w.out[0] * w.out[1]; ++row) {
+              const float* yr = yp + row * out2;
+              const int64_t a = row / w.out[1], b = row % w.out[1];
+              for (int64_t ka = 0; ka < w.k[0]; ++ka) {
+                const int64_t ia = a * w.s[0] - w.pb[0] + ka * w.d[0];
+                if (ia < 0 || ia >= w.in[0]) continue;
+                for (int64_t kb = 0; kb < w.k[1]; ++kb) {
+                  const int64_t ib = b * w.s[1] - w.pb[1] + kb * w.d[1];
+                  if (ib < 0 || ib >= w.in[1]) continue;
+                  float* xr = xp + ia * in_hw + ib * w.in[2];
+                  const float* wk = wm + (ka * w.k[1] + kb) * w.k[2];
+                  for (int64_t kc = 0; kc < w.k[2]; ++kc) {
+                    const int64_t lo = col_lo[static_cast<std::size_t>(kc)], hi = col_hi[static_cast<std::size_t>(kc)];
+                    if (lo >= hi) continue;
+                    const float wv = wk[kc];
+                    float* dst = xr + (lo * s2 + kc * w.d[2] - w.pb[2]);
+                    const float* src = yr + lo;
+                    const int64_t len = hi - lo;
+                    if (s2 == 1) {
+                      for (int64_t j = 0; j < len; ++j) dst[j] += wv * src[j];
+                    } else {
+                      for (int64_t j = 0; j < len; ++j) dst[j * s2] += wv * src[j];
+                    }
+                  }
+                }
+              }
+            }
+          }
+        }
+      },
+      grain_for(P * K * mult));
+}
+
+}  // namespace
+
+void im2col(const float* x, int64_t channels, const Window3& w, float* col, int64_t ldc, int threads) {
+  im2col_rows(x, channels, w, 0, w.out[0] * w.out[1], col, ldc, threads);
+}
+
+void col2im_add(const float* col, int64_t channels, const Window3& w, float* x, int threads) {
+  col2im_rows_add(col, channels, w, 0, w.out[0] * w.out[1], w.out_size(), x, threads);
 }
 
 int64_t conv_scratch_floats(const ConvShape& s) {
@@ -287,6 +352,84 @@ void conv_forward(const ConvShape& s, const float* x, const float* w, const floa
           grain_for(P));
     }
   }
+}
+
+namespace {
+
+// Output rows per GEMM in conv_backward: the column tile W^T*dY (or im2col(x)) stays within
+// kColTile floats, as in the forward.
+int64_t backward_rows_per_tile(const ConvShape& s) {
+  const Window3& w = s.win;
+  const int64_t CgK = s.in_channels / s.groups * w.k_size(), rows = w.out[0] * w.out[1];
+  if (is_pointwise(w)) return rows;
+  return std::max<int64_t>(1, std::min(rows, kColTile / std::max<int64_t>(1, CgK * w.out[2])));
+}
+
+}  // namespace
+
+int64_t conv_backward_scratch_floats(const ConvShape& s) {
+  if (s.batch == 0 || is_pointwise(s.win)) return 0;
+  const int64_t CgK = s.in_channels / s.groups * s.win.k_size();
+  return CgK * backward_rows_per_tile(s) * s.win.out[2];
+}
+
+void conv_backward(const ConvShape& s, const float* x, const float* w, const float* dy, float* dx, float* dw,
+                   float* db, float* scratch, int threads) {
+  const Window3& win = s.win;
+  const int64_t N = s.batch, C = s.in_channels, M = s.out_channels, G = s.groups;
+  const int64_t Cg = C / G, Mg = M / G, K = win.k_size(), CgK = Cg * K;
+  const int64_t P = win.out_size(), IN = win.in_size(), out2 = win.out[2], rows = win.out[0] * win.out[1];
+  if (dx) std::fill(dx, dx + N * C * IN, 0.f);
+  if (dw) std::fill(dw, dw + M * CgK, 0.f);
+  if (db) {
+    // Summed in double: a bias sees every output position of every image.
+    parallel_for(
+        M, threads,
+        [&](int64_t mb, int64_t me) {
+          for (int64_t m = mb; m < me; ++m) {
+            double acc = 0.0;
+            for (int64_t n = 0; n < N; ++n) {
+              const float* p = dy + (n * M + m) * P;
+              for (int64_t j = 0; j < P; ++j) acc += p[j];
+            }
+            db[m] = static_cast<float>(acc);
+          }
+        },
+        grain_for(N * P));
+  }
+  if (N == 0 || M == 0 || P == 0 || CgK == 0) return;
+  if (dx && is_depthwise(s)) {
+    depthwise_backward_input(s, w, dy, dx, threads);
+    dx = nullptr;
+  }
+  if (!dx && !dw) return;
+  const bool pw = is_pointwise(win);
+  const int64_t tile = backward_rows_per_tile(s);
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t g = 0; g < G; ++g) {
+      const float* dyg = dy + (n * M + g * Mg) * P;
+      const float* wg = w + g * Mg * CgK;
+      const float* xg = dw ? x + (n * C + g * Cg) * IN : nullptr;
+      float* dxg = dx ? dx + (n * C + g * Cg) * IN : nullptr;
+      float* dwg = dw ? dw + g * Mg * CgK : nullptr;
+      if (pw) {
+        // The column matrix is x itself: dX = W^T dY and dW += dY x^T, no copies.
+        if (dxg) sgemm(true, false, Cg, P, Mg, 1.f, wg, CgK, dyg, P, 0.f, dxg, P);
+        if (dwg) sgemm(false, true, Mg, Cg, P, 1.f, dyg, P, xg, P, 1.f, dwg, CgK);
+        continue;
+      }
+      for (int64_t r0 = 0; r0 < rows; r0 += tile) {
+        const int64_t r1 = std::min(rows, r0 + tile), cols = (r1 - r0) * out2;
+        if (dxg) {
+          sgemm(true, false, CgK, cols, Mg, 1.f, wg, CgK, dyg + r0 * out2, P, 0.f, scratch, cols);
+          col2im_rows_add(scratch, Cg, win, r0, r1, cols, dxg, threads);
+        }
+        if (dwg) {
+          im2col_rows(xg, Cg, win, r0, r1, scratch, cols, threads);
+          sgemm(false, true, Mg, CgK, cols, 1.f, dyg + r0 * out2, P, scratch, cols, 1.f, dwg, CgK);
+        }
+      }
+    }
 }
 
 }  // namespace onnxplain::kernels

@@ -34,4 +34,14 @@ int64_t conv_scratch_floats(const ConvShape& s);
 void conv_forward(const ConvShape& s, const float* x, const float* w, const float* bias, float* y, float* scratch,
                   int threads);
 
+/// Scratch floats conv_backward needs for this shape (0 when it needs none).
+int64_t conv_backward_scratch_floats(const ConvShape& s);
+
+/// The vector-Jacobian product of conv_forward for the cotangent dy[N, M, out...]: each non-null
+/// result is overwritten: dx[N, C, in...] = dL/dx (reads w), dw[M, C/groups, k...] = dL/dw
+/// (reads x), db[M] = dL/db. The GEMM parts (W^T dY then col2im; dY col^T) go through sgemm, so
+/// the same OpenMP rule as conv_forward applies; `scratch` holds conv_backward_scratch_floats(s).
+void conv_backward(const ConvShape& s, const float* x, const float* w, const float* dy, float* dx, float* dw,
+                   float* db, float* scratch, int threads);
+
 }  // namespace onnxplain::kernels

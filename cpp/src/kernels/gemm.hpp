@@ -10,7 +10,8 @@ namespace onnxplain::kernels {
 void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
            int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
 
-/// Threads OpenBLAS may use for the next calls (it keeps its own pthread pool).
+/// Threads sgemm may use for the next calls made from this thread (split over OpenMP; OpenBLAS
+/// itself stays single-threaded). Never call sgemm from inside a parallel region with n > 1.
 void set_blas_threads(int n);
 int blas_threads();
 

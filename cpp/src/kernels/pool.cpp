@@ -202,6 +202,69 @@ void pool_impl(const float* x, int64_t planes, const Window3& w, bool count_incl
       plane_grain(out_size * w.k_size()));
 }
 
+// The adjoint of pool_impl, one plane per work item (windows of one plane overlap, so a plane is
+// only ever written by one thread).
+template <bool kMax>
+void pool_backward_impl(const float* x, const float* dy, int64_t planes, const Window3& w, bool count_include_pad,
+                        float* dx, int threads) {
+  const AxisTaps t0 = axis_taps(w, 0), t1 = axis_taps(w, 1), t2 = axis_taps(w, 2);
+  const int64_t in_hw = w.in[1] * w.in[2], in_w = w.in[2];
+  const int64_t in_size = w.in_size(), out_size = w.out_size();
+  const int64_t d0 = w.d[0] * in_hw, d1 = w.d[1] * in_w, d2 = w.d[2];
+  parallel_for(
+      planes, threads,
+      [&](int64_t pb, int64_t pe) {
+        for (int64_t p = pb; p < pe; ++p) {
+          const float* xp = kMax ? x + p * in_size : nullptr;
+          const float* gp = dy + p * out_size;
+          float* dp = dx + p * in_size;
+          std::fill(dp, dp + in_size, 0.f);
+          for (int64_t a = 0; a < w.out[0]; ++a) {
+            const auto ua = static_cast<std::size_t>(a);
+            for (int64_t b = 0; b < w.out[1]; ++b) {
+              const auto ub = static_cast<std::size_t>(b);
+              for (int64_t c = 0; c < w.out[2]; ++c) {
+                const auto uc = static_cast<std::size_t>(c);
+                const float g = *gp++;
+                const int64_t ka0 = t0.k0[ua], ka1 = t0.k1[ua], kb0 = t1.k0[ub], kb1 = t1.k1[ub];
+                const int64_t kc0 = t2.k0[uc], kc1 = t2.k1[uc];
+                if (ka0 >= ka1 || kb0 >= kb1 || kc0 >= kc1) continue;  // no tap inside the input
+                const int64_t base = t0.i0[ua] * in_hw + t1.i0[ub] * in_w + t2.i0[uc];
+                if (kMax) {
+                  // Same comparison as the forward, so the winner is the value it returned.
+                  int64_t best = base + ka0 * d0 + kb0 * d1 + kc0 * d2;
+                  float bv = -std::numeric_limits<float>::infinity();
+                  for (int64_t ka = ka0; ka < ka1; ++ka)
+                    for (int64_t kb = kb0; kb < kb1; ++kb) {
+                      const int64_t row = base + ka * d0 + kb * d1;
+                      for (int64_t kc = kc0; kc < kc1; ++kc) {
+                        const float v = xp[row + kc * d2];
+                        if (v > bv) {
+                          bv = v;
+                          best = row + kc * d2;
+                        }
+                      }
+                    }
+                  dp[best] += g;
+                } else {
+                  const int64_t cnt = count_include_pad ? t0.kpad[ua] * t1.kpad[ub] * t2.kpad[uc]
+                                                        : (ka1 - ka0) * (kb1 - kb0) * (kc1 - kc0);
+                  if (cnt <= 0) continue;
+                  const float share = g / static_cast<float>(cnt);
+                  for (int64_t ka = ka0; ka < ka1; ++ka)
+                    for (int64_t kb = kb0; kb < kb1; ++kb) {
+                      float* row = dp + base + ka * d0 + kb * d1;
+                      for (int64_t kc = kc0; kc < kc1; ++kc) row[kc * d2] += share;
+                    }
+                }
+              }
+            }
+          }
+        }
+      },
+      plane_grain(out_size * w.k_size()));
+}
+
 }  // namespace
 
 void max_pool(const float* x, int64_t planes, const Window3& w, float* y, int threads) {
@@ -241,6 +304,50 @@ void global_avg_pool(const float* x, int64_t planes, int64_t n, float* y, int th
           for (; i < n; ++i) s += xp[i];
           for (float a : acc) s += a;
           y[p] = n > 0 ? s / static_cast<float>(n) : 0.f;
+        }
+      },
+      plane_grain(n));
+}
+
+void max_pool_backward(const float* x, const float* dy, int64_t planes, const Window3& w, float* dx, int threads) {
+  pool_backward_impl<true>(x, dy, planes, w, false, dx, threads);
+}
+
+void avg_pool_backward(const float* dy, int64_t planes, const Window3& w, bool count_include_pad, float* dx,
+                       int threads) {
+  pool_backward_impl<false>(nullptr, dy, planes, w, count_include_pad, dx, threads);
+}
+
+void global_max_pool_backward(const float* x, const float* dy, int64_t planes, int64_t n, float* dx, int threads) {
+  parallel_for(
+      planes, threads,
+      [&](int64_t b, int64_t e) {
+        for (int64_t p = b; p < e; ++p) {
+          const float* xp = x + p * n;
+          float* dp = dx + p * n;
+          std::fill(dp, dp + n, 0.f);
+          if (n == 0) continue;
+          // First strict improvement wins, as in global_max_pool.
+          int64_t best = 0;
+          float m = -std::numeric_limits<float>::infinity();
+          for (int64_t i = 0; i < n; ++i)
+            if (xp[i] > m) {
+              m = xp[i];
+              best = i;
+            }
+          dp[best] = dy[p];
+        }
+      },
+      plane_grain(n));
+}
+
+void global_avg_pool_backward(const float* dy, int64_t planes, int64_t n, float* dx, int threads) {
+  parallel_for(
+      planes, threads,
+      [&](int64_t b, int64_t e) {
+        for (int64_t p = b; p < e; ++p) {
+          const float share = n > 0 ? dy[p] / static_cast<float>(n) : 0.f;
+          std::fill(dx + p * n, dx + (p + 1) * n, share);
         }
       },
       plane_grain(n));

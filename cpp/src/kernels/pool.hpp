@@ -66,4 +66,15 @@ void avg_pool(const float* x, int64_t planes, const Window3& w, bool count_inclu
 void global_max_pool(const float* x, int64_t planes, int64_t n, float* y, int threads);
 void global_avg_pool(const float* x, int64_t planes, int64_t n, float* y, int threads);
 
+/// Vector-Jacobian products of the pools above for the cotangent dy (shaped like y); dx (shaped
+/// like x) is overwritten. Max pools route each dy to the first maximum of its window in window
+/// order (the tap the forward keeps: padding and NaN never win; ties go to the earliest tap, as
+/// in onnxruntime and PyTorch), recomputed from x. Average pools spread dy / count with the
+/// forward's divisor.
+void max_pool_backward(const float* x, const float* dy, int64_t planes, const Window3& w, float* dx, int threads);
+void avg_pool_backward(const float* dy, int64_t planes, const Window3& w, bool count_include_pad, float* dx,
+                       int threads);
+void global_max_pool_backward(const float* x, const float* dy, int64_t planes, int64_t n, float* dx, int threads);
+void global_avg_pool_backward(const float* dy, int64_t planes, int64_t n, float* dx, int threads);
+
 }  // namespace onnxplain::kernels

@@ -246,6 +246,20 @@ Explainer::Explainer(std::shared_ptr<const runtime::Model> model, const std::str
   check_params(method, params, info->params);
   const Graph& g = model_->graph();
   if (g.outputs.empty()) throw InvalidArgument("the model has no outputs");
+  // Driver parameters are checked here, before any work.
+  if (method == "integrated_gradients") {
+    auto it = params.strings.find("method");
+    static const std::set<std::string> ok = {"riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid",
+                                             "gausslegendre"};
+    if (it != params.strings.end() && !ok.count(it->second))
+      throw InvalidArgument("integrated_gradients: unknown method '" + it->second +
+                            "' (riemann_left, riemann_right, riemann_middle, riemann_trapezoid, gausslegendre)");
+    if (num(params, "steps", 64) < 1) throw InvalidArgument("integrated_gradients: steps must be >= 1");
+  }
+  if (method == "smoothgrad") {
+    if (num(params, "samples", 64) < 1) throw InvalidArgument("smoothgrad: samples must be >= 1");
+    if (num(params, "noise_level", 0.1) < 0) throw InvalidArgument("smoothgrad: noise_level must be >= 0");
+  }
 
   const float stab = static_cast<float>(num(params, "stabilizer", 1e-6));
   const float eps = static_cast<float>(num(params, "epsilon", method.rfind("lrp.sequential_preset", 0) == 0 ? 0.1 : 1e-6));

@@ -4,6 +4,7 @@
 // (taps that ceil_mode (10+) adds past the end padding never count, as in onnxruntime).
 // kernel_shape, strides, pads, auto_pad, dilations (19); 1-3 spatial axes.
 // Kind: AvgPool (LRP redistributes proportionally to the contributions x/count).
+// VJP: dY / count to every tap of the window, with the forward's count.
 
 #include "kernels/pool.hpp"
 #include "ops/op.hpp"
@@ -49,6 +50,30 @@ class AveragePool final : public Op {
     if (!err.empty()) fail_shape(err);
     out[0] = ctx.alloc(DType::Float32, ys);
     kernels::avg_pool(x.f32(), x.dim(0) * x.dim(1), w, count_include_pad_, out[0].f32(), ctx.threads());
+  }
+
+  // dX = dY / count spread over each window's taps, with the forward's divisor.
+  void vjp(const std::vector<const Tensor*>& in, const std::vector<const Tensor*>& out,
+           const std::vector<const Tensor*>& gout, const std::vector<bool>& need, std::vector<Tensor>& gin,
+           ExecContext& ctx) const override {
+    (void)out;
+    const Tensor& x = *in[0];
+    const Shape ys = out_shape(x.shape());
+    kernels::Window3 w{};
+    const std::string err = kernels::resolve_window(spec_, Shape(x.shape().begin() + 2, x.shape().end()), &w);
+    if (!err.empty()) fail_shape(err);
+    const Tensor* gy = gout.empty() ? nullptr : gout[0];
+    if (gy && (gy->dtype() != DType::Float32 || gy->shape() != ys))
+      fail_shape("the cotangent of Y has shape " + shape_str(gy->shape()) + " (" + dtype_name(gy->dtype()) +
+                 ") but Y has shape " + shape_str(ys) + " (float32)");
+    if (need.empty() || !need[0]) return;
+    if (gin.empty()) gin.resize(1);
+    if (!gy) {
+      gin[0] = Tensor::zeros(DType::Float32, x.shape());
+      return;
+    }
+    gin[0] = ctx.alloc(DType::Float32, x.shape());
+    kernels::avg_pool_backward(gy->f32(), x.dim(0) * x.dim(1), w, count_include_pad_, gin[0].f32(), ctx.threads());
   }
 
  private:

@@ -4,6 +4,7 @@
 // x [N, C, spatial...] (1-3 spatial axes), w [M, C/group, k...], optional b [M]; strides, pads,
 // auto_pad, dilations, group (depthwise when group == C), kernel_shape (else from w).
 // Kind: Linear, weight input 1, bias input 2 (LRP rules run it with modified weights/inputs).
+// VJP: dX = col2im(W^T dY); dW and dB too when W/B are graph inputs (need[1], need[2]).
 #include "kernels/conv.hpp"
 #include "ops/op.hpp"
 
@@ -54,29 +55,71 @@ class Conv final : public Op {
   }
 
   void forward(const std::vector<const Tensor*>& in, std::vector<Tensor>& out, ExecContext& ctx) const override {
+    // Weight and bias come from `in` every call: rules run this op with modified weights.
     const Tensor& x = *in[0];
     const Tensor& w = *in[1];
-    const Tensor* b = has_bias_ && in.size() > 2 ? in[2] : nullptr;
-    const ValueInfo xi = ValueInfo::of(x), wi = ValueInfo::of(w);
-    const ValueInfo bi = b ? ValueInfo::of(*b) : ValueInfo();
-    if (x.dtype() != DType::Float32 || w.dtype() != DType::Float32 || (b && b->dtype() != DType::Float32))
-      fail_shape("expects float32 inputs");
-    kernels::WindowSpec spec;
-    const Shape ys = out_shape(xi, wi, b ? &bi : nullptr, &spec);
+    const Tensor* b = bias_of(in);
     kernels::ConvShape cs;
-    cs.batch = x.dim(0);
-    cs.in_channels = x.dim(1);
-    cs.out_channels = w.dim(0);
-    cs.groups = groups_;
-    const std::string err = kernels::resolve_window(spec, Shape(x.shape().begin() + 2, x.shape().end()), &cs.win);
-    if (!err.empty()) fail_shape(err);
+    const Shape ys = geometry(x, w, b, &cs);
     out[0] = ctx.alloc(DType::Float32, ys);
     const int64_t scratch = kernels::conv_scratch_floats(cs);
     float* buf = scratch > 0 ? ctx.scratch(static_cast<std::size_t>(scratch)) : nullptr;
     kernels::conv_forward(cs, x.f32(), w.f32(), b ? b->f32() : nullptr, out[0].f32(), buf, ctx.threads());
   }
 
+  // dX = col2im(W^T dY), dW = dY im2col(X)^T, dB = dY summed over images and positions; W and X
+  // are the tensors passed in (a rule's modified weight or input), never load-time copies.
+  void vjp(const std::vector<const Tensor*>& in, const std::vector<const Tensor*>& out,
+           const std::vector<const Tensor*>& gout, const std::vector<bool>& need, std::vector<Tensor>& gin,
+           ExecContext& ctx) const override {
+    (void)out;
+    const Tensor& x = *in[0];
+    const Tensor& w = *in[1];
+    const Tensor* b = bias_of(in);
+    kernels::ConvShape cs;
+    const Shape ys = geometry(x, w, b, &cs);
+    const Tensor* gy = gout.empty() ? nullptr : gout[0];
+    if (gy && (gy->dtype() != DType::Float32 || gy->shape() != ys))
+      fail_shape("the cotangent of Y has shape " + shape_str(gy->shape()) + " (" + dtype_name(gy->dtype()) +
+                 ") but Y has shape " + shape_str(ys) + " (float32)");
+    auto wanted = [&](std::size_t i) { return i < need.size() && need[i] && i < in.size() && in[i]; };
+    if (gin.size() < in.size()) gin.resize(in.size());
+    for (std::size_t i = 0; i < in.size() && i < 3; ++i) {
+      if (!wanted(i)) continue;
+      gin[i] = gy ? ctx.alloc(DType::Float32, in[i]->shape()) : Tensor::zeros(DType::Float32, in[i]->shape());
+    }
+    if (!gy) return;
+    float* dx = wanted(0) ? gin[0].f32() : nullptr;
+    float* dw = wanted(1) ? gin[1].f32() : nullptr;
+    float* db = b && wanted(2) ? gin[2].f32() : nullptr;
+    if (!dx && !dw && !db) return;
+    const int64_t scratch = kernels::conv_backward_scratch_floats(cs);
+    float* buf = scratch > 0 ? ctx.scratch(static_cast<std::size_t>(scratch)) : nullptr;
+    kernels::conv_backward(cs, x.f32(), w.f32(), gy->f32(), dx, dw, db, buf, ctx.threads());
+  }
+
  private:
+  const Tensor* bias_of(const std::vector<const Tensor*>& in) const {
+    return has_bias_ && in.size() > 2 ? in[2] : nullptr;
+  }
+
+  // Checks concrete inputs and resolves the window: the output shape and the kernel geometry.
+  Shape geometry(const Tensor& x, const Tensor& w, const Tensor* b, kernels::ConvShape* cs) const {
+    if (x.dtype() != DType::Float32 || w.dtype() != DType::Float32 || (b && b->dtype() != DType::Float32))
+      fail_shape("expects float32 inputs");
+    const ValueInfo xi = ValueInfo::of(x), wi = ValueInfo::of(w);
+    const ValueInfo bi = b ? ValueInfo::of(*b) : ValueInfo();
+    kernels::WindowSpec spec;
+    const Shape ys = out_shape(xi, wi, b ? &bi : nullptr, &spec);
+    cs->batch = x.dim(0);
+    cs->in_channels = x.dim(1);
+    cs->out_channels = w.dim(0);
+    cs->groups = groups_;
+    const std::string err = kernels::resolve_window(spec, Shape(x.shape().begin() + 2, x.shape().end()), &cs->win);
+    if (!err.empty()) fail_shape(err);
+    return ys;
+  }
+
   // Output shape from what is known (dims < 0 unknown); checks everything that can be checked.
   // With `spec_out`, also returns the window attributes resolved for this rank.
   Shape out_shape(const ValueInfo& x, const ValueInfo& w, const ValueInfo* b, kernels::WindowSpec* spec_out) const {

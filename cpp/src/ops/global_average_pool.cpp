@@ -1,6 +1,7 @@
 // GlobalAveragePool — https://onnx.ai/onnx/operators/onnx__GlobalAveragePool.html (opsets 1, 22).
 // y[n, c, 1, ..., 1] = mean of x[n, c, ...] over all spatial axes (any rank >= 3).
 // Kind: AvgPool (LRP redistributes proportionally to the contributions x/count).
+// VJP: dY / (spatial size) to every element of the plane.
 #include "kernels/pool.hpp"
 #include "ops/op.hpp"
 
@@ -24,6 +25,28 @@ class GlobalAveragePool final : public Op {
     out[0] = ctx.alloc(DType::Float32, out_shape(x.shape()));
     const int64_t planes = x.dim(0) * x.dim(1);
     kernels::global_avg_pool(x.f32(), planes, planes > 0 ? x.numel() / planes : 0, out[0].f32(), ctx.threads());
+  }
+
+  // dX = dY / (number of spatial elements), broadcast over each plane.
+  void vjp(const std::vector<const Tensor*>& in, const std::vector<const Tensor*>& out,
+           const std::vector<const Tensor*>& gout, const std::vector<bool>& need, std::vector<Tensor>& gin,
+           ExecContext& ctx) const override {
+    (void)out;
+    const Tensor& x = *in[0];
+    const Shape ys = out_shape(x.shape());
+    const Tensor* gy = gout.empty() ? nullptr : gout[0];
+    if (gy && (gy->dtype() != DType::Float32 || gy->shape() != ys))
+      fail_shape("the cotangent of Y has shape " + shape_str(gy->shape()) + " (" + dtype_name(gy->dtype()) +
+                 ") but Y has shape " + shape_str(ys) + " (float32)");
+    if (need.empty() || !need[0]) return;
+    if (gin.empty()) gin.resize(1);
+    if (!gy) {
+      gin[0] = Tensor::zeros(DType::Float32, x.shape());
+      return;
+    }
+    gin[0] = ctx.alloc(DType::Float32, x.shape());
+    const int64_t planes = x.dim(0) * x.dim(1), n = planes > 0 ? x.numel() / planes : 0;
+    kernels::global_avg_pool_backward(gy->f32(), planes, n, gin[0].f32(), ctx.threads());
   }
 
  private:

@@ -3,6 +3,7 @@
 // never wins (-inf). kernel_shape, strides, pads, auto_pad, dilations (10+), ceil_mode (10+);
 // storage_order only concerns the Indices output, which is not supported (1-3 spatial axes).
 // Kind: MaxPool (reverse passes route relevance/gradient to the winning input of each window).
+// VJP: dY to the first maximum of each window in window order (ties: earliest tap; padding never wins).
 
 #include "kernels/pool.hpp"
 #include "ops/op.hpp"
@@ -48,6 +49,31 @@ class MaxPool final : public Op {
     if (!err.empty()) fail_shape(err);
     out[0] = ctx.alloc(DType::Float32, ys);
     kernels::max_pool(x.f32(), x.dim(0) * x.dim(1), w, out[0].f32(), ctx.threads());
+  }
+
+  // Each dY goes to the first maximum of its window, recomputed from the X passed in (no state is
+  // kept from the forward: the op is shared and const, and a rule may pass a modified X).
+  void vjp(const std::vector<const Tensor*>& in, const std::vector<const Tensor*>& out,
+           const std::vector<const Tensor*>& gout, const std::vector<bool>& need, std::vector<Tensor>& gin,
+           ExecContext& ctx) const override {
+    (void)out;
+    const Tensor& x = *in[0];
+    const Shape ys = out_shape(x.shape());
+    kernels::Window3 w{};
+    const std::string err = kernels::resolve_window(spec_, Shape(x.shape().begin() + 2, x.shape().end()), &w);
+    if (!err.empty()) fail_shape(err);
+    const Tensor* gy = gout.empty() ? nullptr : gout[0];
+    if (gy && (gy->dtype() != DType::Float32 || gy->shape() != ys))
+      fail_shape("the cotangent of Y has shape " + shape_str(gy->shape()) + " (" + dtype_name(gy->dtype()) +
+                 ") but Y has shape " + shape_str(ys) + " (float32)");
+    if (need.empty() || !need[0]) return;
+    if (gin.empty()) gin.resize(1);
+    if (!gy) {
+      gin[0] = Tensor::zeros(DType::Float32, x.shape());
+      return;
+    }
+    gin[0] = ctx.alloc(DType::Float32, x.shape());
+    kernels::max_pool_backward(x.f32(), gy->f32(), x.dim(0) * x.dim(1), w, gin[0].f32(), ctx.threads());
   }
 
  private:
