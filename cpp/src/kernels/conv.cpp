@@ -1,3 +1,4 @@
+#include <memory>
 #include "kernels/conv.hpp"
 
 #include <algorithm>
@@ -274,11 +275,45 @@ int64_t conv_scratch_floats(const ConvShape& s) {
   return Cg * K * pl.rows_per_tile * s.win.out[2];
 }
 
+namespace {
+/// Per-thread scratch for the batch-parallel path (kept across calls, never zero-filled).
+float* thread_scratch(std::size_t n) {
+  thread_local std::unique_ptr<float[]> buf;
+  thread_local std::size_t cap = 0;
+  if (cap < n) {
+    buf.reset();
+    buf.reset(new float[n]);
+    cap = n;
+  }
+  return buf.get();
+}
+}  // namespace
+
 void conv_forward(const ConvShape& s, const float* x, const float* w, const float* bias, float* y, float* scratch,
                   int threads) {
   if (s.batch == 0 || s.out_channels == 0 || s.win.out_size() == 0) return;
   if (is_depthwise(s)) {
     depthwise(s, x, w, bias, y, threads);
+    return;
+  }
+  if (threads > 1 && s.batch >= threads) {
+    // Batch-parallel: one OpenMP region for the whole layer, each thread convolving its own images
+    // with single-threaded GEMMs into its own scratch. Alternating parallel im2col regions with
+    // split GEMMs costs a thread hand-over per tile, which a loaded machine turns into milliseconds.
+    const int64_t N = s.batch;
+    const int64_t per_in = s.in_channels * s.win.in_size(), per_out = s.out_channels * s.win.out_size();
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int t = 0; t < threads; ++t) {
+      const int64_t b = N * t / threads, e = N * (t + 1) / threads;
+      if (e <= b) continue;
+      ConvShape sub = s;
+      sub.batch = e - b;
+      const int saved = blas_threads();
+      set_blas_threads(1);
+      float* buf = thread_scratch(static_cast<std::size_t>(conv_scratch_floats(sub)));
+      conv_forward(sub, x + b * per_in, w, bias, y + b * per_out, buf, 1);
+      set_blas_threads(saved);
+    }
     return;
   }
   const Window3& win = s.win;

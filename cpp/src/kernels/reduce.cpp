@@ -139,4 +139,64 @@ void reduce_sum(const int64_t* x, const std::vector<int64_t>& shape, const std::
   reduce_sum_impl(x, shape, mask, y, threads);
 }
 
+void expand_reduced(const float* y, const std::vector<int64_t>& shape, const std::vector<bool>& mask, float scale,
+                    float* x, int threads) {
+  int64_t total = 1;
+  for (int64_t d : shape) total *= d;
+  if (total == 0) return;
+  // Merged axes as in reduce_sum_impl, each with its stride in y (0 for reduced axes).
+  std::vector<int64_t> size;
+  std::vector<bool> red;
+  for (std::size_t d = 0; d < shape.size(); ++d) {
+    if (shape[d] == 1) continue;
+    if (!red.empty() && red.back() == mask[d])
+      size.back() *= shape[d];
+    else {
+      size.push_back(shape[d]);
+      red.push_back(mask[d]);
+    }
+  }
+  if (size.empty()) {
+    x[0] = scale * y[0];
+    return;
+  }
+  const std::size_t nd = size.size();
+  std::vector<int64_t> ystride(nd, 0);
+  int64_t s = 1;
+  for (std::size_t k = nd; k-- > 0;)
+    if (!red[k]) {
+      ystride[k] = s;
+      s *= size[k];
+    }
+  // Rows of the innermost merged axis: a fill with one value (reduced) or a scaled copy (kept).
+  const int64_t inner = size.back();
+  const bool inner_red = red.back();
+  const int64_t outer = total / inner;
+  const int64_t grain = std::max<int64_t>(1, kParallelGrain / inner);
+  parallel_for(outer, threads, [&](int64_t b, int64_t e) {
+    std::vector<int64_t> idx(nd, 0);
+    int64_t off = 0;
+    for (std::size_t k = nd - 1, rem = static_cast<std::size_t>(b); k-- > 0;) {
+      idx[k] = static_cast<int64_t>(rem) % size[k];
+      rem /= static_cast<std::size_t>(size[k]);
+      off += idx[k] * ystride[k];
+    }
+    for (int64_t o = b; o < e; ++o) {
+      float* row = x + o * inner;
+      if (inner_red) {
+        std::fill(row, row + inner, scale * y[off]);
+      } else {
+        const float* src = y + off;
+        for (int64_t i = 0; i < inner; ++i) row[i] = scale * src[i];
+      }
+      for (std::size_t k = nd - 1; k-- > 0;) {
+        off += ystride[k];
+        if (++idx[k] < size[k]) break;
+        off -= ystride[k] * size[k];
+        idx[k] = 0;
+      }
+    }
+  }, grain);
+}
+
 }  // namespace onnxplain::kernels

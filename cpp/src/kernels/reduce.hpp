@@ -1,5 +1,6 @@
-// Sum reductions over any set of axes of a contiguous row-major tensor, and the axis/shape
-// arithmetic the Reduce* ops share. No graph knowledge: ops/reduce_*.cpp parse attributes and call in.
+// Sum reductions over any set of axes of a contiguous row-major tensor, their adjoint (spreading
+// a reduced tensor back over the reduced axes, the VJP of a sum), and the axis/shape arithmetic
+// the Reduce* ops share. No graph knowledge: ops/reduce_*.cpp parse attributes and call in.
 #pragma once
 
 #include <cstdint>
@@ -24,5 +25,10 @@ void reduce_sum(const float* x, const std::vector<int64_t>& shape, const std::ve
                 int threads);
 void reduce_sum(const int64_t* x, const std::vector<int64_t>& shape, const std::vector<bool>& mask, int64_t* y,
                 int threads);
+
+/// The adjoint of reduce_sum: x[i] = scale * y[j], j the element of the reduced tensor that x's
+/// element i sums into (x has `shape`, y the kept axes in order).
+void expand_reduced(const float* y, const std::vector<int64_t>& shape, const std::vector<bool>& mask, float scale,
+                    float* x, int threads);
 
 }  // namespace onnxplain::kernels

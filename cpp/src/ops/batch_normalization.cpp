@@ -5,6 +5,12 @@
 // has one parameter per (channel, position), i.e. over all of x's axes but the first.
 // training_mode = 1 (batch statistics) is rejected: models are explained as exported in eval mode.
 // Extra outputs (running / saved statistics, training only) get the input mean and var unchanged.
+// VJP (G = dY, sums over all positions of a channel): dX = a*G, dscale = sum G*(x - mean)/sqrt(var + eps),
+// dB = sum G, dmean = -a*sum G, dvar = -a/(2*(var + eps)) * sum G*(x - mean); the parameter
+// gradients only when a model feeds them from its inputs.
+// The coefficients a, c are computed once at load for constant parameters, and used only while
+// forward()/vjp() receive those very tensors (same storage); a rule passing modified parameters
+// gets them recomputed.
 // Kind: Normalization. The fold_batch_norm pass merges it into a preceding Conv/Gemm/MatMul; a
 // standalone one (after an input, an Add, ...) runs here as the affine map above.
 #include <algorithm>
@@ -34,6 +40,8 @@ class BatchNormalization final : public Op {
     // The usual case: constant statistics, so the affine coefficients are computed once.
     if (all_const) {
       coefficients(*d.const_inputs[1], *d.const_inputs[2], *d.const_inputs[3], *d.const_inputs[4], &a_, &c_);
+      // Holding the tensors keeps their storage alive, so equal data pointers mean the same values.
+      for (std::size_t i = 1; i < 5; ++i) params_[i - 1] = *d.const_inputs[i];
       precomputed_ = true;
     }
   }
@@ -75,16 +83,9 @@ class BatchNormalization final : public Op {
     int64_t P = x.dim(1);
     for (int64_t k = 2; !spatial_ && k < x.rank(); ++k) P *= x.dim(k);
     std::vector<float> a_local, c_local;
-    const std::vector<float>* a = &a_;
-    const std::vector<float>* c = &c_;
-    if (!precomputed_) {
-      coefficients(*in[1], *in[2], *in[3], *in[4], &a_local, &c_local);
-      a = &a_local;
-      c = &c_local;
-    }
-    if (static_cast<int64_t>(a->size()) != P)
-      fail_shape("parameters have " + std::to_string(a->size()) + " channels but X " + shape_str(x.shape()) + " has " +
-                 std::to_string(P));
+    const std::vector<float>* a;
+    const std::vector<float>* c;
+    resolve(in, P, &a_local, &c_local, &a, &c);
     const int64_t N = x.dim(0);
     const int64_t inner = N * P == 0 ? 0 : x.numel() / (N * P);
 
@@ -108,7 +109,106 @@ class BatchNormalization final : public Op {
     for (std::size_t k = 1; k < out.size(); ++k) out[k] = *in[k % 2 == 1 ? 3 : 4];
   }
 
+  void vjp(const std::vector<const Tensor*>& in, const std::vector<const Tensor*>&,
+           const std::vector<const Tensor*>& gout, const std::vector<bool>& need, std::vector<Tensor>& gin,
+           ExecContext& ctx) const override {
+    const Tensor& x = *in[0];
+    for (std::size_t i = 0; i < 5; ++i)
+      if (in[i]->dtype() != DType::Float32) fail_format("expects float32 inputs");
+    if (x.rank() < 2) fail_shape("X must have rank >= 2 (N, C, ...), got shape " + shape_str(x.shape()));
+    int64_t P = x.dim(1);
+    for (int64_t k = 2; !spatial_ && k < x.rank(); ++k) P *= x.dim(k);
+    std::vector<float> a_local, c_local;
+    const std::vector<float>* a;
+    const std::vector<float>* c;
+    resolve(in, P, &a_local, &c_local, &a, &c);
+    auto needs = [&](std::size_t i) { return i < need.size() && need[i]; };
+    for (std::size_t i = 0; i < 5; ++i)
+      if (needs(i)) gin[i] = Tensor::zeros(DType::Float32, in[i]->shape());
+    // Outputs 1.. return mean / var unchanged, so their cotangents pass straight through.
+    for (std::size_t k = 1; k < gout.size(); ++k) {
+      const std::size_t i = k % 2 == 1 ? 3 : 4;
+      if (!gout[k] || !needs(i)) continue;
+      if (gout[k]->shape() != in[i]->shape())
+        fail_shape("cotangent of shape " + shape_str(gout[k]->shape()) + " does not match output " +
+                   std::to_string(k) + " of shape " + shape_str(in[i]->shape()));
+      float* d = gin[i].f32();
+      const float* gk = gout[k]->f32();
+      for (int64_t j = 0; j < in[i]->numel(); ++j) d[j] += gk[j];
+    }
+    const Tensor* g = gout.empty() ? nullptr : gout[0];
+    if (!g) return;
+    if (g->dtype() != DType::Float32 || g->shape() != x.shape())
+      fail_shape("cotangent of shape " + shape_str(g->shape()) + " does not match the output shape " +
+                 shape_str(x.shape()));
+    const int64_t N = x.dim(0);
+    const int64_t planes = N * P;
+    const int64_t inner = planes == 0 ? 0 : x.numel() / planes;
+    const float* pg = g->f32();
+    const float* pa = a->data();
+    const int64_t grain = std::max<int64_t>(1, kernels::kParallelGrain / std::max<int64_t>(inner, 1));
+    if (needs(0)) {
+      float* pdx = gin[0].f32();
+      kernels::parallel_for(planes, ctx.threads(), [&](int64_t b, int64_t e) {
+        for (int64_t pl = b; pl < e; ++pl) {
+          const float s = pa[pl % P];
+          const float* gi = pg + pl * inner;
+          float* di = pdx + pl * inner;
+          for (int64_t i = 0; i < inner; ++i) di[i] = s * gi[i];
+        }
+      }, grain);
+    }
+    if (!needs(1) && !needs(2) && !needs(3) && !needs(4)) return;
+    // Per channel: S0 = sum G, S1 = sum G*x, in double (sums over the whole batch).
+    std::vector<double> s0(static_cast<std::size_t>(P), 0.0), s1(static_cast<std::size_t>(P), 0.0);
+    const float* px = x.f32();
+    for (int64_t pl = 0; pl < planes; ++pl) {
+      const auto ch = static_cast<std::size_t>(pl % P);
+      const float* gi = pg + pl * inner;
+      const float* xi = px + pl * inner;
+      double t0 = 0.0, t1 = 0.0;
+      for (int64_t i = 0; i < inner; ++i) {
+        t0 += gi[i];
+        t1 += static_cast<double>(gi[i]) * xi[i];
+      }
+      s0[ch] += t0;
+      s1[ch] += t1;
+    }
+    const float* scale = in[1]->f32();
+    const float* mean = in[3]->f32();
+    const float* var = in[4]->f32();
+    for (int64_t k = 0; k < P; ++k) {
+      const auto ck = static_cast<std::size_t>(k);
+      const double ve = static_cast<double>(var[k]) + eps_;
+      const double inv = 1.0 / std::sqrt(ve);
+      const double gxm = s1[ck] - mean[k] * s0[ck];  // sum G*(x - mean)
+      if (needs(1)) gin[1].f32()[k] += static_cast<float>(gxm * inv);
+      if (needs(2)) gin[2].f32()[k] += static_cast<float>(s0[ck]);
+      if (needs(3)) gin[3].f32()[k] += static_cast<float>(-scale[k] * inv * s0[ck]);
+      if (needs(4)) gin[4].f32()[k] += static_cast<float>(-0.5 * scale[k] * inv / ve * gxm);
+    }
+  }
+
  private:
+  // The coefficients for these inputs: the load-time ones when `in` holds the very parameter
+  // tensors they came from, else computed from `in` into the locals. ShapeError unless P channels.
+  void resolve(const std::vector<const Tensor*>& in, int64_t P, std::vector<float>* a_local,
+               std::vector<float>* c_local, const std::vector<float>** a, const std::vector<float>** c) const {
+    bool same = precomputed_;
+    for (std::size_t i = 1; same && i < 5; ++i) same = in[i]->raw() == params_[i - 1].raw();
+    if (same) {
+      *a = &a_;
+      *c = &c_;
+    } else {
+      coefficients(*in[1], *in[2], *in[3], *in[4], a_local, c_local);
+      *a = a_local;
+      *c = c_local;
+    }
+    if (static_cast<int64_t>((*a)->size()) != P)
+      fail_shape("parameters have " + std::to_string((*a)->size()) + " channels but X " + shape_str(in[0]->shape()) +
+                 " has " + std::to_string(P));
+  }
+
   static ValueInfo strip(ValueInfo v) {
     v.value = nullptr;
     return v;
@@ -136,6 +236,7 @@ class BatchNormalization final : public Op {
   bool spatial_ = true;
   bool precomputed_ = false;
   std::vector<float> a_, c_;
+  Tensor params_[4];  // scale, B, mean, var the coefficients were computed from
 };
 
 }  // namespace

@@ -2,6 +2,9 @@
 // Y[M,N] = alpha * A' * B' + beta * C, A' = transA ? A^T : A, B' = transB ? B^T : B, with the
 // optional C broadcast one way to [M, N] (scalar, [N], [1,N], [M,1] or [M,N]). The `broadcast`
 // attribute of opsets < 7 is not needed: any C that broadcasts is accepted.
+// VJP (G = dY): dA' = alpha*G*B'^T, dB' = alpha*A'^T*G (transposed back for transA/transB),
+// dC = beta*G summed over the axes C was broadcast along. forward() and vjp() compute only from
+// their `in` (rules pass modified weights); nothing is cached at load.
 // Kind: Linear (weight = input 1, bias = input 2 when given) when B is a constant at load, the
 // usual fully connected layer; Product when B is itself an activation (attention-style products),
 // since then there is no weight for the linear rules to modify.
@@ -9,6 +12,7 @@
 #include <cstring>
 
 #include "kernels/gemm.hpp"
+#include "kernels/reduce.hpp"
 #include "ops/op.hpp"
 
 namespace onnxplain::ops {
@@ -70,6 +74,59 @@ class Gemm final : public Op {
       beta = beta_;
     }
     kernels::sgemm(trans_a_, trans_b_, M, N, K, alpha_, a.f32(), a.dim(1), b.f32(), b.dim(1), beta, y, N);
+  }
+
+  void vjp(const std::vector<const Tensor*>& in, const std::vector<const Tensor*>&,
+           const std::vector<const Tensor*>& gout, const std::vector<bool>& need, std::vector<Tensor>& gin,
+           ExecContext& ctx) const override {
+    const Tensor& a = *in[0];
+    const Tensor& b = *in[1];
+    const Tensor* c = has_c_ && in.size() > 2 ? in[2] : nullptr;
+    if (a.dtype() != DType::Float32 || b.dtype() != DType::Float32) fail_format("expects float32 inputs A and B");
+    if (a.rank() != 2) fail_shape("A must be 2-D, got shape " + shape_str(a.shape()));
+    if (b.rank() != 2) fail_shape("B must be 2-D, got shape " + shape_str(b.shape()));
+    const int64_t M = a.dim(trans_a_ ? 1 : 0), K = a.dim(trans_a_ ? 0 : 1);
+    const int64_t Kb = b.dim(trans_b_ ? 1 : 0), N = b.dim(trans_b_ ? 0 : 1);
+    if (K != Kb) fail_shape(mismatch(a.shape(), b.shape()));
+    const bool need_a = need.size() > 0 && need[0], need_b = need.size() > 1 && need[1];
+    const bool need_c = c && need.size() > 2 && need[2];
+    const Tensor* g = gout.empty() ? nullptr : gout[0];
+    if (!g) {
+      if (need_a) gin[0] = Tensor::zeros(DType::Float32, a.shape());
+      if (need_b) gin[1] = Tensor::zeros(DType::Float32, b.shape());
+      if (need_c) gin[2] = Tensor::zeros(DType::Float32, c->shape());
+      return;
+    }
+    if (g->dtype() != DType::Float32 || g->shape() != Shape{M, N})
+      fail_shape("cotangent of shape " + shape_str(g->shape()) + " does not match the output shape " +
+                 shape_str({M, N}));
+    const float* pg = g->f32();
+    const int64_t lda = a.dim(1), ldb = b.dim(1);
+    if (need_a) {
+      gin[0] = ctx.alloc(DType::Float32, a.shape());
+      if (trans_a_)  // A is [K, M]: dA = alpha * B' * G^T
+        kernels::sgemm(trans_b_, true, K, M, N, alpha_, b.f32(), ldb, pg, N, 0.f, gin[0].f32(), M);
+      else  // dA = alpha * G * B'^T
+        kernels::sgemm(false, !trans_b_, M, K, N, alpha_, pg, N, b.f32(), ldb, 0.f, gin[0].f32(), K);
+    }
+    if (need_b) {
+      gin[1] = ctx.alloc(DType::Float32, b.shape());
+      if (trans_b_)  // B is [N, K]: dB = alpha * G^T * A'
+        kernels::sgemm(true, trans_a_, N, K, M, alpha_, pg, N, a.f32(), lda, 0.f, gin[1].f32(), K);
+      else  // dB = alpha * A'^T * G
+        kernels::sgemm(!trans_a_, false, K, N, M, alpha_, a.f32(), lda, pg, N, 0.f, gin[1].f32(), N);
+    }
+    if (need_c) {
+      if (c->dtype() != DType::Float32) fail_format("C must be float32, got " + std::string(dtype_name(c->dtype())));
+      check_c(c->shape(), M, N, true);
+      // C's rows/cols of size 1 were repeated over Y's: their gradient sums over those axes.
+      const int64_t rows = c->rank() == 2 ? c->dim(0) : 1;
+      const int64_t cols = c->rank() >= 1 ? c->dim(c->rank() - 1) : 1;
+      gin[2] = ctx.alloc(DType::Float32, c->shape());
+      float* pc = gin[2].f32();
+      kernels::reduce_sum(pg, {M, N}, {rows == 1, cols == 1}, pc, ctx.threads());
+      for (int64_t i = 0; i < gin[2].numel(); ++i) pc[i] *= beta_;
+    }
   }
 
  private:

@@ -2,6 +2,9 @@
 // numpy.matmul: Y[..., M, N] = A[..., M, K] * B[..., K, N], the batch dims broadcast; a 1-D A is
 // a row [1, K] and a 1-D B a column [K, 1], the added axis dropped from Y. The fuse_matmul_add
 // pass may append a third input, a bias [N] added along Y's last axis (tf2onnx's Dense layer).
+// VJP (G = dY per batch): dA = G*B^T, dB = A^T*G, each summed over the batch dims its operand
+// was broadcast along; dbias = G summed over all rows. Computed only from `in` (rules pass
+// modified weights); nothing is cached at load.
 // Kind: Linear (weight = input 1, bias = input 2 when given) when B is a constant 2-D matrix at
 // load, so the linear rules can modify it; Product when B is an activation (attention scores) or
 // not a matrix, since then there is no weight.
@@ -9,6 +12,7 @@
 #include <string>
 
 #include "kernels/gemm.hpp"
+#include "kernels/reduce.hpp"
 #include "ops/op.hpp"
 
 namespace onnxplain::ops {
@@ -140,6 +144,73 @@ class MatMul final : public Op {
     for (int64_t i = 0; i < out_batch; ++i) {
       kernels::sgemm(false, false, M, N, K, 1.f, pa + oa, K, pb + ob, N, beta, y + i * M * N, N);
       // Odometer increment of the batch index, keeping the operand offsets in step.
+      for (std::size_t k = nbatch; k-- > 0;) {
+        oa += sa[k];
+        ob += sb[k];
+        if (++idx[k] < dims[k]) break;
+        oa -= sa[k] * dims[k];
+        ob -= sb[k] * dims[k];
+        idx[k] = 0;
+      }
+    }
+  }
+
+  void vjp(const std::vector<const Tensor*>& in, const std::vector<const Tensor*>&,
+           const std::vector<const Tensor*>& gout, const std::vector<bool>& need, std::vector<Tensor>& gin,
+           ExecContext& ctx) const override {
+    const Tensor& a = *in[0];
+    const Tensor& b = *in[1];
+    const Tensor* bias = has_bias_ && in.size() > 2 ? in[2] : nullptr;
+    if (a.dtype() != DType::Float32 || b.dtype() != DType::Float32 || (bias && bias->dtype() != DType::Float32))
+      fail_format("expects float32 inputs");
+    Shape ys;
+    std::string err = matmul_shape(a.shape(), b.shape(), &ys);
+    if (!err.empty()) fail_shape(err);
+    const bool a_vec = a.rank() == 1, b_vec = b.rank() == 1;
+    const int64_t M = a_vec ? 1 : a.dim(a.rank() - 2), K = a.dim(a.rank() - 1);
+    const int64_t N = b_vec ? 1 : b.dim(b.rank() - 1);
+    const bool need_a = need.size() > 0 && need[0], need_b = need.size() > 1 && need[1];
+    const bool need_bias = bias && need.size() > 2 && need[2];
+    const Tensor* g = gout.empty() ? nullptr : gout[0];
+    if (need_a) gin[0] = Tensor::zeros(DType::Float32, a.shape());
+    if (need_b) gin[1] = Tensor::zeros(DType::Float32, b.shape());
+    if (need_bias) gin[2] = Tensor::zeros(DType::Float32, bias->shape());
+    if (!g) return;
+    if (g->dtype() != DType::Float32 || g->shape() != ys)
+      fail_shape("cotangent of shape " + shape_str(g->shape()) + " does not match the output shape " + shape_str(ys));
+    if (bias && bias->numel() != N)
+      fail_shape("bias of shape " + shape_str(bias->shape()) + " does not match the " + std::to_string(N) +
+                 " output columns");
+    const std::size_t nbatch = ys.size() - (a_vec ? 0 : 1) - (b_vec ? 0 : 1);
+    int64_t out_batch = 1;
+    for (std::size_t k = 0; k < nbatch; ++k) out_batch *= ys[k];
+    const float* pg = g->f32();
+    if (need_bias)
+      kernels::reduce_sum(pg, {out_batch * M, N}, {true, false}, gin[2].f32(), ctx.threads());
+    if ((!need_a && !need_b) || g->numel() == 0 || K == 0) return;  // the zeros are the answer
+
+    const int64_t b_batch = b.numel() / (K * N);
+    const float* pa = a.f32();
+    const float* pb = b.f32();
+    float* da = need_a ? gin[0].f32() : nullptr;
+    float* db = need_b ? gin[1].f32() : nullptr;
+    if (b_batch == 1) {
+      // A single B: A's batch dims are the output's, so its rows stack into one [batch*M, K] matrix.
+      if (da) kernels::sgemm(false, true, out_batch * M, K, N, 1.f, pg, N, pb, N, 0.f, da, K);
+      if (db) kernels::sgemm(true, false, K, N, out_batch * M, 1.f, pa, K, pg, N, 0.f, db, N);
+      return;
+    }
+    // One GEMM pair per output batch, accumulating into the broadcast operand's block.
+    std::vector<int64_t> sa(nbatch, 0), sb(nbatch, 0);
+    const std::vector<int64_t> dims(ys.begin(), ys.begin() + static_cast<std::ptrdiff_t>(nbatch));
+    batch_strides(a.shape(), a_vec ? 1 : 2, M * K, &sa);
+    batch_strides(b.shape(), b_vec ? 1 : 2, K * N, &sb);
+    std::vector<int64_t> idx(nbatch, 0);
+    int64_t oa = 0, ob = 0;
+    for (int64_t i = 0; i < out_batch; ++i) {
+      const float* gi = pg + i * M * N;
+      if (da) kernels::sgemm(false, true, M, K, N, 1.f, gi, N, pb + ob, N, 1.f, da + oa, K);
+      if (db) kernels::sgemm(true, false, K, N, M, 1.f, pa + oa, K, gi, N, 1.f, db + ob, N);
       for (std::size_t k = nbatch; k-- > 0;) {
         oa += sa[k];
         ob += sb[k];

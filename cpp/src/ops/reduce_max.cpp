@@ -2,8 +2,13 @@
 // y = max of x over `axes` (negative axes count from the end; none given = all axes), reduced axes
 // kept as size 1 when keepdims (default 1). Axes are an attribute before opset 18 and the optional
 // int64 second input from 18 on (noop_with_empty_axes = 1 makes empty axes the identity). NaNs
-// are skipped, as in onnxruntime; an empty reduction gives -inf (float) or INT64_MIN.
+// are skipped, as in onnxruntime (which differs only for a NaN first in its reduction: it returns
+// that NaN); an empty or all-NaN reduction gives -inf (float), INT64_MIN for int64.
+// VJP: each dy goes to the first maximal element of its reduction in row-major order (as
+// torch.max(dim) picks its index), NaNs skipped as in the forward; an all-NaN reduction gets none.
 // Kind: MaxPool (the dynamo exporter writes adaptive/global max pooling as ReduceMax over [2, 3]).
+#include <algorithm>
+#include <cmath>
 #include <limits>
 
 #include "kernels/parallel.hpp"
@@ -67,6 +72,67 @@ void reduce_max(const T* x, const Shape& shape, const std::vector<bool>& mask, T
   }
 }
 
+/// dx for y = max over the masked axes: dx = 0 except dx[first argmax] = dy. The argmax is
+/// recomputed from x, the first non-NaN element strictly above all before it.
+void route_to_max(const float* x, const Shape& shape, const std::vector<bool>& mask, const float* g, int64_t ny,
+                  float* dx, int threads) {
+  const int64_t n = shape_numel(shape);
+  std::fill(dx, dx + n, 0.f);
+  if (n == 0) return;
+  const std::size_t r = shape.size();
+  std::size_t first_trailing = r;
+  while (first_trailing > 0 && mask[first_trailing - 1]) --first_trailing;
+  bool trailing_only = true;
+  for (std::size_t d = 0; d < first_trailing; ++d) trailing_only = trailing_only && !mask[d];
+  int64_t inner = 1;
+  for (std::size_t d = first_trailing; d < r; ++d) inner *= shape[d];
+  if (trailing_only) {
+    const int64_t grain = std::max<int64_t>(1, kernels::kParallelGrain / std::max<int64_t>(inner, 1));
+    kernels::parallel_for(ny, threads, [&](int64_t b, int64_t e) {
+      for (int64_t o = b; o < e; ++o) {
+        const float* p = x + o * inner;
+        int64_t best = -1;
+        float m = 0.f;
+        for (int64_t k = 0; k < inner; ++k)
+          if (best < 0 ? !std::isnan(p[k]) : p[k] > m) {
+            m = p[k];
+            best = k;
+          }
+        if (best >= 0) dx[o * inner + best] = g[o];
+      }
+    }, grain);
+    return;
+  }
+  // Any other axis pattern: one walk over x keeping the running argmax of every output.
+  std::vector<int64_t> ostride(r, 0);
+  int64_t s = 1;
+  for (std::size_t d = r; d-- > 0;)
+    if (!mask[d]) {
+      ostride[d] = s;
+      s *= shape[d];
+    }
+  std::vector<int64_t> arg(static_cast<std::size_t>(ny), -1);
+  std::vector<float> best(static_cast<std::size_t>(ny), 0.f);
+  std::vector<int64_t> idx(r + 1, 0);
+  int64_t off = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const auto o = static_cast<std::size_t>(off);
+    if (arg[o] < 0 ? !std::isnan(x[i]) : x[i] > best[o]) {
+      best[o] = x[i];
+      arg[o] = i;
+    }
+    for (int64_t d = static_cast<int64_t>(r) - 1; d >= 0; --d) {
+      const auto k = static_cast<std::size_t>(d);
+      off += ostride[k];
+      if (++idx[k] < shape[k]) break;
+      off -= ostride[k] * shape[k];
+      idx[k] = 0;
+    }
+  }
+  for (int64_t o = 0; o < ny; ++o)
+    if (arg[static_cast<std::size_t>(o)] >= 0) dx[arg[static_cast<std::size_t>(o)]] = g[o];
+}
+
 class ReduceMax final : public Op {
  public:
   explicit ReduceMax(const NodeDesc& d) : Op(d) {
@@ -117,6 +183,37 @@ class ReduceMax final : public Op {
       reduce_max(x.i64(), x.shape(), mask, out[0].i64(), out[0].numel(), ctx.threads());
     else
       reduce_max(x.f32(), x.shape(), mask, out[0].f32(), out[0].numel(), ctx.threads());
+  }
+
+  void vjp(const std::vector<const Tensor*>& in, const std::vector<const Tensor*>&,
+           const std::vector<const Tensor*>& gout, const std::vector<bool>& need, std::vector<Tensor>& gin,
+           ExecContext& ctx) const override {
+    if (need.empty() || !need[0]) return;
+    const Tensor& x = *in[0];
+    if (x.dtype() != DType::Float32) fail_format("only float32 inputs have a gradient");
+    const bool runtime_axes = axes_input_ && in.size() > 1 && in[1];
+    std::vector<int64_t> axes = runtime_axes ? in[1]->to_i64_vector() : axes_;
+    const Tensor* g = gout.empty() ? nullptr : gout[0];
+    const bool identity = axes.empty() && noop_empty_;
+    std::vector<bool> mask;
+    Shape ys = x.shape();
+    if (!identity) {
+      std::string err = kernels::reduce_mask(axes, x.rank(), &mask);
+      if (!err.empty()) fail_shape(err + " (input shape " + shape_str(x.shape()) + ")");
+      ys = kernels::reduced_shape(x.shape(), mask, keepdims_);
+    }
+    if (!g) {
+      gin[0] = Tensor::zeros(DType::Float32, x.shape());
+      return;
+    }
+    if (g->dtype() != DType::Float32 || g->shape() != ys)
+      fail_shape("cotangent of shape " + shape_str(g->shape()) + " does not match the output shape " + shape_str(ys));
+    if (identity) {
+      gin[0] = *g;
+      return;
+    }
+    gin[0] = ctx.alloc(DType::Float32, x.shape());
+    route_to_max(x.f32(), x.shape(), mask, g->f32(), g->numel(), gin[0].f32(), ctx.threads());
   }
 
  private:

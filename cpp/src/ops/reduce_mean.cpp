@@ -3,7 +3,8 @@
 // axes kept as size 1 when keepdims (default 1). Axes are an attribute before opset 18 and the
 // optional int64 second input from 18 on, where noop_with_empty_axes = 1 makes empty axes the identity.
 // Computed as the sum times 1/count (an empty reduction gives NaN, like onnxruntime); int64 input
-// divides the sum with truncation. Kind: AvgPool (the dynamo exporter writes global average
+// divides the sum with truncation. VJP: dx = dy / count spread back over the reduced axes.
+// Kind: AvgPool (the dynamo exporter writes global average
 // pooling as ReduceMean over axes [2, 3]).
 #include <limits>
 
@@ -80,6 +81,41 @@ class ReduceMean final : public Op {
     const float s = count > 0 ? 1.f / static_cast<float>(count) : std::numeric_limits<float>::quiet_NaN();
     float* py = y.f32();
     for (int64_t i = 0; i < y.numel(); ++i) py[i] *= s;
+  }
+
+  void vjp(const std::vector<const Tensor*>& in, const std::vector<const Tensor*>&,
+           const std::vector<const Tensor*>& gout, const std::vector<bool>& need, std::vector<Tensor>& gin,
+           ExecContext& ctx) const override {
+    if (need.empty() || !need[0]) return;
+    const Tensor& x = *in[0];
+    if (x.dtype() != DType::Float32) fail_format("only float32 inputs have a gradient");
+    const bool runtime_axes = axes_input_ && in.size() > 1 && in[1];
+    std::vector<int64_t> axes = runtime_axes ? in[1]->to_i64_vector() : axes_;
+    const Tensor* g = gout.empty() ? nullptr : gout[0];
+    const bool identity = axes.empty() && noop_empty_;
+    std::vector<bool> mask;
+    Shape ys = x.shape();
+    if (!identity) {
+      std::string err = kernels::reduce_mask(axes, x.rank(), &mask);
+      if (!err.empty()) fail_shape(err + " (input shape " + shape_str(x.shape()) + ")");
+      ys = kernels::reduced_shape(x.shape(), mask, keepdims_);
+    }
+    if (!g) {
+      gin[0] = Tensor::zeros(DType::Float32, x.shape());
+      return;
+    }
+    if (g->dtype() != DType::Float32 || g->shape() != ys)
+      fail_shape("cotangent of shape " + shape_str(g->shape()) + " does not match the output shape " + shape_str(ys));
+    if (identity) {
+      gin[0] = *g;
+      return;
+    }
+    int64_t count = 1;
+    for (std::size_t d = 0; d < mask.size(); ++d)
+      if (mask[d]) count *= x.dim(static_cast<int64_t>(d));
+    const float scale = count > 0 ? 1.f / static_cast<float>(count) : 0.f;
+    gin[0] = ctx.alloc(DType::Float32, x.shape());
+    kernels::expand_reduced(g->f32(), x.shape(), mask, scale, gin[0].f32(), ctx.threads());
   }
 
  private:

@@ -2,8 +2,8 @@
 // y = sum of x over `axes` (negative axes count from the end; none given = all axes), the reduced
 // axes kept as size 1 when keepdims (default 1). Axes are an attribute before opset 13 and the
 // optional int64 second input from 13 on, where noop_with_empty_axes = 1 makes empty axes the identity.
-// float32 and int64 (shape arithmetic). Kind: AvgPool (a weightless linear pooling; LRP
-// redistributes in proportion to the summands).
+// float32 and int64 (shape arithmetic). VJP: dx = dy spread back over the reduced axes.
+// Kind: AvgPool (a weightless linear pooling; LRP redistributes in proportion to the summands).
 #include "kernels/reduce.hpp"
 #include "ops/op.hpp"
 
@@ -65,6 +65,38 @@ class ReduceSum final : public Op {
       kernels::reduce_sum(x.i64(), x.shape(), mask, out[0].i64(), ctx.threads());
     else
       kernels::reduce_sum(x.f32(), x.shape(), mask, out[0].f32(), ctx.threads());
+  }
+
+  void vjp(const std::vector<const Tensor*>& in, const std::vector<const Tensor*>&,
+           const std::vector<const Tensor*>& gout, const std::vector<bool>& need, std::vector<Tensor>& gin,
+           ExecContext& ctx) const override {
+    if (need.empty() || !need[0]) return;
+    const Tensor& x = *in[0];
+    if (x.dtype() != DType::Float32) fail_format("only float32 inputs have a gradient");
+    const bool runtime_axes = axes_input_ && in.size() > 1 && in[1];
+    std::vector<int64_t> axes = runtime_axes ? in[1]->to_i64_vector() : axes_;
+    const Tensor* g = gout.empty() ? nullptr : gout[0];
+    const bool identity = axes.empty() && noop_empty_;
+    std::vector<bool> mask;
+    Shape ys = x.shape();
+    if (!identity) {
+      std::string err = kernels::reduce_mask(axes, x.rank(), &mask);
+      if (!err.empty()) fail_shape(err + " (input shape " + shape_str(x.shape()) + ")");
+      ys = kernels::reduced_shape(x.shape(), mask, keepdims_);
+    }
+    if (!g) {
+      gin[0] = Tensor::zeros(DType::Float32, x.shape());
+      return;
+    }
+    if (g->dtype() != DType::Float32 || g->shape() != ys)
+      fail_shape("cotangent of shape " + shape_str(g->shape()) + " does not match the output shape " + shape_str(ys));
+    if (identity) {
+      gin[0] = *g;
+      return;
+    }
+    const float scale = 1.f;
+    gin[0] = ctx.alloc(DType::Float32, x.shape());
+    kernels::expand_reduced(g->f32(), x.shape(), mask, scale, gin[0].f32(), ctx.threads());
   }
 
  private:
