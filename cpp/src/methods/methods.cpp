@@ -432,8 +432,9 @@ Explanation Explainer::explain(const std::vector<Tensor>& inputs, const std::vec
       else if (how == "riemann_middle") alphas[u] = (ds + 0.5) / ns;
       else if (how == "riemann_trapezoid") {
         if (steps < 2) throw InvalidArgument("integrated_gradients: riemann_trapezoid needs steps >= 2");
+        // Captum's trapezoid: alphas linspace(0, 1, n), step 1/n halved at both ends.
         alphas[u] = ds / (ns - 1);
-        weights[u] = (s == 0 || s == steps - 1) ? 0.5 / (ns - 1) : 1.0 / (ns - 1);
+        weights[u] = (s == 0 || s == steps - 1) ? 0.5 / ns : 1.0 / ns;
       } else if (how != "gausslegendre") {
         throw InvalidArgument("integrated_gradients: unknown method '" + how +
                               "' (riemann_left, riemann_right, riemann_middle, riemann_trapezoid, gausslegendre)");

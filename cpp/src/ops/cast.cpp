@@ -88,6 +88,17 @@ class Cast final : public Op {
     }
   }
 
+  // float -> float32 is the identity (narrowing is not emulated, so not differentiated either);
+  // an integer or bool result is piecewise constant, so its gradient is zero.
+  void vjp(const std::vector<const Tensor*>& in, const std::vector<const Tensor*>&,
+           const std::vector<const Tensor*>& gout, const std::vector<bool>& need, std::vector<Tensor>& gin,
+           ExecContext& ctx) const override {
+    if (need.empty() || !need[0]) return;
+    const Tensor& x = *in[0];
+    const Tensor* g = to_ == DType::Float32 ? checked_cotangent(*this, gout, 0, x.shape()) : nullptr;
+    gin[0] = g ? *g : zeros_f32(ctx, x.shape());
+  }
+
  private:
   int64_t from_name(std::string s) const {
     for (char& c : s) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));

@@ -9,6 +9,7 @@
 
 #include "kernels/parallel.hpp"
 #include "ops/op.hpp"
+#include "ops/routing_util.hpp"
 
 namespace onnxplain::ops {
 namespace {
@@ -54,6 +55,20 @@ class CastLike final : public Op {
                                                                          : static_cast<int64_t>(v);
       }
     });
+  }
+
+  // As Cast: identity for float -> float, zero through an integer result; the target input is
+  // read only for its dtype, so it gets zero too.
+  void vjp(const std::vector<const Tensor*>& in, const std::vector<const Tensor*>&,
+           const std::vector<const Tensor*>& gout, const std::vector<bool>& need, std::vector<Tensor>& gin,
+           ExecContext& ctx) const override {
+    if (!need.empty() && need[0]) {
+      const Tensor& x = *in[0];
+      const Tensor* g =
+          in[1]->dtype() == DType::Float32 ? checked_cotangent(*this, gout, 0, x.shape()) : nullptr;
+      gin[0] = g ? *g : zeros_f32(ctx, x.shape());
+    }
+    zero_grads(in, need, gin, 1, ctx);
   }
 };
 

@@ -74,6 +74,36 @@ class Concat final : public Op {
     }
   }
 
+  // Each input's gradient is its slab of the cotangent: the forward copy run backwards.
+  void vjp(const std::vector<const Tensor*>& in, const std::vector<const Tensor*>&,
+           const std::vector<const Tensor*>& gout, const std::vector<bool>& need, std::vector<Tensor>& gin,
+           ExecContext& ctx) const override {
+    bool any = false;
+    for (std::size_t i = 0; i < need.size() && i < in.size(); ++i) any = any || need[i];
+    if (!any) return;
+    const Shape s = infer(infos_of(in))[0].shape;
+    const Tensor* g = checked_cotangent(*this, gout, 0, s);
+    const std::size_t a = static_cast<std::size_t>(normalize_axis(*this, axis_, in[0]->rank()));
+    int64_t outer = 1, inner = 1;
+    for (std::size_t k = 0; k < a; ++k) outer *= s[k];
+    for (std::size_t k = a + 1; k < s.size(); ++k) inner *= s[k];
+    const int64_t row = s[a] * inner;
+    int64_t off = 0;
+    for (std::size_t i = 0; i < in.size(); ++i) {
+      const Tensor& x = *in[i];
+      const int64_t chunk = x.dim(static_cast<int64_t>(a)) * inner;
+      if (i < need.size() && need[i]) {
+        if (!g) {
+          gin[i] = zeros_f32(ctx, x.shape());
+        } else {
+          gin[i] = ctx.alloc(DType::Float32, x.shape());
+          copy_strided(g->raw(), off, {row, 1}, gin[i].raw(), 0, {chunk, 1}, {outer, chunk}, 4, ctx.threads());
+        }
+      }
+      off += chunk;
+    }
+  }
+
  private:
   int64_t axis_;
 };

@@ -43,6 +43,13 @@ class Dropout final : public Op {
     }
   }
 
+  // The mask is integer, so only y's cotangent flows back; a ratio input gets zero.
+  void vjp(const std::vector<const Tensor*>& in, const std::vector<const Tensor*>&,
+           const std::vector<const Tensor*>& gout, const std::vector<bool>& need, std::vector<Tensor>& gin,
+           ExecContext& ctx) const override {
+    view_vjp(*this, in, in[0]->shape(), gout, need, gin, ctx);
+  }
+
  private:
   void check_training(const Tensor& t) const {
     for (int64_t v : t.to_i64_vector())

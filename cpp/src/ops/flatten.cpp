@@ -21,16 +21,25 @@ class Flatten final : public Op {
   }
 
   void forward(const std::vector<const Tensor*>& in, std::vector<Tensor>& out, ExecContext&) const override {
-    const Tensor& x = *in[0];
+    out[0] = in[0]->reshaped(out_shape(*in[0]));
+  }
+
+  void vjp(const std::vector<const Tensor*>& in, const std::vector<const Tensor*>&,
+           const std::vector<const Tensor*>& gout, const std::vector<bool>& need, std::vector<Tensor>& gin,
+           ExecContext& ctx) const override {
+    view_vjp(*this, in, out_shape(*in[0]), gout, need, gin, ctx);
+  }
+
+ private:
+  Shape out_shape(const Tensor& x) const {
     int64_t a = split(x.rank());
     int64_t outer = 1;
     for (int64_t k = 0; k < a; ++k) outer *= x.dim(k);
     int64_t inner = 1;
     for (int64_t k = a; k < x.rank(); ++k) inner *= x.dim(k);
-    out[0] = x.reshaped({outer, inner});
+    return {outer, inner};
   }
 
- private:
   // Flatten's axis ranges over [-r, r]: axis == r puts everything in the outer dim.
   int64_t split(int64_t rank) const {
     if (axis_ < -rank || axis_ > rank)

@@ -66,6 +66,50 @@ class Gather final : public Op {
         grain);
   }
 
+  // dx = zeros with dy's rows added at the gathered positions; repeated indices accumulate.
+  // Tasks own disjoint (outer, column block) tiles of dx, so the adds need no atomics and their
+  // order (index order) is fixed whatever the thread count.
+  void vjp(const std::vector<const Tensor*>& in, const std::vector<const Tensor*>&,
+           const std::vector<const Tensor*>& gout, const std::vector<bool>& need, std::vector<Tensor>& gin,
+           ExecContext& ctx) const override {
+    if (need.empty() || !need[0]) return;
+    const Tensor& x = *in[0];
+    const Tensor& it = *in[1];
+    const int64_t a = normalize_axis(*this, axis_, x.rank());
+    const int64_t dim = x.dim(a);
+    std::vector<int64_t> idx = check_indices(it, dim);
+    Shape s(x.shape().begin(), x.shape().begin() + a);
+    s.insert(s.end(), it.shape().begin(), it.shape().end());
+    s.insert(s.end(), x.shape().begin() + a + 1, x.shape().end());
+    const Tensor* g = checked_cotangent(*this, gout, 0, s);
+    gin[0] = zeros_f32(ctx, x.shape());
+    int64_t outer = 1, inner = 1;
+    for (int64_t k = 0; k < a; ++k) outer *= x.dim(k);
+    for (int64_t k = a + 1; k < x.rank(); ++k) inner *= x.dim(k);
+    const int64_t n = static_cast<int64_t>(idx.size());
+    if (!g || outer * n * inner == 0) return;
+    constexpr int64_t kBlock = 1024;
+    const int64_t blocks = (inner + kBlock - 1) / kBlock;
+    const float* pg = g->f32();
+    float* pd = gin[0].f32();
+    const int64_t grain = std::max<int64_t>(1, kernels::kParallelGrain / std::max<int64_t>(1, n * std::min(inner, kBlock)));
+    kernels::parallel_for(
+        outer * blocks, ctx.threads(),
+        [&](int64_t b, int64_t e) {
+          for (int64_t t = b; t < e; ++t) {
+            const int64_t o = t / blocks, c0 = (t % blocks) * kBlock, c1 = std::min(inner, c0 + kBlock);
+            float* d = pd + o * dim * inner;
+            const float* src = pg + o * n * inner;
+            for (int64_t j = 0; j < n; ++j) {
+              float* dr = d + idx[static_cast<std::size_t>(j)] * inner;
+              const float* sr = src + j * inner;
+              for (int64_t c = c0; c < c1; ++c) dr[c] += sr[c];
+            }
+          }
+        },
+        grain);
+  }
+
  private:
   // The indices made non-negative; out-of-range ones are an error (never read out of bounds).
   std::vector<int64_t> check_indices(const Tensor& t, int64_t dim) const {

@@ -22,6 +22,12 @@ class Identity final : public Op {
   void forward(const std::vector<const Tensor*>& in, std::vector<Tensor>& out, ExecContext&) const override {
     out[0] = *in[0];
   }
+
+  void vjp(const std::vector<const Tensor*>& in, const std::vector<const Tensor*>&,
+           const std::vector<const Tensor*>& gout, const std::vector<bool>& need, std::vector<Tensor>& gin,
+           ExecContext& ctx) const override {
+    view_vjp(*this, in, in[0]->shape(), gout, need, gin, ctx);
+  }
 };
 
 }  // namespace

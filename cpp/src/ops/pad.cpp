@@ -3,8 +3,8 @@
 // y = x surrounded by pads[k] elements before and pads[k + n] after on axis k (n = len(axes) or
 // rank), filled with constant_value; negative pads crop. Only mode "constant" is supported:
 // "reflect", "edge" and "wrap" are refused at load (ModelFormatError naming the mode).
-// Kind: Routing (relevance and gradients are cropped back to the input region; the padding
-// constant receives none).
+// Kind: Routing (relevance and gradients are cropped back to the input region, zero where
+// negative pads cut x off; a padding constant computed from the input gets the sum of the rest).
 #include "ops/op.hpp"
 #include "ops/routing_util.hpp"
 
@@ -53,36 +53,88 @@ class Pad final : public Op {
 
   void forward(const std::vector<const Tensor*>& in, std::vector<Tensor>& out, ExecContext& ctx) const override {
     const Tensor& x = *in[0];
+    const Geometry gm = geometry(in);
+    out[0] = ctx.alloc(x.dtype(), gm.y);
+    Tensor& y = out[0];
+    if (y.numel() != known_numel(gm.inner)) fill(y, in);
+    copy_strided(x.raw(), gm.x_off, gm.xs, y.raw(), gm.y_off, gm.ys, gm.inner, dtype_size(x.dtype()), ctx.threads());
+  }
+
+  // dx is dy cropped to where x landed (and zero where negative pads cut x off); the padding
+  // constant, when it depends on the input, collects the rest of dy.
+  void vjp(const std::vector<const Tensor*>& in, const std::vector<const Tensor*>&,
+           const std::vector<const Tensor*>& gout, const std::vector<bool>& need, std::vector<Tensor>& gin,
+           ExecContext& ctx) const override {
+    auto needed = [&](std::size_t i) { return i < need.size() && i < in.size() && need[i] && in[i]; };
+    const bool need_value = value_input_ && needed(2);
+    if (!needed(0) && !need_value) return;
+    const Tensor& x = *in[0];
+    const Geometry gm = geometry(in);
+    const Tensor* g = checked_cotangent(*this, gout, 0, gm.y);
+    if (!g) {
+      zero_grads(in, need, gin, 0, ctx);
+      return;
+    }
+    Tensor dx;
+    if (gm.inner == x.shape()) {
+      dx = ctx.alloc(DType::Float32, x.shape());
+    } else {
+      dx = zeros_f32(ctx, x.shape());
+    }
+    copy_strided(g->raw(), gm.y_off, gm.ys, dx.raw(), gm.x_off, gm.xs, gm.inner, 4, ctx.threads());
+    if (need_value) {
+      // Every element of dy not copied into dx is a padding element; dx holds the copied ones.
+      double total = 0.0, copied = 0.0;
+      const float* pg = g->f32();
+      const float* pd = dx.f32();
+      for (int64_t i = 0; i < g->numel(); ++i) total += pg[i];
+      for (int64_t i = 0; i < dx.numel(); ++i) copied += pd[i];
+      gin[2] = ctx.alloc(DType::Float32, in[2]->shape());
+      if (gin[2].numel() != 1)
+        fail_shape("constant_value should hold one value, not " + std::to_string(gin[2].numel()));
+      gin[2].f32()[0] = static_cast<float>(total - copied);
+    }
+    if (needed(0)) gin[0] = dx;
+  }
+
+ private:
+  // Where x lands in y: y's shape, the part of x that is copied (`inner`), and the offsets and
+  // strides of that part in x and in y.
+  struct Geometry {
+    Shape y, inner;
+    std::vector<int64_t> xs, ys;
+    int64_t x_off = 0, y_off = 0;
+  };
+
+  Geometry geometry(const std::vector<const Tensor*>& in) const {
+    const Tensor& x = *in[0];
     const std::vector<int64_t> pads = pads_input_ ? in[1]->to_i64_vector() : attr_pads_;
     std::vector<int64_t> axes;
     if (axes_input_) axes = in[3]->to_i64_vector();
     std::vector<int64_t> b, e;
     per_axis(x.rank(), pads, axes_input_, axes, b, e);
     const std::size_t r = x.shape().size();
-    Shape s(r), inner(r);  // output shape; shape of the part of x that lands in the output
-    int64_t s_off = 0, d_off = 0;
-    const std::vector<int64_t> xs = strides_of(x.shape());
+    Geometry gm;
+    gm.y.resize(r);
+    gm.inner.resize(r);
+    gm.xs = strides_of(x.shape());
     for (std::size_t k = 0; k < r; ++k) {
-      s[k] = x.shape()[k] + b[k] + e[k];
-      if (s[k] < 0)
+      gm.y[k] = x.shape()[k] + b[k] + e[k];
+      if (gm.y[k] < 0)
         fail_shape("pads " + ints_str(pads) + " crop more than dim " + std::to_string(k) + " of " +
                    shape_str(x.shape()) + " holds");
     }
-    const std::vector<int64_t> ys = strides_of(s);
+    gm.ys = strides_of(gm.y);
     for (std::size_t k = 0; k < r; ++k) {
       // Negative pads start reading inside x; positive ones start writing inside y.
       const int64_t lo = std::max<int64_t>(0, -b[k]), hi = std::max<int64_t>(0, -e[k]);
-      inner[k] = std::max<int64_t>(0, x.shape()[k] - lo - hi);
-      s_off += lo * xs[k];
-      d_off += std::max<int64_t>(0, b[k]) * ys[k];
+      gm.inner[k] = std::max<int64_t>(0, x.shape()[k] - lo - hi);
+      gm.x_off += lo * gm.xs[k];
+      gm.y_off += std::max<int64_t>(0, b[k]) * gm.ys[k];
     }
-    out[0] = ctx.alloc(x.dtype(), s);
-    Tensor& y = out[0];
-    if (y.numel() != known_numel(inner)) fill(y, in);
-    copy_strided(x.raw(), s_off, xs, y.raw(), d_off, ys, inner, dtype_size(x.dtype()), ctx.threads());
+    return gm;
   }
 
- private:
   // Splits pads into begin/end per axis of a rank-r input; pads list [begins..., ends...] over
   // `axes` (opset 18) or over all axes.
   void per_axis(int64_t r, const std::vector<int64_t>& pads, bool use_axes, const std::vector<int64_t>& axes,

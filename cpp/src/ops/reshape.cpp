@@ -39,12 +39,20 @@ class Reshape final : public Op {
   }
 
   void forward(const std::vector<const Tensor*>& in, std::vector<Tensor>& out, ExecContext&) const override {
-    const Tensor& x = *in[0];
-    std::vector<int64_t> req = use_attr_ ? attr_shape_ : in[1]->to_i64_vector();
-    out[0] = x.reshaped(resolve(x.shape(), true, req));
+    out[0] = in[0]->reshaped(out_shape(in));
+  }
+
+  void vjp(const std::vector<const Tensor*>& in, const std::vector<const Tensor*>&,
+           const std::vector<const Tensor*>& gout, const std::vector<bool>& need, std::vector<Tensor>& gin,
+           ExecContext& ctx) const override {
+    view_vjp(*this, in, out_shape(in), gout, need, gin, ctx);
   }
 
  private:
+  Shape out_shape(const std::vector<const Tensor*>& in) const {
+    return resolve(in[0]->shape(), true, use_attr_ ? attr_shape_ : in[1]->to_i64_vector());
+  }
+
   // The output shape for input dims `in` (entries < 0 unknown); with `ranked` false nothing is
   // known of the input. Unknown output dims are -1. Throws when the shapes can never match.
   // The -1 dim is solved with the copied dims (0 entries) cancelled on both sides: they are the

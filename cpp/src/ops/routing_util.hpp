@@ -1,7 +1,8 @@
 // Helpers shared by the routing and shape-arithmetic ops (Reshape, Transpose, Slice, Pad, ...):
 // axis normalisation, integer lists read from an attribute or a (constant) input, and the one
 // strided copy kernel every data-moving op reduces to. These ops only move bytes, so the kernel
-// works on element size (4 or 8 bytes), never on the dtype.
+// works on element size (4 or 8 bytes), never on the dtype. Their VJPs run the same copies
+// backwards; the helpers at the end check cotangents and make the zero and view gradients.
 #pragma once
 
 #include <algorithm>
@@ -213,6 +214,52 @@ inline void copy_strided(const void* src, int64_t s_off, const std::vector<int64
   else
     detail::copy_strided_t(static_cast<const uint32_t*>(src) + s_off, src_stride,
                            static_cast<uint32_t*>(dst) + d_off, dst_stride, shape, threads);
+}
+
+// ---- Reverse pass (vjp) helpers ---------------------------------------------------------------
+
+/// Float zeros through the context's allocator (gradients of values that never reach the output).
+inline Tensor zeros_f32(ExecContext& ctx, const Shape& shape) {
+  Tensor t = ctx.alloc(DType::Float32, shape);
+  if (t.numel()) std::memset(t.raw(), 0, t.nbytes());
+  return t;
+}
+
+/// The cotangent of output k (nullptr = zero), checked against the shape `expect` the op derives
+/// from its inputs: a mismatch is a ShapeError naming the node, never a read out of bounds.
+inline const Tensor* checked_cotangent(const Op& op, const std::vector<const Tensor*>& gout, std::size_t k,
+                                       const Shape& expect) {
+  const Tensor* g = k < gout.size() ? gout[k] : nullptr;
+  if (!g) return nullptr;
+  if (g->dtype() != DType::Float32)
+    op.fail_shape("the cotangent of output " + std::to_string(k) + " is " + dtype_name(g->dtype()) +
+                  ", not float32");
+  if (g->shape() != expect)
+    op.fail_shape("the cotangent of output " + std::to_string(k) + " has shape " + shape_str(g->shape()) +
+                  " but the output has shape " + shape_str(expect));
+  return g;
+}
+
+/// Zero gradients for the needed inputs from `first` on: inputs that only steer the op (shapes,
+/// indices, a Dropout ratio, a CastLike target) do not reach the output values.
+inline void zero_grads(const std::vector<const Tensor*>& in, const std::vector<bool>& need, std::vector<Tensor>& gin,
+                       std::size_t first, ExecContext& ctx) {
+  for (std::size_t i = first; i < need.size() && i < in.size() && i < gin.size(); ++i)
+    if (need[i] && in[i]) gin[i] = zeros_f32(ctx, in[i]->shape());
+}
+
+/// The VJP of an op whose output is its input viewed with another shape (Reshape, Flatten,
+/// Squeeze, Unsqueeze, Identity, Dropout): the cotangent viewed back with the input's shape
+/// (an alias, no copy). `y_shape` is the output shape derived from the inputs.
+inline void view_vjp(const Op& op, const std::vector<const Tensor*>& in, const Shape& y_shape,
+                     const std::vector<const Tensor*>& gout, const std::vector<bool>& need, std::vector<Tensor>& gin,
+                     ExecContext& ctx) {
+  if (!need.empty() && need[0]) {
+    const Tensor& x = *in[0];
+    const Tensor* g = checked_cotangent(op, gout, 0, y_shape);
+    gin[0] = g ? g->reshaped(x.shape()) : zeros_f32(ctx, x.shape());
+  }
+  zero_grads(in, need, gin, 1, ctx);
 }
 
 }  // namespace onnxplain::ops

@@ -55,6 +55,49 @@ class Slice final : public Op {
 
   void forward(const std::vector<const Tensor*>& in, std::vector<Tensor>& out, ExecContext& ctx) const override {
     const Tensor& x = *in[0];
+    const Region rg = region(in);
+    if (rg.whole) {  // nothing cut: alias
+      out[0] = x;
+      return;
+    }
+    out[0] = ctx.alloc(x.dtype(), rg.y);
+    copy_strided(x.raw(), rg.off, rg.xs, out[0].raw(), 0, strides_of(rg.y), rg.y, dtype_size(x.dtype()),
+                 ctx.threads());
+  }
+
+  // dx = zeros with dy written back at the sliced positions (the forward copy reversed; the
+  // positions are distinct, so no accumulation).
+  void vjp(const std::vector<const Tensor*>& in, const std::vector<const Tensor*>&,
+           const std::vector<const Tensor*>& gout, const std::vector<bool>& need, std::vector<Tensor>& gin,
+           ExecContext& ctx) const override {
+    if (need.empty() || !need[0]) return;
+    const Tensor& x = *in[0];
+    const Region rg = region(in);
+    const Tensor* g = checked_cotangent(*this, gout, 0, rg.y);
+    if (g && rg.whole) {
+      gin[0] = *g;
+      return;
+    }
+    gin[0] = zeros_f32(ctx, x.shape());
+    if (g) copy_strided(g->raw(), 0, strides_of(rg.y), gin[0].raw(), rg.off, rg.xs, rg.y, 4, ctx.threads());
+  }
+
+ private:
+  struct Params {
+    std::vector<int64_t> starts, ends, axes, steps;
+  };
+
+  // The sliced elements of x: output shape `y`, first element at `off`, strides `xs` in x (in
+  // elements, negative for negative steps); `whole` when the slice is all of x in order.
+  struct Region {
+    Shape y;
+    std::vector<int64_t> xs;
+    int64_t off = 0;
+    bool whole = true;
+  };
+
+  Region region(const std::vector<const Tensor*>& in) const {
+    const Tensor& x = *in[0];
     Params p;
     if (inputs_) {
       p.starts = in[1]->to_i64_vector();
@@ -66,30 +109,19 @@ class Slice final : public Op {
       p.ends = ends_;
       p.axes = axes_;
     }
-    Shape s = x.shape();
+    Region rg;
+    rg.y = x.shape();
     std::vector<int64_t> start, step;
-    plan(s, p, start, step);
+    plan(rg.y, p, start, step);
     const std::vector<int64_t> xs = strides_of(x.shape());
-    int64_t off = 0;
-    std::vector<int64_t> ss(s.size());
-    bool whole = true;
-    for (std::size_t k = 0; k < s.size(); ++k) {
-      off += start[k] * xs[k];
-      ss[k] = s[k] > 1 ? step[k] * xs[k] : 0;  // a huge step only ever takes one element
-      if (s[k] != x.shape()[k] || step[k] != 1) whole = false;
+    rg.xs.resize(rg.y.size());
+    for (std::size_t k = 0; k < rg.y.size(); ++k) {
+      rg.off += start[k] * xs[k];
+      rg.xs[k] = rg.y[k] > 1 ? step[k] * xs[k] : 0;  // a huge step only ever takes one element
+      if (rg.y[k] != x.shape()[k] || step[k] != 1) rg.whole = false;
     }
-    if (whole) {  // nothing cut: alias
-      out[0] = x;
-      return;
-    }
-    out[0] = ctx.alloc(x.dtype(), s);
-    copy_strided(x.raw(), off, ss, out[0].raw(), 0, strides_of(s), s, dtype_size(x.dtype()), ctx.threads());
+    return rg;
   }
-
- private:
-  struct Params {
-    std::vector<int64_t> starts, ends, axes, steps;
-  };
 
   // All slice parameters, when they are known before running.
   bool params(const std::vector<ValueInfo>& in, Params& p) const {

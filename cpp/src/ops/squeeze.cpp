@@ -46,17 +46,21 @@ class Squeeze final : public Op {
   }
 
   void forward(const std::vector<const Tensor*>& in, std::vector<Tensor>& out, ExecContext&) const override {
-    const Tensor& x = *in[0];
-    std::vector<int64_t> axes = axes_;
-    bool have = has_axes_;
-    if (axes_input_) {
-      axes = in[1]->to_i64_vector();
-      have = true;
-    }
-    out[0] = x.reshaped(squeezed(x.shape(), have, axes));
+    out[0] = in[0]->reshaped(out_shape(in));
+  }
+
+  void vjp(const std::vector<const Tensor*>& in, const std::vector<const Tensor*>&,
+           const std::vector<const Tensor*>& gout, const std::vector<bool>& need, std::vector<Tensor>& gin,
+           ExecContext& ctx) const override {
+    view_vjp(*this, in, out_shape(in), gout, need, gin, ctx);
   }
 
  private:
+  Shape out_shape(const std::vector<const Tensor*>& in) const {
+    if (axes_input_) return squeezed(in[0]->shape(), true, in[1]->to_i64_vector());
+    return squeezed(in[0]->shape(), has_axes_, axes_);
+  }
+
   Shape squeezed(const Shape& s, bool have, const std::vector<int64_t>& axes) const {
     const int64_t r = static_cast<int64_t>(s.size());
     std::vector<bool> drop(s.size(), false);

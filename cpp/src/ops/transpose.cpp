@@ -52,6 +52,35 @@ class Transpose final : public Op {
     copy_strided(x.raw(), 0, ss, out[0].raw(), 0, strides_of(s), s, dtype_size(x.dtype()), ctx.threads());
   }
 
+  // dx = dy transposed by the inverse permutation: input axis perm[k] reads the cotangent's axis k.
+  void vjp(const std::vector<const Tensor*>& in, const std::vector<const Tensor*>&,
+           const std::vector<const Tensor*>& gout, const std::vector<bool>& need, std::vector<Tensor>& gin,
+           ExecContext& ctx) const override {
+    if (need.empty() || !need[0]) return;
+    const Tensor& x = *in[0];
+    std::vector<int64_t> p = perm_for(x.rank());
+    Shape s(p.size());
+    bool identity = true;
+    for (std::size_t k = 0; k < p.size(); ++k) {
+      s[k] = x.dim(p[k]);
+      if (p[k] != static_cast<int64_t>(k)) identity = false;
+    }
+    const Tensor* g = checked_cotangent(*this, gout, 0, s);
+    if (!g) {
+      gin[0] = zeros_f32(ctx, x.shape());
+      return;
+    }
+    if (identity) {
+      gin[0] = *g;
+      return;
+    }
+    const std::vector<int64_t> gs = strides_of(s);
+    std::vector<int64_t> src(p.size());
+    for (std::size_t k = 0; k < p.size(); ++k) src[static_cast<std::size_t>(p[k])] = gs[k];
+    gin[0] = ctx.alloc(DType::Float32, x.shape());
+    copy_strided(g->raw(), 0, src, gin[0].raw(), 0, strides_of(x.shape()), x.shape(), 4, ctx.threads());
+  }
+
  private:
   std::vector<int64_t> perm_for(int64_t rank) const {
     if (!has_perm_) {

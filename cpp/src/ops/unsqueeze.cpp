@@ -40,11 +40,20 @@ class Unsqueeze final : public Op {
   }
 
   void forward(const std::vector<const Tensor*>& in, std::vector<Tensor>& out, ExecContext&) const override {
-    const Tensor& x = *in[0];
-    out[0] = x.reshaped(unsqueezed(x.shape(), axes_input_ ? in[1]->to_i64_vector() : axes_));
+    out[0] = in[0]->reshaped(out_shape(in));
+  }
+
+  void vjp(const std::vector<const Tensor*>& in, const std::vector<const Tensor*>&,
+           const std::vector<const Tensor*>& gout, const std::vector<bool>& need, std::vector<Tensor>& gin,
+           ExecContext& ctx) const override {
+    view_vjp(*this, in, out_shape(in), gout, need, gin, ctx);
   }
 
  private:
+  Shape out_shape(const std::vector<const Tensor*>& in) const {
+    return unsqueezed(in[0]->shape(), axes_input_ ? in[1]->to_i64_vector() : axes_);
+  }
+
   Shape unsqueezed(const Shape& s, const std::vector<int64_t>& axes) const {
     const int64_t r = static_cast<int64_t>(s.size() + axes.size());
     std::vector<bool> ins(static_cast<std::size_t>(r), false);
