@@ -1,0 +1,164 @@
+"""Explanation latency: onnxplain vs the onnxruntime forward, Zennit (LRP) and Captum (gradient, IG).
+
+VGG-16- and ResNet-50-shaped models with random weights (bench/archs.py), 224x224, in one
+process, same inputs, same targets. For each method the table gives the best-of-N time of
+onnxplain, the ratio to one onnxruntime forward pass of the same batch, the peer's time and the
+speed-up over it, and the largest difference to the peer relative to the explanation's scale.
+Targets (issue 3): epsilon composites <= 2.5x the onnxruntime forward and >= 1.5x faster than
+Zennit; alpha-beta / gamma composites <= 3.5x; IG >= 2x faster than Captum.
+
+    python bench/explain.py                                  # everything (long on 2 cores)
+    python bench/explain.py --models resnet50 --batches 1 --methods gradient lrp.epsilon_plus_flat
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import types
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import archs  # noqa: E402
+
+import onnxplain as ox  # noqa: E402
+
+
+def _import_zennit():
+    """zennit imports torchvision, whose PyPI build does not load beside the CPU torch we use;
+    zennit only needs two class names from it."""
+    if "torchvision" not in sys.modules:
+        tv = types.ModuleType("torchvision")
+        models = types.ModuleType("torchvision.models")
+        resnet = types.ModuleType("torchvision.models.resnet")
+
+        class BasicBlock(torch.nn.Module):  # noqa: D401 - placeholders for isinstance checks
+            pass
+
+        class Bottleneck(torch.nn.Module):
+            pass
+
+        resnet.BasicBlock, resnet.Bottleneck = BasicBlock, Bottleneck
+        tv.models, models.resnet = models, resnet
+        sys.modules.update({"torchvision": tv, "torchvision.models": models, "torchvision.models.resnet": resnet})
+    import zennit.attribution
+    import zennit.canonizers
+    import zennit.composites
+    import zennit.rules
+    import zennit.types
+
+    return zennit
+
+
+METHODS = ["lrp.epsilon_plus_flat", "lrp.alpha_2_beta_1", "lrp.epsilon_gamma_box", "gradient", "integrated_gradients"]
+BOX = {"low": -3.0, "high": 3.0}
+
+
+def zennit_composite(zennit, method: str):
+    canon = [zennit.canonizers.SequentialMergeBatchNorm()]
+    if method == "lrp.epsilon_plus_flat":
+        return zennit.composites.EpsilonPlusFlat(canonizers=canon)
+    if method == "lrp.epsilon_gamma_box":
+        return zennit.composites.EpsilonGammaBox(low=BOX["low"], high=BOX["high"], canonizers=canon)
+    if method == "lrp.alpha_2_beta_1":
+        r = zennit.rules
+        return zennit.composites.LayerMapComposite(
+            layer_map=[(zennit.types.Activation, r.Pass()), (zennit.types.Sum, r.Norm()),
+                       (zennit.types.AvgPool, r.Norm()), (zennit.types.Linear, r.AlphaBeta(alpha=2.0, beta=1.0))],
+            canonizers=canon)
+    raise ValueError(method)
+
+
+def best_of(fn, repeats: int) -> tuple[float, object]:
+    out = fn()
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t0)
+    return best, out
+
+
+def rel_diff(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.max(np.abs(a - b)) / max(float(np.max(np.abs(b))), 1e-30))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", nargs="+", default=["vgg16", "resnet50"])
+    ap.add_argument("--batches", nargs="+", type=int, default=[1, 8])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--methods", nargs="+", default=METHODS)
+    ap.add_argument("--steps", type=int, default=32, help="integrated gradients steps")
+    ap.add_argument("--repeats", type=int, default=2)
+    args = ap.parse_args()
+
+    torch.set_num_threads(args.threads)
+    zennit = _import_zennit()
+    import captum.attr as ca
+
+    print(f"onnxplain {ox.__version__}, onnxruntime {ort.__version__}, torch {torch.__version__}, "
+          f"threads {args.threads}")
+    head = (f"{'model':<9}{'batch':>6} {'method':<24}{'onnxplain ms':>13}{'x ORT fwd':>10}{'peer':>8}"
+            f"{'peer ms':>10}{'speed-up':>9}{'rel diff':>10}")
+    print(head)
+    print("-" * len(head))
+    rng = np.random.default_rng(0)
+    for name in args.models:
+        torch.manual_seed(0)
+        tmodel = archs.VGG16() if name == "vgg16" else archs.ResNet50()
+        if name == "resnet50":
+            archs.randomize_batchnorm(tmodel)
+        tmodel.eval()
+        data = archs.export(tmodel, (1, 3, 224, 224))
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = args.threads
+        sess = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
+        model = ox.load(data, threads=args.threads)
+        for batch in args.batches:
+            x = rng.standard_normal((batch, 3, 224, 224), dtype=np.float32)
+            t_ort, _ = best_of(lambda s=sess, x=x: s.run(None, {"x": x}), args.repeats)
+            target = model.predict(x).argmax(axis=1)
+            print(f"{name:<9}{batch:>6} {'forward (onnxruntime)':<24}{'':>13}{'':>10}{'ORT':>8}{t_ort * 1e3:>10.1f}")
+            for method in args.methods:
+                params = dict(BOX) if method == "lrp.epsilon_gamma_box" else {}
+                if method == "integrated_gradients":
+                    params = {"steps": args.steps, "method": "riemann_right"}
+                ex = ox.explainer(model, method, **params)
+                t_ox, rel = best_of(lambda e=ex, x=x, t=target: e.explain(x, target=t), args.repeats)
+                xt = torch.from_numpy(x)
+                tt = torch.from_numpy(target)
+                if method.startswith("lrp."):
+                    peer = "Zennit"
+                    comp = zennit_composite(zennit, method)
+
+                    def run_peer(comp=comp, xt=xt, tt=tt, tmodel=tmodel):
+                        with zennit.attribution.Gradient(model=tmodel, composite=comp) as attributor:
+                            # LRP starts from f_t(x): one-hot times the output (DESIGN.md).
+                            out, r = attributor(xt, lambda y, tt=tt: torch.eye(y.shape[1])[tt] * y)
+                            return r.detach().numpy()
+                elif method == "gradient":
+                    peer = "Captum"
+
+                    def run_peer(xt=xt, tt=tt, tmodel=tmodel):
+                        return ca.Saliency(tmodel).attribute(xt.clone(), target=tt, abs=False).detach().numpy()
+                else:
+                    peer = "Captum"
+
+                    def run_peer(xt=xt, tt=tt, b=batch, tmodel=tmodel):
+                        ig = ca.IntegratedGradients(tmodel)
+                        return ig.attribute(xt, target=tt, n_steps=args.steps, method="riemann_right",
+                                            internal_batch_size=max(b, 8)).detach().numpy()
+                t_peer, ref = best_of(run_peer, 1)
+                print(f"{'':<9}{'':>6} {method:<24}{t_ox * 1e3:>13.1f}{t_ox / t_ort:>10.2f}{peer:>8}"
+                      f"{t_peer * 1e3:>10.1f}{t_peer / t_ox:>9.2f}{rel_diff(rel, ref):>10.1e}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
