@@ -45,4 +45,11 @@ struct BroadcastPlan {
 /// Fills `plan`; false when the shapes do not broadcast (plan left unspecified).
 bool make_broadcast_plan(const Shape& a, const Shape& b, BroadcastPlan& plan);
 
+/// The adjoint of broadcasting `target` to `full`: dst (target's numel) = src (full's numel)
+/// summed over every dim where target is 1 (or missing) and full is not. This is how the gradient
+/// of a broadcast operand comes back to the operand's shape (a bias [C, 1, 1] against
+/// [N, C, H, W] gets the sum over N, H, W). Sums accumulate in double. False when target does
+/// not broadcast to full (dst untouched).
+bool reduce_to_shape(const float* src, const Shape& full, const Shape& target, float* dst, int threads);
+
 }  // namespace onnxplain::kernels

@@ -81,10 +81,10 @@ inline void row_offsets(const BroadcastPlan& p, std::size_t outer, int64_t r, in
 }
 }  // namespace detail
 
-/// y[i] = f(a[.], b[.]) over a plan from make_broadcast_plan(a.shape, b.shape); y has
-/// plan.out_shape.
-template <class T, class F>
-void broadcast_binary(const BroadcastPlan& p, const T* a, const T* b, T* y, int threads, const F& f) {
+/// Calls run(oa, ob, oy, n) for every innermost run of a plan (offsets into a, b and the
+/// output, run length n), split across threads.
+template <class Run>
+void for_each_run(const BroadcastPlan& p, int threads, const Run& run) {
   if (p.numel == 0) return;
   const std::size_t outer = p.dims.size() - 1;
   const int64_t n = p.dims.back(), sa = p.stride_a.back(), sb = p.stride_b.back();
@@ -95,12 +95,7 @@ void broadcast_binary(const BroadcastPlan& p, const T* a, const T* b, T* y, int 
     for (int64_t r = 0; r < rows; ++r) {
       int64_t oa, ob;
       detail::row_offsets(p, outer, r, idx.data(), oa, ob);
-      const T* ar = a + oa;
-      const T* br = b + ob;
-      T* yr = y + r * n;
-      parallel_for(n, threads, [&](int64_t i0, int64_t i1) {
-        detail::binary_run(ar + i0 * sa, sa, br + i0 * sb, sb, yr + i0, i1 - i0, f);
-      });
+      parallel_for(n, threads, [&](int64_t i0, int64_t i1) { run(oa + i0 * sa, ob + i0 * sb, r * n + i0, i1 - i0); });
     }
     return;
   }
@@ -112,7 +107,7 @@ void broadcast_binary(const BroadcastPlan& p, const T* a, const T* b, T* y, int 
         int64_t oa, ob;
         detail::row_offsets(p, outer, r0, idx.data(), oa, ob);
         for (int64_t r = r0; r < r1; ++r) {
-          detail::binary_run(a + oa, sa, b + ob, sb, y + r * n, n, f);
+          run(oa, ob, r * n, n);
           for (std::size_t d = outer; d-- > 0;) {
             oa += p.stride_a[d];
             ob += p.stride_b[d];
@@ -124,6 +119,46 @@ void broadcast_binary(const BroadcastPlan& p, const T* a, const T* b, T* y, int 
         }
       },
       std::max<int64_t>(1, kParallelGrain / n));
+}
+
+/// y[i] = f(a[.], b[.]) over a plan from make_broadcast_plan(a.shape, b.shape); y has
+/// plan.out_shape.
+template <class T, class F>
+void broadcast_binary(const BroadcastPlan& p, const T* a, const T* b, T* y, int threads, const F& f) {
+  const int64_t sa = p.stride_a.back(), sb = p.stride_b.back();
+  for_each_run(p, threads, [&](int64_t oa, int64_t ob, int64_t oy, int64_t n) {
+    detail::binary_run(a + oa, sa, b + ob, sb, y + oy, n, f);
+  });
+}
+
+namespace detail {
+template <class F>
+inline void ternary_run(const float* a, int64_t sa, const float* b, int64_t sb, const float* c, float* y, int64_t n,
+                        const F& f) {
+  if (sa != 0 && sb != 0) {
+    for (int64_t i = 0; i < n; ++i) y[i] = f(a[i], b[i], c[i]);
+  } else if (sa != 0) {
+    const float bv = *b;
+    for (int64_t i = 0; i < n; ++i) y[i] = f(a[i], bv, c[i]);
+  } else if (sb != 0) {
+    const float av = *a;
+    for (int64_t i = 0; i < n; ++i) y[i] = f(av, b[i], c[i]);
+  } else {
+    const float av = *a, bv = *b;
+    for (int64_t i = 0; i < n; ++i) y[i] = f(av, bv, c[i]);
+  }
+}
+}  // namespace detail
+
+/// y[i] = f(a[.], b[.], c[i]) for float32: a and b broadcast by the plan, c (typically the
+/// output cotangent) and y have plan.out_shape. What the VJPs of broadcasting ops need.
+template <class F>
+void broadcast_ternary(const BroadcastPlan& p, const float* a, const float* b, const float* c, float* y, int threads,
+                       const F& f) {
+  const int64_t sa = p.stride_a.back(), sb = p.stride_b.back();
+  for_each_run(p, threads, [&](int64_t oa, int64_t ob, int64_t oy, int64_t n) {
+    detail::ternary_run(a + oa, sa, b + ob, sb, c + oy, y + oy, n, f);
+  });
 }
 
 /// Tensor-level dispatch on dtype (a, b and y share it); F has float and int64 overloads.
@@ -145,6 +180,37 @@ void unary_map(const Tensor& x, Tensor& y, int threads, const F& f) {
   parallel_for(x.numel(), threads, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) py[i] = f(px[i]);
   });
+}
+
+/// y[i] = f(x[i], g[i]) for float32 arrays of n elements (an activation's VJP: x the forward
+/// input or output, g the cotangent).
+template <class F>
+void binary_map(const float* x, const float* g, float* y, int64_t n, int threads, const F& f) {
+  parallel_for(n, threads, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) y[i] = f(x[i], g[i]);
+  });
+}
+
+// ---- VJP helpers ----------------------------------------------------------------------------
+/// For a single-output op whose output cotangent g is null (zero): gives every needed input a
+/// zero gradient and returns true.
+inline bool zero_vjp(const Tensor* g, const std::vector<const Tensor*>& in, const std::vector<bool>& need,
+                     std::vector<Tensor>& gin) {
+  if (g != nullptr) return false;
+  for (std::size_t i = 0; i < need.size() && i < in.size(); ++i)
+    if (need[i] && in[i] != nullptr) gin[i] = Tensor::zeros(DType::Float32, in[i]->shape());
+  return true;
+}
+
+/// The gradient of an operand of shape `shape` from t, a float32 tensor shaped like the
+/// broadcast output: t itself (shared, reshaped) when nothing was broadcast, otherwise t summed
+/// over the broadcast dims. `aligned` is the operand's shape as broadcasting saw it (differs from
+/// `shape` only by the trailing 1s of an opset < 7 `axis` operand); it must broadcast to t.
+inline Tensor sum_to(const Tensor& t, const Shape& aligned, const Shape& shape, int threads) {
+  if (t.numel() == shape_numel(shape)) return t.reshaped(shape);
+  Tensor r(DType::Float32, shape);
+  reduce_to_shape(t.f32(), t.shape(), aligned, r.f32(), threads);
+  return r;
 }
 
 // ---- numerically stable scalar functions ----------------------------------------------------
@@ -208,6 +274,50 @@ inline void softmax(const float* x, float* y, int64_t outer, int64_t n, int64_t 
             for (int64_t j = 0; j < m; ++j) sum[j] = 1.f / sum[j];
             for (int64_t k = 0; k < n; ++k)
               for (int64_t j = 0; j < m; ++j) ys[k * inner + j] *= sum[j];
+          }
+        }
+      },
+      std::max<int64_t>(1, kParallelGrain / (n * blk)));
+}
+
+/// VJP of softmax (log_output false) or log-softmax over the same [outer, n, inner] view, from
+/// the forward output y and the cotangent g (torch's formulas, which use only the output):
+///   softmax:     gx = y * (g - sum_k g_k y_k)
+///   log-softmax: gx = g - e^y * sum_k g_k
+inline void softmax_vjp(const float* y, const float* g, float* gx, int64_t outer, int64_t n, int64_t inner,
+                        bool log_output, int threads) {
+  if (outer == 0 || n == 0 || inner == 0) return;
+  const int64_t slice = n * inner;
+  int64_t nblk = 1;
+  if (inner > 1 && outer < 4 * static_cast<int64_t>(threads)) {
+    nblk = std::min((inner + 63) / 64, (4 * static_cast<int64_t>(threads) + outer - 1) / outer);
+    if (nblk < 1) nblk = 1;
+  }
+  const int64_t blk = (inner + nblk - 1) / nblk;
+  parallel_for(
+      outer * nblk, threads,
+      [&](int64_t w0, int64_t w1) {
+        std::vector<double> dot(static_cast<std::size_t>(blk));
+        for (int64_t w = w0; w < w1; ++w) {
+          const int64_t o = w / nblk, j0 = (w % nblk) * blk, m = std::min(blk, inner - j0);
+          if (m <= 0) continue;
+          const int64_t base = o * slice + j0;
+          const float* ys = y + base;
+          const float* gs = g + base;
+          float* xs = gx + base;
+          std::fill(dot.begin(), dot.begin() + m, 0.0);
+          if (log_output) {
+            for (int64_t k = 0; k < n; ++k)
+              for (int64_t j = 0; j < m; ++j) dot[j] += gs[k * inner + j];
+            for (int64_t k = 0; k < n; ++k)
+              for (int64_t j = 0; j < m; ++j)
+                xs[k * inner + j] = gs[k * inner + j] - std::exp(ys[k * inner + j]) * static_cast<float>(dot[j]);
+          } else {
+            for (int64_t k = 0; k < n; ++k)
+              for (int64_t j = 0; j < m; ++j) dot[j] += static_cast<double>(gs[k * inner + j]) * ys[k * inner + j];
+            for (int64_t k = 0; k < n; ++k)
+              for (int64_t j = 0; j < m; ++j)
+                xs[k * inner + j] = ys[k * inner + j] * (gs[k * inner + j] - static_cast<float>(dot[j]));
           }
         }
       },

@@ -2,6 +2,7 @@
 // attributes), 7, 13, 14: multidirectional numpy broadcasting).
 // Formula: y = a + b, float32 or int64 (int64 only for the shape arithmetic exporters emit;
 // wraps around on overflow).
+// VJP: the cotangent, summed back over the dims each operand was broadcast along.
 // Kind: Sum (residual connections, bias adds: LRP splits relevance in proportion to the terms).
 #include <string>
 
@@ -48,6 +49,26 @@ class Add final : public Op {
       fail_shape(kernels::broadcast_error(a.shape(), b.shape()));
     out[0] = ctx.alloc(a.dtype(), plan.out_shape);
     kernels::broadcast_binary(plan, a, b, out[0], ctx.threads(), kernels::AddFn{});
+  }
+
+  void vjp(const std::vector<const Tensor*>& in, const std::vector<const Tensor*>& out,
+           const std::vector<const Tensor*>& gout, const std::vector<bool>& need, std::vector<Tensor>& gin,
+           ExecContext& ctx) const override {
+    (void)out;
+    const Tensor& a = *in[0];
+    const Tensor& b = *in[1];
+    if ((need[0] && a.dtype() != DType::Float32) || (need[1] && b.dtype() != DType::Float32))
+      fail_format(std::string("no gradient for ") + dtype_name(a.dtype()) + " inputs");
+    const Shape bs = kernels::legacy_rhs_shape(b.shape(), a.rank(), legacy_axis_);
+    kernels::BroadcastPlan plan;
+    if (!kernels::make_broadcast_plan(a.shape(), bs, plan)) fail_shape(kernels::broadcast_error(a.shape(), b.shape()));
+    if (kernels::zero_vjp(gout[0], in, need, gin)) return;
+    const Tensor& g = *gout[0];
+    if (g.shape() != plan.out_shape)
+      fail_shape("cotangent of shape " + shape_str(g.shape()) + " for an output of shape " + shape_str(plan.out_shape));
+    // Each operand's gradient is the cotangent, summed over the dims it was broadcast along.
+    if (need[0]) gin[0] = kernels::sum_to(g, a.shape(), a.shape(), ctx.threads());
+    if (need[1]) gin[1] = kernels::sum_to(g, bs, b.shape(), ctx.threads());
   }
 
  private:

@@ -3,10 +3,12 @@
 // Formula: y = min(max(x, lo), hi). An absent bound is the dtype's lowest/highest value, as in
 // the spec and onnxruntime (so +-inf clamp to +-FLT_MAX). NaN passes through. lo > hi gives hi.
 // float32, and int64 (opset 12+) for shape arithmetic. ReLU6 is Clip(0, 6).
-// Kind: Activation (LRP passes relevance through; the gradient is 1 strictly inside the bounds).
+// Kind: Activation (LRP passes relevance through). VJP as torch.clamp: gradient 1 where
+// min <= x <= max (bounds included); runtime min/max inputs get the sum of g where they are the output.
 #include <limits>
 #include <string>
 
+#include "kernels/elementwise.hpp"
 #include "kernels/parallel.hpp"
 #include "ops/op.hpp"
 
@@ -18,6 +20,8 @@ class Clip final : public Op {
   explicit Clip(const NodeDesc& d) : Op(d) {
     if (d.input_present.empty() || !d.input_present[0]) fail_format("missing input X");
     if (d.opset < 11) {
+      has_attr_min_ = d.attrs->has("min");
+      has_attr_max_ = d.attrs->has("max");
       attr_min_ = d.attrs->get_float("min", std::numeric_limits<float>::lowest());
       attr_max_ = d.attrs->get_float("max", std::numeric_limits<float>::max());
       use_attrs_ = true;
@@ -58,6 +62,60 @@ class Clip final : public Op {
     }
   }
 
+  void vjp(const std::vector<const Tensor*>& in, const std::vector<const Tensor*>& out,
+           const std::vector<const Tensor*>& gout, const std::vector<bool>& need, std::vector<Tensor>& gin,
+           ExecContext& ctx) const override {
+    (void)out;
+    const Tensor& x = *in[0];
+    if (x.dtype() != DType::Float32) fail_format(std::string("no gradient for a ") + dtype_name(x.dtype()) + " input");
+    if (kernels::zero_vjp(gout[0], in, need, gin)) return;
+    const Tensor& g = *gout[0];
+    if (g.shape() != x.shape())
+      fail_shape("cotangent of shape " + shape_str(g.shape()) + " for an output of shape " + shape_str(x.shape()));
+    // An absent bound constrains nothing (torch.clamp without it), so it does not zero the
+    // gradient at x = -inf or +inf.
+    constexpr float kInf = std::numeric_limits<float>::infinity();
+    bool has_lo, has_hi;
+    float lo, hi;
+    if (use_attrs_) {
+      has_lo = has_attr_min_;
+      has_hi = has_attr_max_;
+      lo = attr_min_;
+      hi = attr_max_;
+    } else {
+      has_lo = in.size() > 1 && in[1] != nullptr;
+      has_hi = in.size() > 2 && in[2] != nullptr;
+      lo = bound<float>(in, 1, 0.f, DType::Float32);
+      hi = bound<float>(in, 2, 0.f, DType::Float32);
+    }
+    if (!has_lo) lo = -kInf;
+    if (!has_hi) hi = kInf;
+    const float* px = x.f32();
+    const float* pg = g.f32();
+    if (need[0]) {
+      // torch.clamp's convention: gradient 1 where lo <= x <= hi, bounds included; 0 for NaN.
+      if (!has_lo && !has_hi) {
+        gin[0] = g;  // the identity (NaN included); g is never written to, so it can be shared
+      } else {
+        gin[0] = ctx.alloc(DType::Float32, x.shape());
+        kernels::binary_map(px, pg, gin[0].f32(), x.numel(), ctx.threads(),
+                            [lo, hi](float v, float gv) { return v >= lo && v <= hi ? gv : 0.f; });
+      }
+    }
+    // A runtime bound collects the cotangent wherever it is the output (torch's rule: when the
+    // bounds cross, hi wins).
+    if (need.size() > 1 && need[1]) {
+      const bool crossed_ok = !has_hi || lo < hi;
+      gin[1] = ctx.alloc(DType::Float32, in[1]->shape());
+      gin[1].f32()[0] = crossed_ok ? masked_sum(px, pg, x.numel(), [lo](float v) { return v < lo; }) : 0.f;
+    }
+    if (need.size() > 2 && need[2]) {
+      const bool crossed = has_lo && hi < lo;
+      gin[2] = ctx.alloc(DType::Float32, in[2]->shape());
+      gin[2].f32()[0] = masked_sum(px, pg, x.numel(), [hi, crossed](float v) { return crossed || v > hi; });
+    }
+  }
+
  private:
   // The value of optional bound input i, or dflt when omitted.
   template <class T>
@@ -94,7 +152,16 @@ class Clip final : public Op {
     });
   }
 
+  template <class Pred>
+  static float masked_sum(const float* x, const float* g, int64_t n, const Pred& pred) {
+    double s = 0;
+    for (int64_t i = 0; i < n; ++i)
+      if (pred(x[i])) s += g[i];
+    return static_cast<float>(s);
+  }
+
   bool use_attrs_ = false;
+  bool has_attr_min_ = false, has_attr_max_ = false;
   float attr_min_ = 0.f, attr_max_ = 0.f;
 };
 

@@ -2,6 +2,7 @@
 // attributes), 7, 13, 14: multidirectional numpy broadcasting).
 // Formula: y = a / b. float32 follows IEEE (x/0 = +-inf, 0/0 = NaN); int64 truncates toward zero
 // as onnxruntime does, and an int64 division by zero is an error instead of a hardware trap.
+// VJP: g / b for a, -g * (a / b) / b for b (as torch), each summed back over its broadcast dims.
 // Kind: Product (division by a constant is a scaling; by an activation, a Product rule).
 #include <string>
 
@@ -50,6 +51,38 @@ class Div final : public Op {
       fail_shape("integer division by zero");
     out[0] = ctx.alloc(a.dtype(), plan.out_shape);
     kernels::broadcast_binary(plan, a, b, out[0], ctx.threads(), kernels::DivFn{});
+  }
+
+  void vjp(const std::vector<const Tensor*>& in, const std::vector<const Tensor*>& out,
+           const std::vector<const Tensor*>& gout, const std::vector<bool>& need, std::vector<Tensor>& gin,
+           ExecContext& ctx) const override {
+    (void)out;
+    const Tensor& a = *in[0];
+    const Tensor& b = *in[1];
+    if ((need[0] && a.dtype() != DType::Float32) || (need[1] && b.dtype() != DType::Float32))
+      fail_format(std::string("no gradient for ") + dtype_name(a.dtype()) + " inputs");
+    const Shape bs = kernels::legacy_rhs_shape(b.shape(), a.rank(), legacy_axis_);
+    kernels::BroadcastPlan plan;
+    if (!kernels::make_broadcast_plan(a.shape(), bs, plan)) fail_shape(kernels::broadcast_error(a.shape(), b.shape()));
+    if (kernels::zero_vjp(gout[0], in, need, gin)) return;
+    const Tensor& g = *gout[0];
+    if (g.shape() != plan.out_shape)
+      fail_shape("cotangent of shape " + shape_str(g.shape()) + " for an output of shape " + shape_str(plan.out_shape));
+    // d/da = g / b and d/db = -g * (a / b) / b (torch's order of operations), each summed back
+    // over its broadcast dims. Recomputed from the inputs, not the output, so a rule may pass
+    // modified inputs alone.
+    if (need[0]) {
+      Tensor t = ctx.alloc(DType::Float32, plan.out_shape);
+      kernels::broadcast_ternary(plan, a.f32(), b.f32(), g.f32(), t.f32(), ctx.threads(),
+                                 [](float, float vb, float vg) { return vg / vb; });
+      gin[0] = kernels::sum_to(t, a.shape(), a.shape(), ctx.threads());
+    }
+    if (need[1]) {
+      Tensor t = ctx.alloc(DType::Float32, plan.out_shape);
+      kernels::broadcast_ternary(plan, a.f32(), b.f32(), g.f32(), t.f32(), ctx.threads(),
+                                 [](float va, float vb, float vg) { return -vg * ((va / vb) / vb); });
+      gin[1] = kernels::sum_to(t, bs, b.shape(), ctx.threads());
+    }
   }
 
  private:

@@ -2,6 +2,7 @@
 // attributes), 7, 13, 14: multidirectional numpy broadcasting).
 // Formula: y = a * b, float32 or int64 (int64 only for the shape arithmetic exporters emit;
 // wraps around on overflow).
+// VJP: g * b for a, g * a for b, each summed back over the dims it was broadcast along.
 // Kind: Product (scaling by a constant is linear in the other operand; a product of two
 // activations, e.g. gating, is handled by the Product rules).
 #include <string>
@@ -49,6 +50,37 @@ class Mul final : public Op {
       fail_shape(kernels::broadcast_error(a.shape(), b.shape()));
     out[0] = ctx.alloc(a.dtype(), plan.out_shape);
     kernels::broadcast_binary(plan, a, b, out[0], ctx.threads(), kernels::MulFn{});
+  }
+
+  void vjp(const std::vector<const Tensor*>& in, const std::vector<const Tensor*>& out,
+           const std::vector<const Tensor*>& gout, const std::vector<bool>& need, std::vector<Tensor>& gin,
+           ExecContext& ctx) const override {
+    (void)out;
+    const Tensor& a = *in[0];
+    const Tensor& b = *in[1];
+    if ((need[0] && a.dtype() != DType::Float32) || (need[1] && b.dtype() != DType::Float32))
+      fail_format(std::string("no gradient for ") + dtype_name(a.dtype()) + " inputs");
+    const Shape bs = kernels::legacy_rhs_shape(b.shape(), a.rank(), legacy_axis_);
+    kernels::BroadcastPlan plan;
+    if (!kernels::make_broadcast_plan(a.shape(), bs, plan)) fail_shape(kernels::broadcast_error(a.shape(), b.shape()));
+    if (kernels::zero_vjp(gout[0], in, need, gin)) return;
+    const Tensor& g = *gout[0];
+    if (g.shape() != plan.out_shape)
+      fail_shape("cotangent of shape " + shape_str(g.shape()) + " for an output of shape " + shape_str(plan.out_shape));
+    // d/da = g * b and d/db = g * a, each summed back over its broadcast dims. Both come from
+    // the forward plan with the cotangent as the output-shaped third operand.
+    if (need[0]) {
+      Tensor t = ctx.alloc(DType::Float32, plan.out_shape);
+      kernels::broadcast_ternary(plan, a.f32(), b.f32(), g.f32(), t.f32(), ctx.threads(),
+                                 [](float, float vb, float vg) { return vg * vb; });
+      gin[0] = kernels::sum_to(t, a.shape(), a.shape(), ctx.threads());
+    }
+    if (need[1]) {
+      Tensor t = ctx.alloc(DType::Float32, plan.out_shape);
+      kernels::broadcast_ternary(plan, a.f32(), b.f32(), g.f32(), t.f32(), ctx.threads(),
+                                 [](float va, float, float vg) { return vg * va; });
+      gin[1] = kernels::sum_to(t, bs, b.shape(), ctx.threads());
+    }
   }
 
  private:

@@ -3,6 +3,7 @@
 // output keeps x's shape): a scalar/[1] slope, or per channel [C, 1, 1] against [N, C, H, W]
 // (what exporters emit for nn.PReLU(C)), or [C] against [N, C].
 // Kind: Activation (elementwise given the constant slope: LRP passes relevance through).
+// VJP: dx = x > 0 ? g : slope * g; dslope = sum over broadcast dims of (x > 0 ? 0 : x * g).
 #include <string>
 
 #include "kernels/broadcast.hpp"
@@ -48,6 +49,35 @@ class PRelu final : public Op {
       fail_unidirectional(x.shape(), s.shape());
     out[0] = ctx.alloc(DType::Float32, x.shape());
     kernels::broadcast_binary(plan, x.f32(), s.f32(), out[0].f32(), ctx.threads(), PReluFn{});
+  }
+
+  void vjp(const std::vector<const Tensor*>& in, const std::vector<const Tensor*>& out,
+           const std::vector<const Tensor*>& gout, const std::vector<bool>& need, std::vector<Tensor>& gin,
+           ExecContext& ctx) const override {
+    (void)out;
+    const Tensor& x = *in[0];
+    const Tensor& s = *in[1];
+    check_dtypes(x.dtype(), s.dtype());
+    kernels::BroadcastPlan plan;
+    if (!kernels::make_broadcast_plan(x.shape(), s.shape(), plan) || plan.out_shape != x.shape())
+      fail_unidirectional(x.shape(), s.shape());
+    if (kernels::zero_vjp(gout[0], in, need, gin)) return;
+    const Tensor& g = *gout[0];
+    if (g.shape() != x.shape())
+      fail_shape("cotangent of shape " + shape_str(g.shape()) + " for an output of shape " + shape_str(x.shape()));
+    // torch's convention: the x < 0 branch's derivatives also hold at x == 0 (slope s for x; for
+    // the slope, x * g = 0 there anyway).
+    if (need[0]) {
+      gin[0] = ctx.alloc(DType::Float32, x.shape());
+      kernels::broadcast_ternary(plan, x.f32(), s.f32(), g.f32(), gin[0].f32(), ctx.threads(),
+                                 [](float vx, float vs, float vg) { return vx > 0.f ? vg : vs * vg; });
+    }
+    if (need[1]) {  // the slope is a graph input (or computed from one): sum over where it was broadcast
+      Tensor t = ctx.alloc(DType::Float32, x.shape());
+      kernels::broadcast_ternary(plan, x.f32(), s.f32(), g.f32(), t.f32(), ctx.threads(),
+                                 [](float vx, float, float vg) { return vx > 0.f ? 0.f : vx * vg; });
+      gin[1] = kernels::sum_to(t, s.shape(), s.shape(), ctx.threads());
+    }
   }
 
  private:

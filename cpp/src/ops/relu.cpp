@@ -1,5 +1,7 @@
 // Relu — https://onnx.ai/onnx/operators/onnx__Relu.html (opset 6, 13, 14).
-// y = max(x, 0). Kind: Activation (LRP passes relevance through; gradient gates by x > 0).
+// y = max(x, 0). Kind: Activation (LRP passes relevance through; the gradient gates by x > 0,
+// so it is 0 at x == 0 as in torch). The rectifier: DeConvNet/Guided BackProp modify its backward.
+#include "kernels/elementwise.hpp"
 #include "kernels/parallel.hpp"
 #include "ops/op.hpp"
 
@@ -26,6 +28,24 @@ class Relu final : public Op {
       for (int64_t i = b; i < e; ++i) py[i] = px[i] < 0.f ? 0.f : px[i];  // NaN and -0 pass through, as in onnxruntime
     });
   }
+
+  void vjp(const std::vector<const Tensor*>& in, const std::vector<const Tensor*>& out,
+           const std::vector<const Tensor*>& gout, const std::vector<bool>& need, std::vector<Tensor>& gin,
+           ExecContext& ctx) const override {
+    (void)out;
+    if (!need[0] || kernels::zero_vjp(gout[0], in, need, gin)) return;
+    const Tensor& x = *in[0];
+    const Tensor& g = *gout[0];
+    if (g.shape() != x.shape())
+      fail_shape("cotangent of shape " + shape_str(g.shape()) + " for an output of shape " + shape_str(x.shape()));
+    gin[0] = ctx.alloc(DType::Float32, x.shape());
+    // Gradient 0 at x == 0 (torch's convention) and for NaN.
+    kernels::binary_map(x.f32(), g.f32(), gin[0].f32(), x.numel(), ctx.threads(),
+                        [](float v, float gv) { return v > 0.f ? gv : 0.f; });
+  }
+
+  /// DeConvNet and Guided BackProp replace this op's backward.
+  bool rectifier() const override { return true; }
 };
 
 }  // namespace

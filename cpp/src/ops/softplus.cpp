@@ -28,6 +28,22 @@ class Softplus final : public Op {
     out[0] = ctx.alloc(DType::Float32, x.shape());
     kernels::unary_map(x, out[0], ctx.threads(), [](float v) { return kernels::stable_softplus(v); });
   }
+
+  void vjp(const std::vector<const Tensor*>& in, const std::vector<const Tensor*>& out,
+           const std::vector<const Tensor*>& gout, const std::vector<bool>& need, std::vector<Tensor>& gin,
+           ExecContext& ctx) const override {
+    (void)out;
+    if (!need[0] || kernels::zero_vjp(gout[0], in, need, gin)) return;
+    const Tensor& x = *in[0];
+    const Tensor& g = *gout[0];
+    if (x.dtype() != DType::Float32) fail_format(std::string("expects a float32 input, got ") + dtype_name(x.dtype()));
+    if (g.shape() != x.shape())
+      fail_shape("cotangent of shape " + shape_str(g.shape()) + " for an output of shape " + shape_str(x.shape()));
+    gin[0] = ctx.alloc(DType::Float32, x.shape());
+    // d/dx log(1 + e^x) = sigmoid(x).
+    kernels::binary_map(x.f32(), g.f32(), gin[0].f32(), x.numel(), ctx.threads(),
+                        [](float v, float gv) { return gv * kernels::stable_sigmoid(v); });
+  }
 };
 
 }  // namespace
