@@ -46,8 +46,8 @@ std::vector<MethodInfo> build_infos() {
        "Zeiler & Fergus 2014, Visualizing and understanding convolutional networks", {}},
       {"guided_backprop", "gradient", "Guided BackProp: gradient gated by forward input and backward signal at ReLUs",
        "Springenberg et al. 2015, Striving for simplicity: the all convolutional net", {}},
-      {"lrp.z", "lrp", "LRP-0 (z rule) on every linear op", kBach, {}},
-      {"lrp.epsilon", "lrp", "LRP-epsilon on every linear op", kBach, {eps}},
+      {"lrp.z", "lrp", "LRP-0 (z rule) on every linear op", kBach, {stab}},
+      {"lrp.epsilon", "lrp", "LRP-epsilon on every linear op", kBach, {eps, stab}},
       {"lrp.gamma", "lrp", "LRP-gamma (generalized) on every linear op", kMontavon19, {gamma, stab}},
       {"lrp.alpha_beta", "lrp", "LRP-alpha-beta on every linear op (alpha - beta = 1)", kBach,
        {{"alpha", "1.0", "weight of positive contributions"}, {"beta", "0.0", "weight of negative contributions"}, stab}},
@@ -183,6 +183,9 @@ rules::RulePtr make_rule(const RuleChoice& c, const std::string& where) {
   if (r == "zplus" || r == "z_plus") return rules::zplus_rule(stab);
   if (r == "alpha_beta") {
     const float a = n("alpha", 1.0), b = n("beta", 0.0);
+    if (a < 0.f || b < 0.f)
+      throw InvalidArgument(where + ": alpha and beta must be >= 0, got alpha=" + std::to_string(a) + ", beta=" +
+                            std::to_string(b));
     if (std::fabs(a - b - 1.f) > 1e-6f)
       throw InvalidArgument(where + ": alpha - beta must be 1 (conservation), got alpha=" + std::to_string(a) +
                             ", beta=" + std::to_string(b));

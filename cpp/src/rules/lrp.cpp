@@ -4,19 +4,22 @@
 // Here a branch is op->forward / op->vjp on the node's inputs with the data input, weight and
 // bias replaced, so the rules work for any OpKind::Linear op (Conv, Gemm, MatMul, ...).
 //
-// Cost: Zennit runs every branch. A branch whose input is all zeros contributes exactly zero to
-// z (when it carries no bias) and exactly zero to R_in, so it is skipped, which changes no bit of
-// the result. After a rectifier the input has no negative entries, so z+ and α1β0 cost one
-// forward + one VJP (Zennit: 2 + 2 or 4 + 4), α2β1 and γ two of each (Zennit: 4 + 4), and ε
-// reuses the forward pass's output (Zennit recomputes it). Branches whose gradient is masked out
-// everywhere (γ's sign masks) or weighted by β = 0 are skipped too. The combinations that would
-// cut further (W+ x + W- x as one product with |W|, or branches stacked along the channel axis)
-// are left out on purpose: the first reintroduces cancellation where a denominator is near zero
-// (Zennit multiplies R / eps by an exact zero weight there, the sum of W and |W| products would
-// not be exactly zero), the second needs to know each op's channel layout.
+// Cost: Zennit runs every branch. A branch whose input is all zeros adds exactly zero to R_in
+// and, when it carries no bias, to z, so it is skipped without changing a bit of the result.
+// After a rectifier the input has no negative entries, so per layer z+ and α1β0 cost one forward
+// + one VJP (Zennit: 2 + 2 and 4 + 4), α2β1 and γ two of each (Zennit: 4 + 4 and 5 + 5); ε
+// reuses the forward pass's output (Zennit recomputes it). Branches masked out everywhere (γ's
+// sign masks) or weighted by β = 0 are skipped too, and a modified weight is computed only when a
+// branch that runs uses it. Two further cuts are left out on purpose: writing W+x+ + W-x- with
+// |W| and |x| (one product fewer) cancels where a denominator is near zero, where Zennit
+// multiplies R / eps by an exact zero weight and the |W| form would not give an exact zero; and
+// stacking branches along the channel axis needs each op's channel layout, which rules never see.
 #include "rules/lrp.hpp"
 
-#include <cstring>
+#include <algorithm>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "kernels/parallel.hpp"
 
@@ -171,7 +174,7 @@ class LinearRule : public Rule {
     LinearNode node(v, n.c_str());
     zero_needed(v, need, rin);
     const auto d = static_cast<std::size_t>(node.data());
-    if (d >= need.size() || !need[d] || rout.empty() || !rout[0]) return;
+    if (d >= need.size() || !need[d] || rout.empty() || !rout[0] || node.x().numel() == 0) return;
     if (rout[0]->shape() != node.y().shape())
       throw ShapeError("relevance of shape " + shape_str(rout[0]->shape()) + " reaches an output of shape " +
                        shape_str(node.y().shape()));
@@ -233,14 +236,53 @@ class EpsilonRule final : public LinearRule {
 
 // ---- the sign-split rules: αβ (z+ = α1β0) and γ -------------------------------------------------
 
-/// One Zennit branch: input modifier, weight and bias modifier. `x_zero`: the input is all zeros,
-/// so the branch adds only its bias to z and nothing to R_in.
+/// A weight and bias modified by one elementwise function (Zennit's ParamMod), computed on first
+/// use: a branch that is skipped never pays for its weight (a dense layer's weight costs as
+/// much to modify as the layer costs to run).
+class ModParams {
+ public:
+  virtual ~ModParams() = default;
+  virtual const Tensor& w() = 0;
+  virtual const Tensor* b() = 0;  // nullptr when the op has no bias
+};
+
+template <class F>
+class ModParamsOf final : public ModParams {
+ public:
+  ModParamsOf(const LinearNode& n, F f, ExecContext& ctx) : n_(n), f_(f), ctx_(ctx) {}
+  const Tensor& w() override {
+    if (!w_done_) w_ = map1(n_.w(), ctx_, f_), w_done_ = true;
+    return w_;
+  }
+  const Tensor* b() override {
+    if (!n_.b()) return nullptr;
+    if (!b_done_) b_ = map1(*n_.b(), ctx_, f_), b_done_ = true;
+    return &b_;
+  }
+
+ private:
+  const LinearNode& n_;
+  F f_;
+  ExecContext& ctx_;
+  Tensor w_, b_;
+  bool w_done_ = false, b_done_ = false;
+};
+
+template <class F>
+ModParamsOf<F> mod_params(const LinearNode& n, F f, ExecContext& ctx) {
+  return ModParamsOf<F>(n, f, ctx);
+}
+
+/// One Zennit branch: an input modifier and a parameter modifier, with or without the bias
+/// (zero_bias). `x_zero`: the input is all zeros, so the branch adds only its bias to z and
+/// nothing to R_in.
 struct Branch {
   const Tensor* x = nullptr;
-  const Tensor* w = nullptr;
-  const Tensor* b = nullptr;
+  ModParams* p = nullptr;
+  bool bias = true;
   bool x_zero = false;
   Tensor out;  // this branch's forward output, when computed
+  const Tensor* b() const { return bias ? p->b() : nullptr; }
 };
 
 /// z = sum of the branch outputs in Zennit's order ((0 + o_0) + o_1 + ...); branches with a zero
@@ -248,8 +290,8 @@ struct Branch {
 Tensor branch_sum(const LinearNode& n, std::vector<Branch>& br, ExecContext& ctx) {
   Tensor z;
   for (Branch& b : br) {
-    if (b.x_zero && !b.b) continue;
-    b.out = n.forward(*b.x, *b.w, b.b, ctx);
+    if (b.x_zero && !(b.bias && n.b())) continue;
+    b.out = n.forward(*b.x, b.p->w(), b.b(), ctx);
     if (b.out.shape() != n.y().shape())
       throw ShapeError("internal: a modified forward gave shape " + shape_str(b.out.shape()) + ", the op's output is " +
                        shape_str(n.y().shape()));
@@ -258,14 +300,13 @@ Tensor branch_sum(const LinearNode& n, std::vector<Branch>& br, ExecContext& ctx
   return z;
 }
 
-/// acc += coef * x ⊙ VJP(s) of the branch (acc empty: starts at 0 + ...). Zero-input branches add
-/// exact zeros and are skipped.
-void add_branch_relevance(const LinearNode& n, const Branch& b, const Tensor& s, float coef, Tensor& acc,
-                          ExecContext& ctx) {
+/// acc += x ⊙ VJP(s) of the branch (acc empty: starts at 0 + ...). Zero-input branches add exact
+/// zeros and are skipped.
+void add_branch_relevance(const LinearNode& n, Branch& b, const Tensor& s, Tensor& acc, ExecContext& ctx) {
   if (b.x_zero) return;
   const Tensor& y = b.out.raw() ? b.out : n.y();
-  Tensor g = n.vjp(*b.x, *b.w, b.b, y, s, ctx);
-  Tensor t = map2(*b.x, g, ctx, [coef](float a, float c) { return coef * (a * c); });
+  Tensor g = n.vjp(*b.x, b.p->w(), b.b(), y, s, ctx);
+  Tensor t = map2(*b.x, g, ctx, [](float a, float c) { return a * c; });
   acc = acc.raw() ? map2(acc, t, ctx, [](float a, float c) { return a + c; }) : t;
 }
 
@@ -297,19 +338,13 @@ class AlphaBetaRule final : public LinearRule {
  protected:
   Tensor relevance(const LinearNode& n, const Tensor& r, ExecContext& ctx) const override {
     const SignSplit xs = split(n.x(), ctx);
-    const Tensor wp = clamp_min0(n.w(), ctx), wn = clamp_max0(n.w(), ctx);
-    Tensor bp, bn;
-    if (n.b()) {
-      bp = clamp_min0(*n.b(), ctx);
-      bn = clamp_max0(*n.b(), ctx);
-    }
-    const Tensor* pbp = n.b() ? &bp : nullptr;
-    const Tensor* pbn = n.b() ? &bn : nullptr;
-    std::vector<Branch> pos{{&xs.xp, &wp, pbp, xs.xp_zero, {}}, {&xs.xn, &wn, nullptr, xs.xn_zero, {}}};
+    auto wp = mod_params(n, [](float v) { return v > 0.f ? v : 0.f; }, ctx);
+    auto wn = mod_params(n, [](float v) { return v < 0.f ? v : 0.f; }, ctx);
+    std::vector<Branch> pos{{&xs.xp, &wp, true, xs.xp_zero, {}}, {&xs.xn, &wn, false, xs.xn_zero, {}}};
     Tensor rp = part(n, pos, r, ctx);
     Tensor out = scale(rp, alpha_, n, ctx);
     if (beta_ != 0.f) {
-      std::vector<Branch> neg{{&xs.xp, &wn, pbn, xs.xp_zero, {}}, {&xs.xn, &wp, nullptr, xs.xn_zero, {}}};
+      std::vector<Branch> neg{{&xs.xp, &wn, true, xs.xp_zero, {}}, {&xs.xn, &wp, false, xs.xn_zero, {}}};
       Tensor rn = part(n, neg, r, ctx);
       const float beta = beta_;
       if (rn.raw()) out = map2(out, rn, ctx, [beta](float a, float c) { return a - beta * c; });
@@ -324,7 +359,7 @@ class AlphaBetaRule final : public LinearRule {
     if (br[0].x_zero && br[1].x_zero) return acc;
     Tensor z = branch_sum(n, br, ctx);
     Tensor s = normalized(r, z, stab_, ctx);
-    for (const Branch& b : br) add_branch_relevance(n, b, s, 1.f, acc, ctx);
+    for (Branch& b : br) add_branch_relevance(n, b, s, acc, ctx);
     return acc;
   }
   static Tensor scale(const Tensor& t, float a, const LinearNode& n, ExecContext& ctx) {
@@ -351,18 +386,12 @@ class GammaRule final : public LinearRule {
     const SignSplit xs = split(n.x(), ctx);
     auto up = [g](float v) { return v + g * (v > 0.f ? v : 0.f); };
     auto down = [g](float v) { return v + g * (v < 0.f ? v : 0.f); };
-    const Tensor wu = map1(n.w(), ctx, up), wd = map1(n.w(), ctx, down);
-    Tensor bu, bd;
-    if (n.b()) {
-      bu = map1(*n.b(), ctx, up);
-      bd = map1(*n.b(), ctx, down);
-    }
-    const Tensor* pbu = n.b() ? &bu : nullptr;
-    const Tensor* pbd = n.b() ? &bd : nullptr;
+    auto wu = mod_params(n, up, ctx);
+    auto wd = mod_params(n, down, ctx);
     const Signs ys = signs_of(n.y());
     Tensor acc;
-    std::vector<Branch> pos{{&xs.xp, &wu, pbu, xs.xp_zero, {}}, {&xs.xn, &wd, nullptr, xs.xn_zero, {}}};
-    std::vector<Branch> neg{{&xs.xp, &wd, pbd, xs.xp_zero, {}}, {&xs.xn, &wu, nullptr, xs.xn_zero, {}}};
+    std::vector<Branch> pos{{&xs.xp, &wu, true, xs.xp_zero, {}}, {&xs.xn, &wd, false, xs.xn_zero, {}}};
+    std::vector<Branch> neg{{&xs.xp, &wd, true, xs.xp_zero, {}}, {&xs.xn, &wu, false, xs.xn_zero, {}}};
     // Zennit's reducer order: x+ g0 + x- g1 + x+ g2 + x- g3.
     if (ys.pos) part(n, pos, r, [](float y) { return y > 0.f; }, acc, ctx);
     if (ys.neg) part(n, neg, r, [](float y) { return y < 0.f; }, acc, ctx);
@@ -385,7 +414,7 @@ class GammaRule final : public LinearRule {
     kernels::parallel_for(s.numel(), ctx.threads(), [&](int64_t b, int64_t e) {
       for (int64_t i = b; i < e; ++i) ps[i] = (mask(py[i]) ? pr[i] : 0.f) / stabilize(pz[i], eps);
     });
-    for (const Branch& b : br) add_branch_relevance(n, b, s, 1.f, acc, ctx);
+    for (Branch& b : br) add_branch_relevance(n, b, s, acc, ctx);
   }
   float gamma_, stab_;
 };
@@ -450,10 +479,10 @@ Tensor broadcast_bound(const Tensor& v, const Tensor& x, const char* what, ExecC
   if (v.numel() == 1) return filled(xs, v.f32()[0], ctx);
   // A source shape of x's rank: dims 1 or equal, or a larger first dim of which the first
   // x.dim(0) entries are used. Returns an empty tensor when it does not broadcast.
-  auto try_shape = [&](const Shape& s) -> Tensor {
+  auto try_shape = [&](const Shape& s, bool cut) -> Tensor {
     if (s.size() != rank) return Tensor();
     for (std::size_t k = 0; k < rank; ++k)
-      if (s[k] != 1 && s[k] != xs[k] && !(k == 0 && s[0] > xs[0])) return Tensor();
+      if (s[k] != 1 && s[k] != xs[k] && !(cut && k == 0 && s[0] > xs[0])) return Tensor();
     Tensor y = ctx.alloc(DType::Float32, xs);
     std::vector<int64_t> st(rank, 0);  // source strides, 0 on broadcast axes
     int64_t acc = 1;
@@ -480,17 +509,17 @@ Tensor broadcast_bound(const Tensor& v, const Tensor& x, const char* what, ExecC
   if (s.size() <= rank) {
     Shape right(rank - s.size(), 1);  // numpy: aligned to the right
     right.insert(right.end(), s.begin(), s.end());
-    Tensor y = try_shape(right);
+    Tensor y = try_shape(right, s.size() == rank);
     if (y.raw()) return y;
-    Shape left = s;  // Zennit's expand: trailing singleton dims appended
+    Shape left = s;  // Zennit's expand: trailing singleton dims appended (no cut then)
     left.resize(rank, 1);
-    y = try_shape(left);
+    y = try_shape(left, false);
     if (y.raw()) return y;
   }
   if (rank >= 1 && xs[0] > 0 && v.numel() == x.numel() / xs[0]) {
     Shape one(xs);
     one[0] = 1;
-    return try_shape(one);  // v's values reread in one sample's shape
+    return try_shape(one, false);  // v's values reread in one sample's shape
   }
   throw ShapeError(std::string("zbox: ") + what + " of shape " + shape_str(s) + " does not broadcast to the input " +
                    shape_str(xs) + " of this layer (give a scalar, an array shaped like one sample, or like the batch)");
