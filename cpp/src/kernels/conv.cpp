@@ -330,6 +330,31 @@ void conv_forward(const ConvShape& s, const float* x, const float* w, const floa
   };
   const float beta = bias ? 1.f : 0.f;
 
+  const int64_t tiles_per_image = (rows + pl.rows_per_tile - 1) / pl.rows_per_tile;
+  if (pl.images == 1 && !pl.pointwise && threads > 1 && N * G * tiles_per_image >= 2 * threads) {
+    // Tile-parallel: each thread builds and multiplies whole tiles on its own (single-threaded
+    // GEMM, own scratch), one OpenMP region per layer instead of a hand-over per tile.
+    const int64_t total = N * G * tiles_per_image;
+#pragma omp parallel num_threads(threads)
+    {
+      const int saved = blas_threads();
+      set_blas_threads(1);
+      float* buf = thread_scratch(static_cast<std::size_t>(CgK * pl.rows_per_tile * out2));
+#pragma omp for schedule(dynamic, 1)
+      for (int64_t t = 0; t < total; ++t) {
+        const int64_t n = t / (G * tiles_per_image), g = (t / tiles_per_image) % G;
+        const int64_t r0 = (t % tiles_per_image) * pl.rows_per_tile;
+        const int64_t r1 = std::min(rows, r0 + pl.rows_per_tile), cols = (r1 - r0) * out2;
+        const float* xg = x + (n * C + g * Cg) * IN;
+        float* yg = y + (n * M + g * Mg) * P;
+        if (bias) fill_bias(yg + r0 * out2, g, cols);
+        im2col_rows(xg, Cg, win, r0, r1, buf, cols, 1);
+        sgemm(false, false, Mg, cols, CgK, 1.f, w + g * Mg * CgK, CgK, buf, cols, beta, yg + r0 * out2, P);
+      }
+      set_blas_threads(saved);
+    }
+    return;
+  }
   if (pl.images == 1) {
     for (int64_t n = 0; n < N; ++n)
       for (int64_t g = 0; g < G; ++g) {
