@@ -49,9 +49,12 @@ class Bottleneck(nn.Module):
         if stride != 1 or c_in != c_out:
             self.down = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
         self.relu = nn.ReLU()
+        self.sum: nn.Module | None = None  # Zennit's Sum layer, so that Zennit sees the residual sum
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         idt = x if self.down is None else self.down(x)
+        if self.sum is not None:
+            return self.relu(self.sum(torch.stack([self.body(x), idt], dim=-1)))
         return self.relu(self.body(x) + idt)
 
 

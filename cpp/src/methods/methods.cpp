@@ -82,6 +82,12 @@ std::vector<MethodInfo> build_infos() {
   };
 }
 
+// Samples per reverse sweep in the multi-pass drivers (IG path points, SmoothGrad copies). Larger
+// sweeps keep every activation of every sample alive at once; beyond a few samples that costs
+// more in memory traffic than batching saves (measured on ResNet-50: 32 per sweep was 2x slower
+// per sample than 1).
+constexpr int64_t kDriverBatch = 8;
+
 // ---- small tensor helpers (batch axis 0) -----------------------------------------------------
 
 int64_t per_sample(const Tensor& t) { return t.rank() == 0 || t.dim(0) == 0 ? 0 : t.numel() / t.dim(0); }
@@ -483,7 +489,7 @@ Explanation Explainer::explain(const std::vector<Tensor>& inputs, const std::vec
       for (int64_t b = 0; b < n; ++b) ex.reference_values.push_back(yb.f32()[b * k + ex.targets[static_cast<std::size_t>(b)]]);
     }
     // Path points in chunks of steps, all samples of a chunk in one batch.
-    const int64_t chunk = std::max<int64_t>(1, std::min<int64_t>(steps, 64 / std::max<int64_t>(n, 1)));
+    const int64_t chunk = std::max<int64_t>(1, std::min<int64_t>(steps, kDriverBatch / std::max<int64_t>(n, 1)));
     std::vector<Tensor> acc;
     for (const auto& x : inputs) acc.push_back(Tensor::zeros(DType::Float32, x.shape()));
     for (int64_t s0 = 0; s0 < steps; s0 += chunk) {
@@ -537,7 +543,7 @@ Explanation Explainer::explain(const std::vector<Tensor>& inputs, const std::vec
     const int64_t n = inputs.at(0).rank() ? inputs[0].dim(0) : 1;
     std::mt19937_64 rng(seed);
     std::normal_distribution<float> normal(0.f, 1.f);
-    const int64_t chunk = std::max<int64_t>(1, std::min<int64_t>(samples, 64 / std::max<int64_t>(n, 1)));
+    const int64_t chunk = std::max<int64_t>(1, std::min<int64_t>(samples, kDriverBatch / std::max<int64_t>(n, 1)));
     for (int64_t s0 = 0; s0 < samples; s0 += chunk) {
       const int64_t s1 = std::min(samples, s0 + chunk);
       std::vector<Tensor> batch;
