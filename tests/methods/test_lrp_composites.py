@@ -156,3 +156,20 @@ def test_custom_composite_by_category_name_and_first() -> None:
         ox.explainer(m, "lrp", rules={"convv": "epsilon"})
     with pytest.raises(ValueError, match="unknown rule 'epsilonn'"):
         ox.explainer(m, "lrp", rules={"conv": "epsilonn"})
+
+
+@pytest.mark.parametrize("method", ["lrp.alpha_2_beta_1", "lrp.gamma", "lrp.epsilon_gamma_box"])
+def test_repeated_explanations_reuse_modified_weights_correctly(method: str) -> None:
+    """The modified weights kept by an explainer across calls give what a fresh explainer gives,
+    also for another input and another model."""
+    _, m, shape = case("vgg_avg")
+    _, m2, shape2 = case("cnn_bn")
+    params = {"low": -3.0, "high": 3.0} if method == "lrp.epsilon_gamma_box" else {}
+    ex = ox.explainer(m, method, **params)
+    rng = np.random.default_rng(7)
+    for _ in range(2):
+        x = rng.standard_normal((2, *shape)).astype(np.float32)
+        np.testing.assert_array_equal(ex.explain(x, target=1), ox.explainer(m, method, **params).explain(x, target=1))
+    x2 = rng.standard_normal((1, *shape2)).astype(np.float32)
+    np.testing.assert_array_equal(ox.explainer(m2, method, **params).explain(x2, target=0),
+                                  ox.explainer(m2, method, **params).explain(x2, target=0))

@@ -17,6 +17,9 @@
 #include "rules/lrp.hpp"
 
 #include <algorithm>
+#include <map>
+#include <mutex>
+#include <tuple>
 #include <string>
 #include <utility>
 #include <vector>
@@ -122,6 +125,13 @@ class LinearNode {
   const Tensor& w() const { return *v_.in[static_cast<std::size_t>(w_)]; }
   const Tensor* b() const { return b_ >= 0 ? v_.in[static_cast<std::size_t>(b_)] : nullptr; }
   const Tensor& y() const { return *v_.out[0]; }
+  /// Weight and bias are graph constants (so a modified copy may be kept across calls).
+  bool params_constant() const {
+    auto is_const = [&](int i) {
+      return i < 0 || (static_cast<std::size_t>(i) < v_.in_constant.size() && v_.in_constant[static_cast<std::size_t>(i)]);
+    };
+    return is_const(w_) && is_const(b_);
+  }
 
   Tensor forward(const Tensor& x, const Tensor& w, const Tensor* b, ExecContext& ctx) const {
     Ptrs in = inputs(x, w, b);
@@ -246,17 +256,59 @@ class ModParams {
   virtual const Tensor* b() = 0;  // nullptr when the op has no bias
 };
 
+/// Modified constant weights and biases kept across calls, per rule object (one per Explainer):
+/// modifying a large dense weight costs as much as running the layer, on every explanation.
+/// Keyed by the constant's storage; the entry holds the original tensor too, so that storage
+/// cannot be freed and its address reused while the entry exists.
+class ParamCache {
+ public:
+  struct Entry {
+    Tensor orig_w, orig_b, w, b;
+    bool has_w = false, has_b = false;
+  };
+  Entry& entry(const void* w, const void* b, int tag) {
+    std::lock_guard<std::mutex> lock(mu_);
+    return map_[std::make_tuple(w, b, tag)];
+  }
+  std::mutex& mutex() { return mu_; }
+
+ private:
+  std::mutex mu_;
+  std::map<std::tuple<const void*, const void*, int>, Entry> map_;
+};
+
 template <class F>
 class ModParamsOf final : public ModParams {
  public:
-  ModParamsOf(const LinearNode& n, F f, ExecContext& ctx) : n_(n), f_(f), ctx_(ctx) {}
+  ModParamsOf(const LinearNode& n, F f, ExecContext& ctx, ParamCache* cache, int tag)
+      : n_(n), f_(f), ctx_(ctx), cache_(n.params_constant() ? cache : nullptr), tag_(tag) {}
   const Tensor& w() override {
-    if (!w_done_) w_ = map1(n_.w(), ctx_, f_), w_done_ = true;
+    if (!w_done_) {
+      if (cache_) {
+        ParamCache::Entry& e = cache_->entry(n_.w().raw(), n_.b() ? n_.b()->raw() : nullptr, tag_);
+        std::lock_guard<std::mutex> lock(cache_->mutex());
+        if (!e.has_w) e.orig_w = n_.w(), e.w = map1(n_.w(), ctx_, f_), e.has_w = true;
+        w_ = e.w;
+      } else {
+        w_ = map1(n_.w(), ctx_, f_);
+      }
+      w_done_ = true;
+    }
     return w_;
   }
   const Tensor* b() override {
     if (!n_.b()) return nullptr;
-    if (!b_done_) b_ = map1(*n_.b(), ctx_, f_), b_done_ = true;
+    if (!b_done_) {
+      if (cache_) {
+        ParamCache::Entry& e = cache_->entry(n_.w().raw(), n_.b()->raw(), tag_);
+        std::lock_guard<std::mutex> lock(cache_->mutex());
+        if (!e.has_b) e.orig_b = *n_.b(), e.b = map1(*n_.b(), ctx_, f_), e.has_b = true;
+        b_ = e.b;
+      } else {
+        b_ = map1(*n_.b(), ctx_, f_);
+      }
+      b_done_ = true;
+    }
     return &b_;
   }
 
@@ -264,13 +316,15 @@ class ModParamsOf final : public ModParams {
   const LinearNode& n_;
   F f_;
   ExecContext& ctx_;
+  ParamCache* cache_;
+  int tag_;
   Tensor w_, b_;
   bool w_done_ = false, b_done_ = false;
 };
 
 template <class F>
-ModParamsOf<F> mod_params(const LinearNode& n, F f, ExecContext& ctx) {
-  return ModParamsOf<F>(n, f, ctx);
+ModParamsOf<F> mod_params(const LinearNode& n, F f, ExecContext& ctx, ParamCache* cache = nullptr, int tag = 0) {
+  return ModParamsOf<F>(n, f, ctx, cache, tag);
 }
 
 /// One Zennit branch: an input modifier and a parameter modifier, with or without the bias
@@ -338,8 +392,8 @@ class AlphaBetaRule final : public LinearRule {
  protected:
   Tensor relevance(const LinearNode& n, const Tensor& r, ExecContext& ctx) const override {
     const SignSplit xs = split(n.x(), ctx);
-    auto wp = mod_params(n, [](float v) { return v > 0.f ? v : 0.f; }, ctx);
-    auto wn = mod_params(n, [](float v) { return v < 0.f ? v : 0.f; }, ctx);
+    auto wp = mod_params(n, [](float v) { return v > 0.f ? v : 0.f; }, ctx, &cache_, 1);
+    auto wn = mod_params(n, [](float v) { return v < 0.f ? v : 0.f; }, ctx, &cache_, 2);
     std::vector<Branch> pos{{&xs.xp, &wp, true, xs.xp_zero, {}}, {&xs.xn, &wn, false, xs.xn_zero, {}}};
     Tensor rp = part(n, pos, r, ctx);
     Tensor out = scale(rp, alpha_, n, ctx);
@@ -369,6 +423,7 @@ class AlphaBetaRule final : public LinearRule {
   }
   float alpha_, beta_, stab_;
   std::string name_;
+  mutable ParamCache cache_;
 };
 
 /// Generalized γ (Zennit Gamma), with W^γ± = W + γ W±, b^γ± = b + γ b±:
@@ -386,8 +441,8 @@ class GammaRule final : public LinearRule {
     const SignSplit xs = split(n.x(), ctx);
     auto up = [g](float v) { return v + g * (v > 0.f ? v : 0.f); };
     auto down = [g](float v) { return v + g * (v < 0.f ? v : 0.f); };
-    auto wu = mod_params(n, up, ctx);
-    auto wd = mod_params(n, down, ctx);
+    auto wu = mod_params(n, up, ctx, &cache_, 1);
+    auto wd = mod_params(n, down, ctx, &cache_, 2);
     const Signs ys = signs_of(n.y());
     Tensor acc;
     std::vector<Branch> pos{{&xs.xp, &wu, true, xs.xp_zero, {}}, {&xs.xn, &wd, false, xs.xn_zero, {}}};
@@ -417,6 +472,7 @@ class GammaRule final : public LinearRule {
     for (Branch& b : br) add_branch_relevance(n, b, s, acc, ctx);
   }
   float gamma_, stab_;
+  mutable ParamCache cache_;
 };
 
 // ---- input-independent rules: w² and flat ------------------------------------------------------

@@ -18,6 +18,7 @@ struct NodeValues {
   const ops::Op* op = nullptr;
   std::vector<const Tensor*> in;   // forward inputs (nullptr for omitted optional inputs)
   std::vector<const Tensor*> out;  // forward outputs
+  std::vector<char> in_constant;   // per input: a constant of the graph (weights, biases)
 };
 
 class Rule {

@@ -82,7 +82,11 @@ std::vector<Tensor> reverse_sweep(const Model& m, const std::vector<Tensor>& val
     nv.op = n.op.get();
     nv.in.clear();
     nv.out.clear();
-    for (int in : n.inputs) nv.in.push_back(in >= 0 ? &values[static_cast<std::size_t>(in)] : nullptr);
+    nv.in_constant.clear();
+    for (int in : n.inputs) {
+      nv.in.push_back(in >= 0 ? &values[static_cast<std::size_t>(in)] : nullptr);
+      nv.in_constant.push_back(in >= 0 && g.values[static_cast<std::size_t>(in)].is_constant);
+    }
     for (int o : n.outputs) nv.out.push_back(o >= 0 ? &values[static_cast<std::size_t>(o)] : nullptr);
     rin.assign(n.inputs.size(), Tensor());
     const rules::Rule& rule = rule_of(i);
