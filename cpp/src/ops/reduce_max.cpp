@@ -13,7 +13,7 @@
 
 #include "kernels/parallel.hpp"
 #include "kernels/reduce.hpp"
-#include "ops/op.hpp"
+#include "ops/reduce_op.hpp"
 
 namespace onnxplain::ops {
 namespace {
@@ -133,95 +133,35 @@ void route_to_max(const float* x, const Shape& shape, const std::vector<bool>& m
     if (arg[static_cast<std::size_t>(o)] >= 0) dx[arg[static_cast<std::size_t>(o)]] = g[o];
 }
 
-class ReduceMax final : public Op {
+class ReduceMax final : public ReduceOp {
  public:
-  explicit ReduceMax(const NodeDesc& d) : Op(d) {
-    keepdims_ = d.attrs->get_int("keepdims", 1) != 0;
-    noop_empty_ = d.attrs->get_int("noop_with_empty_axes", 0) != 0;
-    if (d.opset < 18) {
-      axes_ = d.attrs->get_ints("axes", {});
-    } else {
-      axes_input_ = d.input_present.size() > 1 && d.input_present[1];
-      if (axes_input_ && d.const_inputs.size() > 1 && d.const_inputs[1]) {
-        axes_ = d.const_inputs[1]->to_i64_vector();
-      } else {
-        axes_known_ = !axes_input_;
-      }
-    }
-  }
+  explicit ReduceMax(const NodeDesc& d) : ReduceOp(d, 18) {}
   OpKind kind() const override { return OpKind::MaxPool; }
-
-  std::vector<ValueInfo> infer(const std::vector<ValueInfo>& in) const override {
-    const ValueInfo& x = in.at(0);
-    ValueInfo o;
-    o.dtype = x.dtype;
-    if (!x.has_rank) return {o};
-    if (!axes_known_) {
-      if (keepdims_) o = ValueInfo(x.dtype, Shape(x.shape.size(), -1));
-      return {o};
-    }
-    if (axes_.empty() && noop_empty_) return {ValueInfo(x.dtype, x.shape)};
-    std::vector<bool> mask;
-    std::string err = kernels::reduce_mask(axes_, x.rank(), &mask);
-    if (!err.empty()) fail_shape(err + " (input shape " + shape_str(x.shape) + ")");
-    return {ValueInfo(x.dtype, kernels::reduced_shape(x.shape, mask, keepdims_))};
-  }
 
   void forward(const std::vector<const Tensor*>& in, std::vector<Tensor>& out, ExecContext& ctx) const override {
     const Tensor& x = *in[0];
-    const bool runtime_axes = axes_input_ && in.size() > 1 && in[1];
-    std::vector<int64_t> axes = runtime_axes ? in[1]->to_i64_vector() : axes_;
-    if (axes.empty() && noop_empty_) {
+    const Reduction r = resolve(in);
+    if (r.identity) {
       out[0] = x;
       return;
     }
-    std::vector<bool> mask;
-    std::string err = kernels::reduce_mask(axes, x.rank(), &mask);
-    if (!err.empty()) fail_shape(err + " (input shape " + shape_str(x.shape()) + ")");
-    out[0] = ctx.alloc(x.dtype(), kernels::reduced_shape(x.shape(), mask, keepdims_));
+    out[0] = ctx.alloc(x.dtype(), r.out_shape);
     if (x.dtype() == DType::Int64)
-      reduce_max(x.i64(), x.shape(), mask, out[0].i64(), out[0].numel(), ctx.threads());
+      reduce_max(x.i64(), x.shape(), r.mask, out[0].i64(), out[0].numel(), ctx.threads());
     else
-      reduce_max(x.f32(), x.shape(), mask, out[0].f32(), out[0].numel(), ctx.threads());
+      reduce_max(x.f32(), x.shape(), r.mask, out[0].f32(), out[0].numel(), ctx.threads());
   }
 
   void vjp(const std::vector<const Tensor*>& in, const std::vector<const Tensor*>&,
            const std::vector<const Tensor*>& gout, const std::vector<bool>& need, std::vector<Tensor>& gin,
            ExecContext& ctx) const override {
-    if (need.empty() || !need[0]) return;
+    Reduction r;
+    const Tensor* g = vjp_prologue(in, gout, need, gin, r);
+    if (!g) return;
     const Tensor& x = *in[0];
-    if (x.dtype() != DType::Float32) fail_format("only float32 inputs have a gradient");
-    const bool runtime_axes = axes_input_ && in.size() > 1 && in[1];
-    std::vector<int64_t> axes = runtime_axes ? in[1]->to_i64_vector() : axes_;
-    const Tensor* g = gout.empty() ? nullptr : gout[0];
-    const bool identity = axes.empty() && noop_empty_;
-    std::vector<bool> mask;
-    Shape ys = x.shape();
-    if (!identity) {
-      std::string err = kernels::reduce_mask(axes, x.rank(), &mask);
-      if (!err.empty()) fail_shape(err + " (input shape " + shape_str(x.shape()) + ")");
-      ys = kernels::reduced_shape(x.shape(), mask, keepdims_);
-    }
-    if (!g) {
-      gin[0] = Tensor::zeros(DType::Float32, x.shape());
-      return;
-    }
-    if (g->dtype() != DType::Float32 || g->shape() != ys)
-      fail_shape("cotangent of shape " + shape_str(g->shape()) + " does not match the output shape " + shape_str(ys));
-    if (identity) {
-      gin[0] = *g;
-      return;
-    }
     gin[0] = ctx.alloc(DType::Float32, x.shape());
-    route_to_max(x.f32(), x.shape(), mask, g->f32(), g->numel(), gin[0].f32(), ctx.threads());
+    route_to_max(x.f32(), x.shape(), r.mask, g->f32(), g->numel(), gin[0].f32(), ctx.threads());
   }
-
- private:
-  std::vector<int64_t> axes_;
-  bool keepdims_ = true;
-  bool noop_empty_ = false;
-  bool axes_input_ = false;
-  bool axes_known_ = true;
 };
 
 }  // namespace
