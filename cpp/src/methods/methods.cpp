@@ -382,11 +382,11 @@ std::vector<std::string> Explainer::node_rules() const {
 }
 
 Explanation Explainer::sweep(const std::vector<Tensor>& inputs, const std::vector<int64_t>& targets_in, int threads,
-                             bool scale_by_output) const {
+                             bool scale_by_output, bool reverse) const {
   const runtime::Model& m = *model_;
   const Graph& g = m.graph();
   std::vector<Tensor> values;
-  std::vector<Tensor> outs = m.run(inputs, threads, &values);
+  std::vector<Tensor> outs = m.run(inputs, threads, reverse ? &values : nullptr);
   const Tensor& y = outs.at(0);
   if (y.dtype() != DType::Float32 || y.rank() < 1)
     throw InvalidArgument("the first output has shape " + shape_str(y.shape()) + "; explanations need a batch axis");
@@ -414,6 +414,7 @@ Explanation Explainer::sweep(const std::vector<Tensor>& inputs, const std::vecto
     ex.target_values.push_back(v);
     start.f32()[b * k + t] = scale_by_output ? v : 1.f;
   }
+  if (!reverse) return ex;
   std::vector<Tensor> starts(g.outputs.size());
   starts[0] = start;
   ex.relevance = runtime::reverse_sweep(
@@ -481,7 +482,7 @@ Explanation Explainer::explain(const std::vector<Tensor>& inputs, const std::vec
     Explanation ex;
     ex.start = "one-hot";
     {
-      Explanation fx = sweep(inputs, targets, threads, false);
+      Explanation fx = sweep(inputs, targets, threads, false, /*reverse=*/false);
       ex.targets = fx.targets;
       ex.target_values = fx.target_values;
       const Tensor yb = model_->run(base, threads).at(0);
@@ -537,7 +538,7 @@ Explanation Explainer::explain(const std::vector<Tensor>& inputs, const std::vec
     const auto seed = static_cast<uint64_t>(num(params_, "seed", 0));
     if (samples < 1) throw InvalidArgument("smoothgrad: samples must be >= 1");
     if (level < 0) throw InvalidArgument("smoothgrad: noise_level must be >= 0");
-    Explanation ex = sweep(inputs, targets, threads, false);  // targets from the clean input
+    Explanation ex = sweep(inputs, targets, threads, false, /*reverse=*/false);  // targets from the clean input
     std::vector<Tensor> acc;
     for (const auto& x : inputs) acc.push_back(Tensor::zeros(DType::Float32, x.shape()));
     const int64_t n = inputs.at(0).rank() ? inputs[0].dim(0) : 1;

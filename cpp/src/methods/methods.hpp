@@ -75,8 +75,10 @@ class Explainer {
   std::string family_;
   Params params_;
   std::vector<rules::RulePtr> node_rule_;  // per node
+  /// Forward, targets (argmax where not given) and f_t(x); then, when `reverse`, the sweep from
+  /// the one-hot (times f_t(x) when `scale_by_output`) start.
   Explanation sweep(const std::vector<Tensor>& inputs, const std::vector<int64_t>& targets, int threads,
-                    bool scale_by_output) const;
+                    bool scale_by_output, bool reverse = true) const;
 };
 
 }  // namespace onnxplain::methods
