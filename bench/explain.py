@@ -17,7 +17,6 @@ import argparse
 import copy
 import sys
 import time
-import types
 from pathlib import Path
 
 import numpy as np
@@ -25,37 +24,11 @@ import onnxruntime as ort
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import archs  # noqa: E402
 
 import onnxplain as ox  # noqa: E402
-
-
-def _import_zennit():
-    """zennit imports torchvision, whose PyPI build does not load beside the CPU torch we use;
-    zennit only needs two class names from it."""
-    if "torchvision" not in sys.modules:
-        tv = types.ModuleType("torchvision")
-        models = types.ModuleType("torchvision.models")
-        resnet = types.ModuleType("torchvision.models.resnet")
-
-        class BasicBlock(torch.nn.Module):  # noqa: D401 - placeholders for isinstance checks
-            pass
-
-        class Bottleneck(torch.nn.Module):
-            pass
-
-        resnet.BasicBlock, resnet.Bottleneck = BasicBlock, Bottleneck
-        tv.models, models.resnet = models, resnet
-        sys.modules.update({"torchvision": tv, "torchvision.models": models, "torchvision.models.resnet": resnet})
-    import zennit.attribution
-    import zennit.canonizers
-    import zennit.composites
-    import zennit.layer
-    import zennit.rules
-    import zennit.types
-
-    return zennit
-
+from tests.helpers.zennit_compat import import_zennit  # noqa: E402
 
 METHODS = ["lrp.epsilon_plus_flat", "lrp.alpha_2_beta_1", "lrp.epsilon_gamma_box", "gradient", "integrated_gradients"]
 BOX = {"low": -3.0, "high": 3.0}
@@ -101,7 +74,7 @@ def main() -> int:
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
-    zennit = _import_zennit()
+    zennit = import_zennit()
     import captum.attr as ca
 
     print(f"onnxplain {ox.__version__}, onnxruntime {ort.__version__}, torch {torch.__version__}, "
