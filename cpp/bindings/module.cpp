@@ -107,25 +107,29 @@ PYBIND11_MODULE(_core, m) {
   py::class_<runtime::Model, std::shared_ptr<runtime::Model>>(m, "Model")
       .def_static(
           "from_file",
-          [](const std::string& path, bool strip_softmax, bool fold_batch_norm) {
+          [](const std::string& path, bool strip_softmax, bool fold_batch_norm, bool winograd) {
             runtime::LoadOptions o;
             o.strip_softmax = strip_softmax;
             o.fold_batch_norm = fold_batch_norm;
+            o.winograd = winograd;
             py::gil_scoped_release nogil;
             return runtime::Model::from_file(path, o);
           },
-          py::arg("path"), py::arg("strip_softmax") = true, py::arg("fold_batch_norm") = true)
+          py::arg("path"), py::arg("strip_softmax") = true, py::arg("fold_batch_norm") = true,
+          py::arg("winograd") = true)
       .def_static(
           "from_bytes",
-          [](py::bytes data, bool strip_softmax, bool fold_batch_norm) {
+          [](py::bytes data, bool strip_softmax, bool fold_batch_norm, bool winograd) {
             runtime::LoadOptions o;
             o.strip_softmax = strip_softmax;
             o.fold_batch_norm = fold_batch_norm;
+            o.winograd = winograd;
             std::string s = data;
             py::gil_scoped_release nogil;
             return runtime::Model::from_bytes(reinterpret_cast<const uint8_t*>(s.data()), s.size(), "", o);
           },
-          py::arg("data"), py::arg("strip_softmax") = true, py::arg("fold_batch_norm") = true)
+          py::arg("data"), py::arg("strip_softmax") = true, py::arg("fold_batch_norm") = true,
+          py::arg("winograd") = true)
       .def_property_readonly("inputs", [](const runtime::Model& mdl) { return specs(mdl.inputs()); })
       .def_property_readonly("outputs", [](const runtime::Model& mdl) { return specs(mdl.outputs()); })
       .def_property_readonly("op_counts", &runtime::Model::op_counts)

@@ -224,7 +224,7 @@ class Model:
 
 def load(
     path_or_bytes: PathOrBytes, strip_softmax: bool = True, fold_batch_norm: bool = True,
-    threads: int | None = None,
+    threads: int | None = None, winograd: bool = True,
 ) -> Model:
     """Loads an ONNX model.
 
@@ -239,6 +239,11 @@ def load(
         Fold BatchNormalization into the neighbouring linear op (outputs are unchanged).
     threads : int, optional
         Default thread count for this model (default: all cores available to the process).
+    winograd : bool
+        Run wide 3x3 stride-1 convolutions (and the input gradients of those) with Winograd's
+        F(4x4, 3x3) algorithm (Lavin & Gray 2016), about twice as fast as the direct product.
+        Float32 results then agree with a direct convolution to about 1e-5 of a layer's largest
+        output instead of about 1e-6. ``False`` always uses the direct product.
 
     Raises
     ------
@@ -248,12 +253,12 @@ def load(
         The model uses ops onnxplain cannot run; ``.ops`` lists all of them.
     """
     if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
-        m = core.Model.from_bytes(bytes(path_or_bytes), strip_softmax, fold_batch_norm)
+        m = core.Model.from_bytes(bytes(path_or_bytes), strip_softmax, fold_batch_norm, winograd)
     else:
         path = os.fspath(path_or_bytes)
         if not os.path.exists(path):
             raise FileNotFoundError(f"no such model file: '{path}'")
-        m = core.Model.from_file(path, strip_softmax, fold_batch_norm)
+        m = core.Model.from_file(path, strip_softmax, fold_batch_norm, winograd)
     return Model(m, threads)
 
 

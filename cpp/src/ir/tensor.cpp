@@ -1,6 +1,8 @@
 #include "ir/tensor.hpp"
 
 #include <cstdlib>
+#include <map>
+#include <mutex>
 #include <cstring>
 #include <sstream>
 
@@ -43,13 +45,66 @@ std::string shape_str(const Shape& s) {
 }
 
 namespace {
+
+// Large buffers are recycled instead of returned to the system: a freshly mapped buffer costs a
+// page fault per 4 KiB on first touch, which for the tensors of a VGG-sized forward and reverse
+// pass added a fifth to their time. Freed buffers of at least kPoolMin bytes wait here (up to a
+// total of ONNXPLAIN_POOL_MB, default 1024; 0 turns the pool off) for a request of their size
+// class (a quarter larger at most). Leaked on purpose: tensors may be freed during static
+// destruction.
+class BufferPool {
+ public:
+  static constexpr std::size_t kPoolMin = std::size_t{256} << 10;
+  static BufferPool& get() {
+    static BufferPool* pool = new BufferPool();
+    return *pool;
+  }
+  void* take(std::size_t n) {
+    if (n >= kPoolMin && cap_ > 0) {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto it = free_.lower_bound(n);
+      if (it != free_.end() && it->first <= n + n / 4) {
+        void* p = it->second;
+        cached_ -= it->first;
+        free_.erase(it);
+        return p;
+      }
+    }
+    void* p = std::aligned_alloc(64, n);
+    if (!p) throw std::bad_alloc();
+    return p;
+  }
+  void give(void* p, std::size_t n) {
+    if (n >= kPoolMin) {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (cached_ + n <= cap_) {
+        free_.emplace(n, p);
+        cached_ += n;
+        return;
+      }
+    }
+    std::free(p);
+  }
+
+ private:
+  BufferPool() {
+    const char* v = std::getenv("ONNXPLAIN_POOL_MB");
+    const long long mb = v && *v ? std::atoll(v) : 1024;
+    cap_ = mb > 0 ? static_cast<std::size_t>(mb) << 20 : 0;
+  }
+  std::mutex mu_;
+  std::multimap<std::size_t, void*> free_;
+  std::size_t cached_ = 0, cap_ = 0;
+};
+
 std::shared_ptr<void> aligned_storage(std::size_t bytes) {
-  // Round up: aligned_alloc requires a multiple of the alignment; never allocate 0 bytes.
+  // A multiple of the alignment (aligned_alloc requires it), of 4 KiB for pooled sizes so that
+  // near-equal requests share a size class; never 0 bytes.
   std::size_t n = ((bytes + 63) / 64) * 64;
+  if (n >= BufferPool::kPoolMin) n = ((n + 4095) / 4096) * 4096;
   if (n == 0) n = 64;
-  void* p = std::aligned_alloc(64, n);
-  if (!p) throw std::bad_alloc();
-  return std::shared_ptr<void>(p, [](void* q) { std::free(q); });
+  void* p = BufferPool::get().take(n);
+  return std::shared_ptr<void>(p, [n](void* q) { BufferPool::get().give(q, n); });
 }
 }  // namespace
 

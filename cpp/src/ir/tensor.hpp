@@ -53,6 +53,17 @@ class Tensor {
   void* raw() { return data_; }
   const void* raw() const { return data_; }
 
+  /// The same tensor, marked as never written again (graph constants, a rule's modified
+  /// weights): only frozen tensors may have derived data cached for them (ops/derived_cache.hpp).
+  Tensor frozen() const {
+    Tensor t = *this;
+    t.frozen_ = true;
+    return t;
+  }
+  bool is_frozen() const { return frozen_; }
+  /// A weak reference to the storage: expires when the last tensor sharing it goes.
+  std::weak_ptr<void> storage_ref() const { return storage_; }
+
   /// Same storage, new shape with the same number of elements.
   Tensor reshaped(Shape shape) const;
   Tensor clone() const;
@@ -65,6 +76,7 @@ class Tensor {
   int64_t numel_ = 0;
   std::shared_ptr<void> storage_;
   void* data_ = nullptr;
+  bool frozen_ = false;
 };
 
 }  // namespace onnxplain

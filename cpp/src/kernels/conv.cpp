@@ -492,4 +492,44 @@ void conv_backward(const ConvShape& s, const float* x, const float* w, const flo
     }
 }
 
+bool input_grad_is_conv(const ConvShape& s) {
+  if (is_depthwise(s)) return false;
+  for (int i = 0; i < 3; ++i) {
+    const int64_t reach = s.win.d[i] * (s.win.k[i] - 1);
+    if (s.win.s[i] != 1 || s.win.pb[i] > reach || s.win.pe[i] > reach) return false;
+  }
+  return true;
+}
+
+ConvShape input_grad_conv_shape(const ConvShape& s) {
+  ConvShape t = s;
+  t.in_channels = s.out_channels;
+  t.out_channels = s.in_channels;
+  for (int i = 0; i < 3; ++i) {
+    const int64_t reach = s.win.d[i] * (s.win.k[i] - 1);
+    t.win.in[i] = s.win.out[i];
+    t.win.out[i] = s.win.in[i];
+    t.win.pb[i] = reach - s.win.pb[i];
+    t.win.pe[i] = reach - s.win.pe[i];
+  }
+  return t;
+}
+
+void flip_conv_weight(const ConvShape& s, const float* w, float* wf, int threads) {
+  const int64_t G = s.groups, Cg = s.in_channels / G, Mg = s.out_channels / G, K = s.win.k_size();
+  parallel_for(
+      s.in_channels, threads,
+      [&](int64_t cb, int64_t ce) {
+        for (int64_t oc = cb; oc < ce; ++oc) {
+          const int64_t g = oc / Cg, c = oc % Cg;
+          float* dst = wf + oc * Mg * K;
+          for (int64_t m = 0; m < Mg; ++m) {
+            const float* src = w + ((g * Mg + m) * Cg + c) * K;
+            for (int64_t k = 0; k < K; ++k) dst[m * K + (K - 1 - k)] = src[k];
+          }
+        }
+      },
+      grain_for(Mg * K));
+}
+
 }  // namespace onnxplain::kernels

@@ -44,4 +44,17 @@ int64_t conv_backward_scratch_floats(const ConvShape& s);
 void conv_backward(const ConvShape& s, const float* x, const float* w, const float* dy, float* dx, float* dw,
                    float* db, float* scratch, int threads);
 
+/// Whether dL/dx of this convolution is itself a convolution of dy: stride 1 on every axis, each
+/// pad no larger than the dilated kernel's reach, and not depthwise (which has its own kernel).
+/// Then conv_forward(input_grad_conv_shape(s), dy, flipped w) gives dx with the forward's
+/// threading, and no col2im scatter.
+bool input_grad_is_conv(const ConvShape& s);
+
+/// The geometry of that convolution: M input channels, C output channels, the same groups and
+/// dilations, pads d*(k-1) - pad.
+ConvShape input_grad_conv_shape(const ConvShape& s);
+
+/// Its weight, [C, M/groups, k...]: wf[g*Cg + c, m, taps reversed] = w[g*Mg + m, c, taps].
+void flip_conv_weight(const ConvShape& s, const float* w, float* wf, int threads);
+
 }  // namespace onnxplain::kernels

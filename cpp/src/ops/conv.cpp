@@ -6,6 +6,8 @@
 // Kind: Linear, weight input 1, bias input 2 (LRP rules run it with modified weights/inputs).
 // VJP: dX = col2im(W^T dY); dW and dB too when W/B are graph inputs (need[1], need[2]).
 #include "kernels/conv.hpp"
+#include "kernels/winograd.hpp"
+#include "ops/derived_cache.hpp"
 #include "ops/op.hpp"
 
 namespace onnxplain::ops {
@@ -62,9 +64,7 @@ class Conv final : public Op {
     kernels::ConvShape cs;
     const Shape ys = geometry(x, w, b, &cs);
     out[0] = ctx.alloc(DType::Float32, ys);
-    const int64_t scratch = kernels::conv_scratch_floats(cs);
-    float* buf = scratch > 0 ? ctx.scratch(static_cast<std::size_t>(scratch)) : nullptr;
-    kernels::conv_forward(cs, x.f32(), w.f32(), b ? b->f32() : nullptr, out[0].f32(), buf, ctx.threads());
+    run_conv(cs, x.f32(), w, kWinograd, [&] { return w.f32(); }, b ? b->f32() : nullptr, out[0].f32(), ctx);
   }
 
   // dX = col2im(W^T dY), dW = dY im2col(X)^T, dB = dY summed over images and positions; W and X
@@ -93,6 +93,23 @@ class Conv final : public Op {
     float* dw = wanted(1) ? gin[1].f32() : nullptr;
     float* db = b && wanted(2) ? gin[2].f32() : nullptr;
     if (!dx && !dw && !db) return;
+    if (dx && kernels::input_grad_is_conv(cs)) {
+      // dX as a convolution of dY with the flipped weight (kept for frozen weights): the
+      // forward's tiling and threading, no col2im scatter.
+      const int threads = ctx.threads();
+      DerivedCache::Data wf;
+      auto flipped = [&] {
+        if (!wf)
+          wf = cache_.get(w, kFlipped, [&](std::vector<float>& v) {
+            v.resize(static_cast<std::size_t>(w.numel()));
+            kernels::flip_conv_weight(cs, w.f32(), v.data(), threads);
+          });
+        return wf->data();
+      };
+      run_conv(kernels::input_grad_conv_shape(cs), gy->f32(), w, kWinogradFlipped, flipped, nullptr, dx, ctx);
+      dx = nullptr;
+      if (!dw && !db) return;
+    }
     const int64_t scratch = kernels::conv_backward_scratch_floats(cs);
     float* buf = scratch > 0 ? ctx.scratch(static_cast<std::size_t>(scratch)) : nullptr;
     kernels::conv_backward(cs, x.f32(), w.f32(), gy->f32(), dx, dw, db, buf, ctx.threads());
@@ -178,6 +195,27 @@ class Conv final : public Op {
     return ys;
   }
 
+  // y = conv(x, weight) for the geometry cs; `weight()` gives the weight's floats (derived from w
+  // as tagged), transformed for Winograd under `wino_tag` when that path applies.
+  template <class WeightOf>
+  void run_conv(const kernels::ConvShape& cs, const float* x, const Tensor& w, int wino_tag, WeightOf weight,
+                const float* bias, float* y, ExecContext& ctx) const {
+    const int threads = ctx.threads();
+    if (ctx.winograd() && kernels::winograd_applies(cs)) {
+      const DerivedCache::Data u = cache_.get(w, wino_tag, [&](std::vector<float>& v) {
+        v.resize(static_cast<std::size_t>(kernels::winograd_weight_floats(cs)));
+        kernels::winograd_transform_weight(cs, weight(), v.data(), threads);
+      });
+      kernels::winograd_conv(cs, x, u->data(), bias, y, threads);
+      return;
+    }
+    const int64_t n = kernels::conv_scratch_floats(cs);
+    kernels::conv_forward(cs, x, weight(), bias, y, n > 0 ? ctx.scratch(static_cast<std::size_t>(n)) : nullptr,
+                          threads);
+  }
+
+  static constexpr int kFlipped = 0, kWinograd = 1, kWinogradFlipped = 2;
+  mutable DerivedCache cache_;
   kernels::WindowSpec spec_;  // kernel may be empty: taken from W
   int64_t groups_ = 1;
   bool has_bias_ = false;

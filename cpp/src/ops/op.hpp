@@ -18,8 +18,12 @@ namespace onnxplain {
 /// Execution context passed to kernels: thread budget and reusable scratch memory.
 class ExecContext {
  public:
-  explicit ExecContext(int threads = 1) : threads_(threads < 1 ? 1 : threads) {}
+  explicit ExecContext(int threads = 1, bool winograd = true)
+      : threads_(threads < 1 ? 1 : threads), winograd_(winograd) {}
   int threads() const { return threads_; }
+  /// Whether 3x3 convolutions may use Winograd's algorithm (faster, ~1e-5 relative rounding
+  /// instead of ~1e-6; kernels/winograd.hpp).
+  bool winograd() const { return winograd_; }
   /// Output allocation goes through here so the runtime can pool buffers.
   Tensor alloc(DType dtype, const Shape& shape) { return Tensor(dtype, shape); }
   /// Scratch float memory of at least n elements, uninitialised, valid until the next call on
@@ -38,6 +42,7 @@ class ExecContext {
 
  private:
   int threads_;
+  bool winograd_;
 };
 
 namespace ops {

@@ -287,7 +287,7 @@ class ModParamsOf final : public ModParams {
       if (cache_) {
         ParamCache::Entry& e = cache_->entry(n_.w().raw(), n_.b() ? n_.b()->raw() : nullptr, tag_);
         std::lock_guard<std::mutex> lock(cache_->mutex());
-        if (!e.has_w) e.orig_w = n_.w(), e.w = map1(n_.w(), ctx_, f_), e.has_w = true;
+        if (!e.has_w) e.orig_w = n_.w(), e.w = map1(n_.w(), ctx_, f_).frozen(), e.has_w = true;
         w_ = e.w;
       } else {
         w_ = map1(n_.w(), ctx_, f_);
@@ -302,7 +302,7 @@ class ModParamsOf final : public ModParams {
       if (cache_) {
         ParamCache::Entry& e = cache_->entry(n_.w().raw(), n_.b()->raw(), tag_);
         std::lock_guard<std::mutex> lock(cache_->mutex());
-        if (!e.has_b) e.orig_b = *n_.b(), e.b = map1(*n_.b(), ctx_, f_), e.has_b = true;
+        if (!e.has_b) e.orig_b = *n_.b(), e.b = map1(*n_.b(), ctx_, f_).frozen(), e.has_b = true;
         b_ = e.b;
       } else {
         b_ = map1(*n_.b(), ctx_, f_);

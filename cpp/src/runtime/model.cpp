@@ -7,12 +7,14 @@
 #include "kernels/gemm.hpp"
 #include "ops/op.hpp"
 #include "passes/passes.hpp"
+#include "runtime/profile.hpp"
 
 namespace onnxplain::runtime {
 
 std::shared_ptr<Model> Model::from_bytes(const uint8_t* data, std::size_t size, const std::string& base_dir,
                                          const LoadOptions& opts) {
   auto m = std::make_shared<Model>();
+  m->opts_ = opts;
   Graph& g = m->graph_;
   g = importer::import_model(data, size, base_dir);
   passes::prune_outputs(g);
@@ -38,6 +40,9 @@ std::shared_ptr<Model> Model::from_file(const std::string& path, const LoadOptio
 }
 
 void Model::plan() {
+  // Constants are never written again: ops may keep data derived from them (ops/derived_cache.hpp).
+  for (Value& v : graph_.values)
+    if (v.is_constant) v.constant = v.constant.frozen();
   last_use_.assign(graph_.values.size(), -1);
   for (std::size_t i = 0; i < graph_.nodes.size(); ++i)
     for (int in : graph_.nodes[i].inputs)
@@ -92,15 +97,17 @@ std::vector<Tensor> Model::run(const std::vector<Tensor>& inputs, int threads, s
     }
     vals[static_cast<std::size_t>(g.inputs[k])] = t;
   }
-  ExecContext ctx(threads);
+  ExecContext ctx(threads, opts_.winograd);
   kernels::set_blas_threads(threads);
   std::vector<const Tensor*> ins;
   std::vector<Tensor> outs;
+  SweepProfile prof("forward");
   for (std::size_t i = 0; i < g.nodes.size(); ++i) {
     const Node& n = g.nodes[i];
     ins.clear();
     for (int in : n.inputs) ins.push_back(in >= 0 ? &vals[static_cast<std::size_t>(in)] : nullptr);
     outs.assign(n.outputs.size(), Tensor());
+    prof.start();
     try {
       n.op->forward(ins, outs, ctx);
     } catch (const ShapeError& e) {
@@ -108,6 +115,7 @@ std::vector<Tensor> Model::run(const std::vector<Tensor>& inputs, int threads, s
       if (m.rfind("node '", 0) == 0) throw;
       throw ShapeError(Graph::node_context(n) + ": " + m);
     }
+    if (prof.on()) prof.stop(SweepProfile::per_node() ? n.op_type + " " + n.name : n.op_type);
     for (std::size_t k = 0; k < n.outputs.size(); ++k)
       if (n.outputs[k] >= 0) vals[static_cast<std::size_t>(n.outputs[k])] = std::move(outs[k]);
     if (!keep) {

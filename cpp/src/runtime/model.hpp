@@ -13,6 +13,7 @@ namespace onnxplain::runtime {
 struct LoadOptions {
   bool strip_softmax = true;
   bool fold_batch_norm = true;
+  bool winograd = true;  // 3x3 convolutions by Winograd's algorithm where it is faster
 };
 
 struct TensorSpec {
@@ -36,11 +37,14 @@ class Model {
   std::vector<Tensor> run(const std::vector<Tensor>& inputs, int threads,
                           std::vector<Tensor>* keep = nullptr) const;
 
+  const LoadOptions& options() const { return opts_; }
+
   /// Op types present (after rewrites) with their node counts.
   std::map<std::string, int> op_counts() const;
 
  private:
   Graph graph_;
+  LoadOptions opts_;
   std::vector<int> last_use_;  // value id -> index of the last node reading it (-1: never)
   void plan();
 };

@@ -2,6 +2,7 @@
 
 #include "kernels/gemm.hpp"
 #include "kernels/parallel.hpp"
+#include "runtime/profile.hpp"
 
 namespace onnxplain::runtime {
 namespace {
@@ -39,7 +40,7 @@ std::vector<Tensor> reverse_sweep(const Model& m, const std::vector<Tensor>& val
     for (int o : n.outputs)
       if (o >= 0) active[static_cast<std::size_t>(o)] = any && g.values[static_cast<std::size_t>(o)].info.dtype == DType::Float32;
   }
-  ExecContext ctx(threads);
+  ExecContext ctx(threads, m.options().winograd);
   kernels::set_blas_threads(threads);
   std::vector<Tensor> acc(g.values.size());
   std::vector<char> has(g.values.size(), 0);  // acc[v] holds what reached value v
@@ -55,6 +56,7 @@ std::vector<Tensor> reverse_sweep(const Model& m, const std::vector<Tensor>& val
                        " but the output has shape " + shape_str(values[o].shape()));
     accumulate(o, start[k]);
   }
+  SweepProfile prof("reverse");
   rules::NodeValues nv;
   std::vector<const Tensor*> rout;
   std::vector<bool> need;
@@ -90,6 +92,7 @@ std::vector<Tensor> reverse_sweep(const Model& m, const std::vector<Tensor>& val
     for (int o : n.outputs) nv.out.push_back(o >= 0 ? &values[static_cast<std::size_t>(o)] : nullptr);
     rin.assign(n.inputs.size(), Tensor());
     const rules::Rule& rule = rule_of(i);
+    prof.start();
     try {
       rule.backward(nv, rout, need, rin, ctx);
     } catch (const ShapeError& e) {
@@ -97,6 +100,7 @@ std::vector<Tensor> reverse_sweep(const Model& m, const std::vector<Tensor>& val
       if (msg.rfind("node '", 0) == 0) throw;
       throw ShapeError(Graph::node_context(n) + " (" + rule.name() + " rule): " + msg);
     }
+    if (prof.on()) prof.stop(n.op_type + " / " + rule.name() + (SweepProfile::per_node() ? " " + n.name : ""));
     for (std::size_t k = 0; k < n.inputs.size(); ++k) {
       if (!need[k]) continue;
       const auto in = static_cast<std::size_t>(n.inputs[k]);

@@ -1,0 +1,299 @@
+#include "kernels/winograd.hpp"
+
+#include <algorithm>
+#include <memory>
+#include <string>
+
+#include "kernels/gemm.hpp"
+#include "kernels/parallel.hpp"
+
+namespace onnxplain::kernels {
+namespace {
+
+// Transform matrices of F(m, 3) for cross-correlation (what ONNX Conv computes):
+// y = A^T [(G g) . (B^T d)] per axis, d an (m+2)-tap input window, g the 3 taps.
+template <int MT>
+struct Wino;
+
+template <>
+struct Wino<4> {
+  static constexpr int kA = 6;
+  static constexpr float BT[6][6] = {{4, 0, -5, 0, 1, 0},  {0, -4, -4, 1, 1, 0}, {0, 4, -4, -1, 1, 0},
+                                     {0, -2, -1, 2, 1, 0}, {0, 2, -1, -2, 1, 0}, {0, 4, 0, -5, 0, 1}};
+  static constexpr float G[6][3] = {{1.f / 4, 0, 0},
+                                    {-1.f / 6, -1.f / 6, -1.f / 6},
+                                    {-1.f / 6, 1.f / 6, -1.f / 6},
+                                    {1.f / 24, 1.f / 12, 1.f / 6},
+                                    {1.f / 24, -1.f / 12, 1.f / 6},
+                                    {0, 0, 1}};
+  static constexpr float AT[4][6] = {{1, 1, 1, 1, 1, 0}, {0, 1, -1, 2, -2, 0}, {0, 1, 1, 4, 4, 0}, {0, 1, -1, 8, -8, 1}};
+};
+
+// Output tile edge. F(4x4, 3x3) multiplies 4x less than the direct product; its transforms
+// (entries up to 8 and 1/24) cost about one decimal digit of float32 rounding: outputs agree with
+// a direct convolution to ~1e-5 of the layer's largest output (direct: ~1e-6). F(2x2) keeps
+// the digit but, with 16 GEMMs of K = C each, was no faster than im2col on this CPU.
+constexpr int kTile = 4;
+
+// Per-thread scratch, kept across calls.
+float* scratch_of(std::size_t n) {
+  thread_local std::unique_ptr<float[]> buf;
+  thread_local std::size_t cap = 0;
+  if (cap < n) {
+    buf.reset();
+    buf.reset(new float[n]);
+    cap = n;
+  }
+  return buf.get();
+}
+
+// Floats of the transformed-input chunk (per GEMM column budget).
+constexpr int64_t kChunkFloats = int64_t{1} << 20;
+
+template <int MT>
+struct Plan {
+  static constexpr int A = Wino<MT>::kA, AA = A * A;
+  int64_t N, C, M, H, W, Ho, Wo, pt, pl, th, tw, T, Tc;
+  explicit Plan(const ConvShape& s) {
+    const Window3& w = s.win;
+    N = s.batch, C = s.in_channels, M = s.out_channels;
+    H = w.in[1], W = w.in[2], Ho = w.out[1], Wo = w.out[2], pt = w.pb[1], pl = w.pb[2];
+    th = (Ho + MT - 1) / MT, tw = (Wo + MT - 1) / MT, T = N * th * tw;
+    Tc = std::max<int64_t>(16, kChunkFloats / (AA * std::max(C, M)));
+    Tc = std::min(T, (Tc + 15) / 16 * 16);
+  }
+};
+
+template <int MT>
+void transform_weight(const ConvShape& s, const float* w, float* u, int threads) {
+  using F = Wino<MT>;
+  constexpr int A = F::kA;
+  const int64_t M = s.out_channels, C = s.in_channels;
+  parallel_for(
+      M * C, threads,
+      [&](int64_t b, int64_t e) {
+        for (int64_t p = b; p < e; ++p) {
+          const float* g = w + p * 9;
+          float t[A][3];
+          for (int i = 0; i < A; ++i)
+            for (int j = 0; j < 3; ++j) t[i][j] = F::G[i][0] * g[j] + F::G[i][1] * g[3 + j] + F::G[i][2] * g[6 + j];
+          for (int i = 0; i < A; ++i)
+            for (int j = 0; j < A; ++j)
+              u[(i * A + j) * M * C + p] = t[i][0] * F::G[j][0] + t[i][1] * F::G[j][1] + t[i][2] * F::G[j][2];
+        }
+      },
+      256);
+}
+
+// Tiles go through the transforms eight at a time, the lane index innermost, so the arithmetic
+// vectorises across tiles (one tile alone is a handful of scalar operations).
+constexpr int kLanes = 8;
+
+// Image, first row and first column (in output coordinates) of tile t.
+template <int MT>
+inline void tile_origin(const Plan<MT>& p, int64_t t, int64_t* n, int64_t* y0, int64_t* x0) {
+  const int64_t per_img = p.th * p.tw, r = t % per_img;
+  *n = t / per_img;
+  *y0 = (r / p.tw) * MT;
+  *x0 = (r % p.tw) * MT;
+}
+
+// v[xi, c, t - t0] for the tiles [t0, t1) of every channel in [c0, c1).
+template <int MT>
+void transform_input(const Plan<MT>& p, const float* x, int64_t t0, int64_t t1, int64_t c0, int64_t c1, float* v) {
+  using F = Wino<MT>;
+  constexpr int A = F::kA;
+  const int64_t tc = t1 - t0, CT = p.C * tc, HW = p.H * p.W;
+  for (int64_t tb = t0; tb < t1; tb += kLanes) {
+    const int nl = static_cast<int>(std::min<int64_t>(kLanes, t1 - tb));
+    int64_t base[kLanes], ys[kLanes], xs[kLanes];
+    bool inside[kLanes];
+    for (int l = 0; l < nl; ++l) {
+      int64_t n, y0, x0;
+      tile_origin(p, tb + l, &n, &y0, &x0);
+      ys[l] = y0 - p.pt;
+      xs[l] = x0 - p.pl;
+      base[l] = n * p.C * HW;
+      inside[l] = ys[l] >= 0 && xs[l] >= 0 && ys[l] + A <= p.H && xs[l] + A <= p.W;
+    }
+    for (int64_t c = c0; c < c1; ++c) {
+      float d[A][A][kLanes];
+      for (int l = 0; l < kLanes; ++l) {
+        if (l >= nl) {
+          for (int i = 0; i < A; ++i)
+            for (int j = 0; j < A; ++j) d[i][j][l] = 0.f;
+          continue;
+        }
+        const float* xc = x + base[l] + c * HW;
+        if (inside[l]) {
+          const float* src = xc + ys[l] * p.W + xs[l];
+          for (int i = 0; i < A; ++i)
+            for (int j = 0; j < A; ++j) d[i][j][l] = src[i * p.W + j];
+        } else {
+          for (int i = 0; i < A; ++i)
+            for (int j = 0; j < A; ++j) {
+              const int64_t yy = ys[l] + i, xx = xs[l] + j;
+              d[i][j][l] = yy >= 0 && yy < p.H && xx >= 0 && xx < p.W ? xc[yy * p.W + xx] : 0.f;
+            }
+        }
+      }
+      float e[A][A][kLanes];
+      for (int i = 0; i < A; ++i)
+        for (int j = 0; j < A; ++j)
+          for (int l = 0; l < kLanes; ++l) {
+            float acc = 0.f;
+            for (int k = 0; k < A; ++k) acc += F::BT[i][k] * d[k][j][l];
+            e[i][j][l] = acc;
+          }
+      float* vt = v + c * tc + (tb - t0);
+      for (int i = 0; i < A; ++i)
+        for (int j = 0; j < A; ++j) {
+          float r[kLanes];
+          for (int l = 0; l < kLanes; ++l) {
+            float acc = 0.f;
+            for (int k = 0; k < A; ++k) acc += e[i][k][l] * F::BT[j][k];
+            r[l] = acc;
+          }
+          float* dst = vt + (i * A + j) * CT;
+          for (int l = 0; l < nl; ++l) dst[l] = r[l];
+        }
+    }
+  }
+}
+
+// y for the tiles [t0, t1) of every output channel in [m0, m1), from mo[xi, m, t - t0].
+template <int MT>
+void transform_output(const Plan<MT>& p, const float* mo, const float* bias, int64_t t0, int64_t t1, int64_t m0,
+                      int64_t m1, float* y) {
+  using F = Wino<MT>;
+  constexpr int A = F::kA;
+  const int64_t tc = t1 - t0, MTc = p.M * tc, P = p.Ho * p.Wo;
+  for (int64_t tb = t0; tb < t1; tb += kLanes) {
+    const int nl = static_cast<int>(std::min<int64_t>(kLanes, t1 - tb));
+    int64_t base[kLanes], ys[kLanes], xs[kLanes];
+    for (int l = 0; l < nl; ++l) {
+      int64_t n;
+      tile_origin(p, tb + l, &n, &ys[l], &xs[l]);
+      base[l] = n * p.M * P;
+    }
+    for (int64_t m = m0; m < m1; ++m) {
+      const float b0 = bias ? bias[m] : 0.f;
+      const float* mt = mo + m * tc + (tb - t0);
+      float in[A][A][kLanes];
+      for (int k = 0; k < A; ++k)
+        for (int j = 0; j < A; ++j) {
+          const float* src = mt + (k * A + j) * MTc;
+          for (int l = 0; l < kLanes; ++l) in[k][j][l] = l < nl ? src[l] : 0.f;
+        }
+      float e[MT][A][kLanes];
+      for (int i = 0; i < MT; ++i)
+        for (int j = 0; j < A; ++j)
+          for (int l = 0; l < kLanes; ++l) {
+            float acc = 0.f;
+            for (int k = 0; k < A; ++k) acc += F::AT[i][k] * in[k][j][l];
+            e[i][j][l] = acc;
+          }
+      float o[MT][MT][kLanes];
+      for (int i = 0; i < MT; ++i)
+        for (int j = 0; j < MT; ++j)
+          for (int l = 0; l < kLanes; ++l) {
+            float acc = b0;
+            for (int k = 0; k < A; ++k) acc += e[i][k][l] * F::AT[j][k];
+            o[i][j][l] = acc;
+          }
+      for (int l = 0; l < nl; ++l) {
+        float* ym = y + base[l] + m * P;
+        for (int i = 0; i < MT && ys[l] + i < p.Ho; ++i)
+          for (int j = 0; j < MT && xs[l] + j < p.Wo; ++j) ym[(ys[l] + i) * p.Wo + xs[l] + j] = o[i][j][l];
+      }
+    }
+  }
+}
+
+template <int MT>
+void conv_tiles(const Plan<MT>& p, const float* x, const float* u, const float* bias, float* y, int64_t t0, int64_t t1,
+                float* v, float* mo) {
+  constexpr int AA = Plan<MT>::AA;
+  const int64_t tc = t1 - t0;
+  transform_input(p, x, t0, t1, 0, p.C, v);
+  for (int xi = 0; xi < AA; ++xi)
+    sgemm(false, false, p.M, tc, p.C, 1.f, u + xi * p.M * p.C, p.C, v + xi * p.C * tc, tc, 0.f, mo + xi * p.M * tc, tc);
+  transform_output(p, mo, bias, t0, t1, 0, p.M, y);
+}
+
+template <int MT>
+void run(const ConvShape& s, const float* x, const float* u, const float* bias, float* y, int threads) {
+  const Plan<MT> p(s);
+  constexpr int AA = Plan<MT>::AA;
+  const int64_t chunks = (p.T + p.Tc - 1) / p.Tc;
+  const auto need = static_cast<std::size_t>(AA * (p.C + p.M) * p.Tc);
+  if (threads > 1 && chunks >= 2 * threads) {
+    // Each thread transforms, multiplies (single-threaded GEMMs) and writes back whole chunks.
+#pragma omp parallel num_threads(threads)
+    {
+      const int saved = blas_threads();
+      set_blas_threads(1);
+      float* buf = scratch_of(need);
+#pragma omp for schedule(dynamic, 1)
+      for (int64_t k = 0; k < chunks; ++k) {
+        const int64_t t0 = k * p.Tc, t1 = std::min(p.T, t0 + p.Tc);
+        conv_tiles(p, x, u, bias, y, t0, t1, buf, buf + AA * p.C * p.Tc);
+      }
+      set_blas_threads(saved);
+    }
+    return;
+  }
+  // Few tiles: the transforms split over channels and the AA independent GEMMs over threads.
+  float* v = scratch_of(need);
+  float* mo = v + AA * p.C * p.Tc;
+  for (int64_t t0 = 0; t0 < p.T; t0 += p.Tc) {
+    const int64_t t1 = std::min(p.T, t0 + p.Tc), tc = t1 - t0;
+    parallel_for(
+        p.C, threads, [&](int64_t c0, int64_t c1) { transform_input(p, x, t0, t1, c0, c1, v); },
+        std::max<int64_t>(1, kParallelGrain / (tc * AA)));
+    const int saved = blas_threads();
+#pragma omp parallel num_threads(threads)
+    {
+      set_blas_threads(1);
+#pragma omp for schedule(dynamic, 1)
+      for (int xi = 0; xi < AA; ++xi)
+        sgemm(false, false, p.M, tc, p.C, 1.f, u + xi * p.M * p.C, p.C, v + xi * p.C * tc, tc, 0.f,
+              mo + xi * p.M * tc, tc);
+    }
+    set_blas_threads(saved);
+    parallel_for(
+        p.M, threads, [&](int64_t m0, int64_t m1) { transform_output(p, mo, bias, t0, t1, m0, m1, y); },
+        std::max<int64_t>(1, kParallelGrain / (tc * AA)));
+  }
+}
+
+}  // namespace
+
+bool winograd_applies(const ConvShape& s) {
+  const Window3& w = s.win;
+  if (s.groups != 1 || w.k[0] != 1 || w.in[0] != 1 || w.k[1] != 3 || w.k[2] != 3) return false;
+  for (int i = 1; i < 3; ++i)
+    if (w.s[i] != 1 || w.d[i] != 1) return false;
+  // With few channels the (M x C) * (C x tiles) products are too thin to run near peak and the
+  // transforms dominate; measured on AVX2 with OpenBLAS (bench/conv_layers.py): a win from 128
+  // channels at any size and from 64 channels up to 56x56 outputs, no gain at 64 channels and
+  // 112x112 or more.
+  const int64_t narrow = std::min(s.in_channels, s.out_channels);
+  return narrow >= 128 || (narrow >= 64 && w.out[1] * w.out[2] <= 56 * 56);
+}
+
+int64_t winograd_weight_floats(const ConvShape& s) {
+  constexpr int64_t a = Wino<kTile>::kA;
+  return a * a * s.out_channels * s.in_channels;
+}
+
+void winograd_transform_weight(const ConvShape& s, const float* w, float* u, int threads) {
+  transform_weight<kTile>(s, w, u, threads);
+}
+
+void winograd_conv(const ConvShape& s, const float* x, const float* u, const float* bias, float* y, int threads) {
+  if (s.batch == 0 || s.out_channels == 0) return;
+  run<kTile>(s, x, u, bias, y, threads);
+}
+
+}  // namespace onnxplain::kernels
