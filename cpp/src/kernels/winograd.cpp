@@ -278,8 +278,11 @@ bool winograd_applies(const ConvShape& s) {
   // transforms dominate; measured on AVX2 with OpenBLAS (bench/conv_layers.py): a win from 128
   // channels at any size and from 64 channels up to 56x56 outputs, no gain at 64 channels and
   // 112x112 or more.
+  // With few tiles (a 7x7 map at batch 1 is 4 tiles) the products read the transformed weight,
+  // 4x the weight, for too few columns: memory-bound, slower than the direct product.
   const int64_t narrow = std::min(s.in_channels, s.out_channels);
-  return narrow >= 128 || (narrow >= 64 && w.out[1] * w.out[2] <= 56 * 56);
+  const int64_t tiles = s.batch * ((w.out[1] + kTile - 1) / kTile) * ((w.out[2] + kTile - 1) / kTile);
+  return tiles >= 16 && (narrow >= 128 || (narrow >= 64 && w.out[1] * w.out[2] <= 56 * 56));
 }
 
 int64_t winograd_weight_floats(const ConvShape& s) {

@@ -79,14 +79,40 @@ struct Signs {
   bool pos = false;
   bool neg = false;
 };
-Signs signs_of(const Tensor& t) {
-  Signs s;
+Signs signs_of(const Tensor& t, int threads) {
   const float* p = t.f32();
-  for (int64_t i = 0, n = t.numel(); i < n && !(s.pos && s.neg); ++i) {
-    const float v = p[i];
-    if (!(v <= 0.f)) s.pos = true;
-    if (!(v >= 0.f)) s.neg = true;
-  }
+  const int64_t n = t.numel();
+  // Blocks of 4096 scanned branch-free (vectorised), stopping once both signs are seen.
+  constexpr int64_t kBlock = 4096;
+  const int64_t blocks = (n + kBlock - 1) / kBlock;
+  int pos = 0, neg = 0;
+  kernels::parallel_for(
+      blocks, threads,
+      [&](int64_t b, int64_t e) {
+        bool sp = false, sn = false;
+        for (int64_t k = b; k < e && !(sp && sn); ++k) {
+          const int64_t lo = k * kBlock, hi = std::min(n, lo + kBlock);
+          int fp = 0, fn = 0;
+          for (int64_t i = lo; i < hi; ++i) {
+            fp |= !(p[i] <= 0.f);
+            fn |= !(p[i] >= 0.f);
+          }
+          sp = sp || fp;
+          sn = sn || fn;
+        }
+        if (sp) {
+#pragma omp atomic write
+          pos = 1;
+        }
+        if (sn) {
+#pragma omp atomic write
+          neg = 1;
+        }
+      },
+      16);
+  Signs s;
+  s.pos = pos != 0;
+  s.neg = neg != 0;
   return s;
 }
 
@@ -167,11 +193,13 @@ class LinearNode {
   int d_ = -1, w_ = -1, b_ = -1;
 };
 
-/// Zeros for every needed input (what a rule leaves where it puts no relevance).
-void zero_needed(const NodeValues& v, const std::vector<bool>& need, std::vector<Tensor>& rin) {
+/// Zeros for every needed input the rule left without relevance (called last: zero-filling an
+/// activation-sized tensor only to overwrite it cost a pass over memory per layer).
+void zero_missing(const NodeValues& v, const std::vector<bool>& need, std::vector<Tensor>& rin) {
   if (rin.size() < need.size()) rin.resize(need.size());
   for (std::size_t i = 0; i < need.size(); ++i)
-    if (need[i] && i < v.in.size() && v.in[i]) rin[i] = Tensor::zeros(DType::Float32, v.in[i]->shape());
+    if (need[i] && i < v.in.size() && v.in[i] && !rin[i].raw())
+      rin[i] = Tensor::zeros(DType::Float32, v.in[i]->shape());
 }
 
 /// Base of the linear rules: only the data input receives relevance (weights and biases that are
@@ -182,9 +210,10 @@ class LinearRule : public Rule {
                 std::vector<Tensor>& rin, ExecContext& ctx) const override {
     const std::string n = name();
     LinearNode node(v, n.c_str());
-    zero_needed(v, need, rin);
+    if (rin.size() < need.size()) rin.resize(need.size());
     const auto d = static_cast<std::size_t>(node.data());
-    if (d >= need.size() || !need[d] || rout.empty() || !rout[0] || node.x().numel() == 0) return;
+    if (d >= need.size() || !need[d] || rout.empty() || !rout[0] || node.x().numel() == 0)
+      return zero_missing(v, need, rin);
     if (rout[0]->shape() != node.y().shape())
       throw ShapeError("relevance of shape " + shape_str(rout[0]->shape()) + " reaches an output of shape " +
                        shape_str(node.y().shape()));
@@ -193,6 +222,7 @@ class LinearRule : public Rule {
       throw ShapeError("internal: the " + n + " rule produced shape " + shape_str(r.shape()) + " for an input of shape " +
                        shape_str(node.x().shape()));
     rin[d] = r;
+    zero_missing(v, need, rin);
   }
 
  protected:
@@ -203,8 +233,8 @@ class LinearRule : public Rule {
 /// have no weight (the same formula with ε as the stabilizer).
 void proportional(const NodeValues& v, const std::vector<const Tensor*>& rout, const std::vector<bool>& need,
                   std::vector<Tensor>& rin, float eps, ExecContext& ctx) {
-  zero_needed(v, need, rin);
-  if (rout.empty() || !rout[0] || v.out.empty() || !v.out[0]) return;
+  if (rin.size() < need.size()) rin.resize(need.size());
+  if (rout.empty() || !rout[0] || v.out.empty() || !v.out[0]) return zero_missing(v, need, rin);
   Tensor s = normalized(*rout[0], *v.out[0], eps, ctx);
   Ptrs gout(v.out.size(), nullptr);
   gout[0] = &s;
@@ -370,7 +400,7 @@ struct SignSplit {
 };
 SignSplit split(const Tensor& x, ExecContext& ctx) {
   SignSplit s;
-  const Signs sg = signs_of(x);
+  const Signs sg = signs_of(x, ctx.threads());
   s.xp_zero = !sg.pos;
   s.xn_zero = !sg.neg;
   // A non-negative input is its own positive part (clamp(min=0) changes no value of it).
@@ -443,7 +473,7 @@ class GammaRule final : public LinearRule {
     auto down = [g](float v) { return v + g * (v < 0.f ? v : 0.f); };
     auto wu = mod_params(n, up, ctx, &cache_, 1);
     auto wd = mod_params(n, down, ctx, &cache_, 2);
-    const Signs ys = signs_of(n.y());
+    const Signs ys = signs_of(n.y(), ctx.threads());
     Tensor acc;
     std::vector<Branch> pos{{&xs.xp, &wu, true, xs.xp_zero, {}}, {&xs.xn, &wd, false, xs.xn_zero, {}}};
     std::vector<Branch> neg{{&xs.xp, &wd, true, xs.xp_zero, {}}, {&xs.xn, &wu, false, xs.xn_zero, {}}};
@@ -644,12 +674,14 @@ class PassRule final : public Rule {
   void backward(const NodeValues& v, const std::vector<const Tensor*>& rout, const std::vector<bool>& need,
                 std::vector<Tensor>& rin, ExecContext& ctx) const override {
     (void)ctx;
-    zero_needed(v, need, rin);
-    if (need.empty() || !need[0] || rout.empty() || !rout[0] || v.in.empty() || !v.in[0]) return;
-    if (rout[0]->shape() != v.in[0]->shape())
-      throw ShapeError("the pass rule needs an output shaped like the input, got output " + shape_str(rout[0]->shape()) +
-                       " for input " + shape_str(v.in[0]->shape()));
-    rin[0] = *rout[0];
+    if (rin.size() < need.size()) rin.resize(need.size());
+    if (!need.empty() && need[0] && !rout.empty() && rout[0] && !v.in.empty() && v.in[0]) {
+      if (rout[0]->shape() != v.in[0]->shape())
+        throw ShapeError("the pass rule needs an output shaped like the input, got output " +
+                         shape_str(rout[0]->shape()) + " for input " + shape_str(v.in[0]->shape()));
+      rin[0] = *rout[0];
+    }
+    zero_missing(v, need, rin);
   }
 };
 
