@@ -68,30 +68,32 @@ def _assert_within(got: np.ndarray, expected: np.ndarray, rel_atol: float) -> No
     np.testing.assert_allclose(got, expected, rtol=0, atol=rel_atol * scale)
 
 
-def _winograd_applies(c: int, m: int, out_h: int, out_w: int) -> bool:
-    """The documented rule, for a 3x3 stride-1 dilation-1 group-1 2-D conv."""
+def _winograd_applies(n: int, c: int, m: int, out_h: int, out_w: int) -> bool:
+    """The documented rule (kernels/winograd.cpp), for a 3x3 stride-1 dilation-1 group-1 2-D conv:
+    at least 16 output tiles of 4x4 over the batch, and wide enough."""
     narrow = min(c, m)
-    return narrow >= 128 or (narrow >= 64 and out_h * out_w <= 56 * 56)
+    tiles = n * -(-out_h // 4) * -(-out_w // 4)
+    return tiles >= 16 and (narrow >= 128 or (narrow >= 64 and out_h * out_w <= 56 * 56))
 
 
 # (batch, C, M, H, W, pads or auto_pad, bias): every case qualifies for Winograd.
 FORWARD_CASES = [
-    (1, 64, 64, 8, 8, (1, 1, 1, 1), True),
-    (1, 64, 64, 8, 8, (0, 0, 0, 0), False),
+    (4, 64, 64, 8, 8, (1, 1, 1, 1), True),
+    (4, 64, 64, 8, 8, (0, 0, 0, 0), False),
     (3, 64, 64, 13, 17, (1, 1, 1, 1), True),
     (1, 64, 64, 13, 17, (2, 2, 2, 2), False),
     (1, 64, 64, 13, 17, (0, 1, 2, 1), True),
     (2, 64, 64, 30, 30, (1, 1, 1, 1), False),
     (1, 64, 64, 30, 30, (2, 0, 1, 2), True),
-    (1, 128, 64, 9, 11, (1, 1, 1, 1), True),
-    (1, 64, 128, 10, 7, (0, 2, 1, 0), False),
-    (1, 128, 128, 9, 11, (1, 1, 1, 1), True),
+    (2, 128, 64, 9, 11, (1, 1, 1, 1), True),
+    (3, 64, 128, 10, 7, (0, 2, 1, 0), False),
+    (2, 128, 128, 9, 11, (1, 1, 1, 1), True),
     (3, 128, 128, 9, 11, (0, 0, 0, 0), False),
-    (1, 64, 64, 6, 5, "SAME_UPPER", True),
+    (4, 64, 64, 6, 5, "SAME_UPPER", True),
     (2, 64, 64, 11, 9, "SAME_LOWER", False),
-    (1, 64, 64, 7, 10, "VALID", True),
-    (1, 64, 64, 3, 3, (0, 0, 0, 0), True),  # a single output, one partial tile
-    (1, 64, 64, 4, 4, (1, 1, 1, 1), False),  # exactly one full tile
+    (4, 64, 64, 7, 10, "VALID", True),
+    (16, 64, 64, 3, 3, (0, 0, 0, 0), True),  # a single output per image, one partial tile each
+    (16, 64, 64, 4, 4, (1, 1, 1, 1), False),  # exactly one full tile per image
 ]
 
 
@@ -117,7 +119,7 @@ def _out_hw(h: int, w: int, pads: tuple | str) -> tuple[int, int]:
 def test_winograd_forward_vs_onnxruntime(case):
     n, c, m, h, w, pads, _ = case
     oh, ow = _out_hw(h, w, pads)
-    assert _winograd_applies(c, m, oh, ow)
+    assert _winograd_applies(n, c, m, oh, ow)
     x, wt, b, attrs = _forward_case(case)
     model = _conv_model(x, wt, b, **attrs)
     expected = ort_run(model, {"x": x})[0]
@@ -200,12 +202,12 @@ def _torch_forward(x: np.ndarray, w: np.ndarray, pads: list[int], dilation: int)
 
 # (batch, C, M, H, W, k, pads, dilation, winograd on the input-gradient conv)
 VJP_CASES = [
-    (1, 64, 64, 12, 12, 3, (1, 1, 1, 1), 1, True),
-    (2, 64, 64, 13, 9, 3, (0, 0, 0, 0), 1, True),  # dX conv pads 2
-    (1, 64, 64, 11, 14, 3, (2, 2, 2, 2), 1, True),  # dX conv pads 0
-    (1, 64, 64, 10, 13, 3, (0, 1, 2, 1), 1, True),  # asymmetric
-    (1, 128, 64, 9, 7, 3, (2, 0, 1, 2), 1, True),  # asymmetric, C != M
-    (2, 64, 128, 7, 9, 3, (1, 2, 0, 1), 1, True),
+    (2, 64, 64, 12, 12, 3, (1, 1, 1, 1), 1, True),
+    (3, 64, 64, 13, 9, 3, (0, 0, 0, 0), 1, True),  # dX conv pads 2
+    (2, 64, 64, 11, 14, 3, (2, 2, 2, 2), 1, True),  # dX conv pads 0
+    (2, 64, 64, 10, 13, 3, (0, 1, 2, 1), 1, True),  # asymmetric
+    (3, 128, 64, 9, 7, 3, (2, 0, 1, 2), 1, True),  # asymmetric, C != M
+    (4, 64, 128, 7, 9, 3, (1, 2, 0, 1), 1, True),
     (1, 64, 64, 9, 10, 1, (0, 0, 0, 0), 1, False),  # 1x1: flipped-weight conv, direct
     (1, 64, 64, 12, 11, 3, (2, 2, 2, 2), 2, False),  # dilated: flipped-weight conv, direct
     (1, 64, 64, 13, 12, 3, (1, 3, 0, 2), 2, False),  # dilated, asymmetric
@@ -222,7 +224,7 @@ def test_winograd_input_grad_vs_torch(case):
     pads = list(pads)
     y64 = _torch_forward(x, wt, pads, d)
     if wino:  # the forward and the input-gradient conv both qualify
-        assert _winograd_applies(c, m, *y64.shape[2:]) and _winograd_applies(m, c, h, w)
+        assert _winograd_applies(n, c, m, *y64.shape[2:]) and _winograd_applies(n, m, c, h, w)
     cot = _randn(rng, *y64.shape)
     expected = _torch_input_grad(x, wt, cot, pads, d)
     model = _conv_model(x, wt, pads=pads, dilations=[d, d], kernel_shape=[k, k])
