@@ -7,6 +7,7 @@ without reinstalling.
 
 from __future__ import annotations
 
+import ctypes
 import importlib
 import importlib.util
 import os
@@ -14,7 +15,26 @@ import sys
 from types import ModuleType
 
 
+def _preload_openblas() -> None:
+    """Loads OpenBLAS from wherever pip put the scipy-openblas32 wheel.
+
+    The core's RPATH finds it beside onnxplain in the same site-packages; when the dependency was
+    satisfied elsewhere (a venv with system site-packages, a user install) it is not there, and
+    loading the library by its path first lets the dynamic linker reuse it.
+    """
+    try:
+        import scipy_openblas32
+    except ImportError:
+        return
+    lib_dir = scipy_openblas32.get_lib_dir()
+    for name in sorted(os.listdir(lib_dir)) if os.path.isdir(lib_dir) else []:
+        if name.startswith("libscipy_openblas") and ".so" in name:
+            ctypes.CDLL(os.path.join(lib_dir, name), mode=ctypes.RTLD_GLOBAL)
+            return
+
+
 def _load() -> ModuleType:
+    _preload_openblas()
     build_dir = os.environ.get("ONNXPLAIN_CORE_DIR")
     if build_dir:
         for name in sorted(os.listdir(build_dir)):
