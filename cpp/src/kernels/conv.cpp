@@ -493,7 +493,9 @@ void conv_backward(const ConvShape& s, const float* x, const float* w, const flo
 }
 
 bool input_grad_is_conv(const ConvShape& s) {
-  if (is_depthwise(s)) return false;
+  // A layer reading few channels (an RGB input) is cheaper through col2im: W^T dY then has
+  // C*K rows, where the flipped convolution's im2col would have M*K.
+  if (is_depthwise(s) || s.in_channels < 16) return false;
   for (int i = 0; i < 3; ++i) {
     const int64_t reach = s.win.d[i] * (s.win.k[i] - 1);
     if (s.win.s[i] != 1 || s.win.pb[i] > reach || s.win.pe[i] > reach) return false;

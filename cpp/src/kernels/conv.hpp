@@ -44,8 +44,9 @@ int64_t conv_backward_scratch_floats(const ConvShape& s);
 void conv_backward(const ConvShape& s, const float* x, const float* w, const float* dy, float* dx, float* dw,
                    float* db, float* scratch, int threads);
 
-/// Whether dL/dx of this convolution is itself a convolution of dy: stride 1 on every axis, each
-/// pad no larger than the dilated kernel's reach, and not depthwise (which has its own kernel).
+/// Whether dL/dx of this convolution is taken as a convolution of dy: stride 1 on every axis,
+/// each pad no larger than the dilated kernel's reach, not depthwise (which has its own kernel),
+/// and at least 16 input channels (fewer are cheaper through col2im).
 /// Then conv_forward(input_grad_conv_shape(s), dy, flipped w) gives dx with the forward's
 /// threading, and no col2im scatter.
 bool input_grad_is_conv(const ConvShape& s);

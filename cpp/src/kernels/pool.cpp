@@ -156,6 +156,71 @@ int64_t plane_grain(int64_t work_per_plane) {
   return std::max<int64_t>(1, kParallelGrain / std::max<int64_t>(1, work_per_plane));
 }
 
+// Max pooling over whole, non-overlapping 2-D windows (stride = kernel, no padding or dilation,
+// every window inside the input): VGG's 2x2/2 pools. The generic loops pay for per-output tap
+// bounds; here each output row is a fixed set of input rows, scanned in a tight loop.
+bool plain_tiling(const Window3& w) {
+  if (w.k[0] != 1 || w.in[0] != 1 || w.out[0] != 1) return false;
+  for (int i = 1; i < 3; ++i)
+    if (w.s[i] != w.k[i] || w.d[i] != 1 || w.pb[i] != 0 || w.pe[i] != 0 || w.out[i] * w.k[i] > w.in[i]) return false;
+  return true;
+}
+
+void max_pool_tiled(const float* x, int64_t planes, const Window3& w, float* y, int threads) {
+  const int64_t H = w.in[1], W = w.in[2], OH = w.out[1], OW = w.out[2], kh = w.k[1], kw = w.k[2];
+  parallel_for(
+      planes * OH, threads,
+      [&](int64_t rb, int64_t re) {
+        for (int64_t r = rb; r < re; ++r) {
+          const int64_t p = r / OH, oy = r % OH;
+          float* yr = y + r * OW;
+          for (int64_t ox = 0; ox < OW; ++ox) yr[ox] = -std::numeric_limits<float>::infinity();
+          // Same comparison and tap order as pool_impl (NaN never wins).
+          for (int64_t kb = 0; kb < kh; ++kb) {
+            const float* xr = x + (p * H + oy * kh + kb) * W;
+            for (int64_t kc = 0; kc < kw; ++kc)
+              for (int64_t ox = 0; ox < OW; ++ox) {
+                const float v = xr[ox * kw + kc];
+                yr[ox] = v > yr[ox] ? v : yr[ox];
+              }
+          }
+        }
+      },
+      std::max<int64_t>(1, kParallelGrain / std::max<int64_t>(1, OW * kh * kw)));
+}
+
+void max_pool_tiled_backward(const float* x, const float* dy, int64_t planes, const Window3& w, float* dx,
+                             int threads) {
+  const int64_t H = w.in[1], W = w.in[2], OH = w.out[1], OW = w.out[2], kh = w.k[1], kw = w.k[2];
+  parallel_for(
+      planes, threads,
+      [&](int64_t pb, int64_t pe) {
+        for (int64_t p = pb; p < pe; ++p) {
+          const float* xp = x + p * H * W;
+          float* dp = dx + p * H * W;
+          std::fill(dp, dp + H * W, 0.f);
+          for (int64_t oy = 0; oy < OH; ++oy) {
+            const float* g = dy + (p * OH + oy) * OW;
+            for (int64_t ox = 0; ox < OW; ++ox) {
+              // The first strict improvement over -inf in window order, as pool_backward_impl.
+              int64_t best = oy * kh * W + ox * kw;
+              float bv = -std::numeric_limits<float>::infinity();
+              for (int64_t kb = 0; kb < kh; ++kb)
+                for (int64_t kc = 0; kc < kw; ++kc) {
+                  const int64_t i = (oy * kh + kb) * W + ox * kw + kc;
+                  if (xp[i] > bv) {
+                    bv = xp[i];
+                    best = i;
+                  }
+                }
+              dp[best] += g[ox];
+            }
+          }
+        }
+      },
+      std::max<int64_t>(1, kParallelGrain / std::max<int64_t>(1, H * W)));
+}
+
 template <bool kMax>
 void pool_impl(const float* x, int64_t planes, const Window3& w, bool count_include_pad, float* y, int threads) {
   const AxisTaps t0 = axis_taps(w, 0), t1 = axis_taps(w, 1), t2 = axis_taps(w, 2);
@@ -268,6 +333,7 @@ void pool_backward_impl(const float* x, const float* dy, int64_t planes, const W
 }  // namespace
 
 void max_pool(const float* x, int64_t planes, const Window3& w, float* y, int threads) {
+  if (plain_tiling(w)) return max_pool_tiled(x, planes, w, y, threads);
   pool_impl<true>(x, planes, w, false, y, threads);
 }
 
@@ -310,6 +376,7 @@ void global_avg_pool(const float* x, int64_t planes, int64_t n, float* y, int th
 }
 
 void max_pool_backward(const float* x, const float* dy, int64_t planes, const Window3& w, float* dx, int threads) {
+  if (plain_tiling(w)) return max_pool_tiled_backward(x, dy, planes, w, dx, threads);
   pool_backward_impl<true>(x, dy, planes, w, false, dx, threads);
 }
 

@@ -147,6 +147,11 @@ class LinearNode {
     if (v.out.empty() || !v.out[0]) throw ShapeError(std::string("the ") + rule + " rule needs the op's output");
   }
   int data() const { return d_; }
+  /// The data input comes from a rectifier: no negative entries, no scan needed to know it.
+  bool x_nonneg() const {
+    const auto d = static_cast<std::size_t>(d_);
+    return d < v_.in_nonneg.size() && v_.in_nonneg[d];
+  }
   const Tensor& x() const { return *v_.in[static_cast<std::size_t>(d_)]; }
   const Tensor& w() const { return *v_.in[static_cast<std::size_t>(w_)]; }
   const Tensor* b() const { return b_ >= 0 ? v_.in[static_cast<std::size_t>(b_)] : nullptr; }
@@ -398,14 +403,23 @@ struct SignSplit {
   Tensor xp, xn;  // x.clamp(min=0), x.clamp(max=0)
   bool xp_zero = false, xn_zero = false;
 };
-SignSplit split(const Tensor& x, ExecContext& ctx) {
+SignSplit split(const LinearNode& n, ExecContext& ctx) {
   SignSplit s;
-  const Signs sg = signs_of(x, ctx.threads());
+  const Tensor& x = n.x();
+  // After a rectifier the scan is skipped: "has positives" is then assumed, which at worst runs
+  // a branch whose zero input adds exact zeros (what skipping it would give).
+  Signs sg;
+  if (n.x_nonneg())
+    sg.pos = true;
+  else
+    sg = signs_of(x, ctx.threads());
   s.xp_zero = !sg.pos;
   s.xn_zero = !sg.neg;
-  // A non-negative input is its own positive part (clamp(min=0) changes no value of it).
+  // A non-negative input is its own positive part (clamp(min=0) changes no value of it), a
+  // non-positive one its own negative part. x- is read only when it has entries (its branches
+  // never carry the bias), so without negatives it is not computed.
   s.xp = sg.neg ? clamp_min0(x, ctx) : x;
-  s.xn = sg.pos ? clamp_max0(x, ctx) : x;
+  s.xn = sg.neg && sg.pos ? clamp_max0(x, ctx) : x;
   return s;
 }
 
@@ -421,7 +435,7 @@ class AlphaBetaRule final : public LinearRule {
 
  protected:
   Tensor relevance(const LinearNode& n, const Tensor& r, ExecContext& ctx) const override {
-    const SignSplit xs = split(n.x(), ctx);
+    const SignSplit xs = split(n, ctx);
     auto wp = mod_params(n, [](float v) { return v > 0.f ? v : 0.f; }, ctx, &cache_, 1);
     auto wn = mod_params(n, [](float v) { return v < 0.f ? v : 0.f; }, ctx, &cache_, 2);
     std::vector<Branch> pos{{&xs.xp, &wp, true, xs.xp_zero, {}}, {&xs.xn, &wn, false, xs.xn_zero, {}}};
@@ -468,7 +482,7 @@ class GammaRule final : public LinearRule {
  protected:
   Tensor relevance(const LinearNode& n, const Tensor& r, ExecContext& ctx) const override {
     const float g = gamma_;
-    const SignSplit xs = split(n.x(), ctx);
+    const SignSplit xs = split(n, ctx);
     auto up = [g](float v) { return v + g * (v > 0.f ? v : 0.f); };
     auto down = [g](float v) { return v + g * (v < 0.f ? v : 0.f); };
     auto wu = mod_params(n, up, ctx, &cache_, 1);

@@ -19,6 +19,7 @@ struct NodeValues {
   std::vector<const Tensor*> in;   // forward inputs (nullptr for omitted optional inputs)
   std::vector<const Tensor*> out;  // forward outputs
   std::vector<char> in_constant;   // per input: a constant of the graph (weights, biases)
+  std::vector<char> in_nonneg;     // per input: produced by a rectifier, so no entry is negative
 };
 
 class Rule {

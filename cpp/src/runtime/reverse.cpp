@@ -56,6 +56,10 @@ std::vector<Tensor> reverse_sweep(const Model& m, const std::vector<Tensor>& val
                        " but the output has shape " + shape_str(values[o].shape()));
     accumulate(o, start[k]);
   }
+  std::vector<int> producer(g.values.size(), -1);  // node writing each value
+  for (std::size_t i = 0; i < g.nodes.size(); ++i)
+    for (int o : g.nodes[i].outputs)
+      if (o >= 0) producer[static_cast<std::size_t>(o)] = static_cast<int>(i);
   SweepProfile prof("reverse");
   rules::NodeValues nv;
   std::vector<const Tensor*> rout;
@@ -85,9 +89,12 @@ std::vector<Tensor> reverse_sweep(const Model& m, const std::vector<Tensor>& val
     nv.in.clear();
     nv.out.clear();
     nv.in_constant.clear();
+    nv.in_nonneg.clear();
     for (int in : n.inputs) {
       nv.in.push_back(in >= 0 ? &values[static_cast<std::size_t>(in)] : nullptr);
       nv.in_constant.push_back(in >= 0 && g.values[static_cast<std::size_t>(in)].is_constant);
+      nv.in_nonneg.push_back(in >= 0 && producer[static_cast<std::size_t>(in)] >= 0 &&
+                             g.nodes[static_cast<std::size_t>(producer[static_cast<std::size_t>(in)])].op->rectifier());
     }
     for (int o : n.outputs) nv.out.push_back(o >= 0 ? &values[static_cast<std::size_t>(o)] : nullptr);
     rin.assign(n.inputs.size(), Tensor());
