@@ -386,7 +386,25 @@ Explanation Explainer::sweep(const std::vector<Tensor>& inputs, const std::vecto
   const runtime::Model& m = *model_;
   const Graph& g = m.graph();
   std::vector<Tensor> values;
-  std::vector<Tensor> outs = m.run(inputs, threads, reverse ? &values : nullptr);
+  // Rules that compute their node's forward themselves (rules::Rule::forward) get to, and what
+  // they keep goes to their backward.
+  std::vector<std::vector<Tensor>> kept;
+  runtime::Model::ForwardHook hook;
+  bool any_forward = false;
+  for (const auto& r : node_rule_) any_forward = any_forward || (r && r->has_forward());
+  const std::vector<char> rectified = any_forward && reverse ? runtime::rectified_values(g) : std::vector<char>();
+  if (any_forward && reverse) {
+    kept.resize(g.nodes.size());
+    hook = [&](std::size_t i, const std::vector<const Tensor*>& ins, std::vector<Tensor>& outs,
+               ExecContext& ctx) {
+      const rules::RulePtr& r = node_rule_[i];
+      if (!r || !r->has_forward()) return false;
+      rules::NodeValues nv;
+      runtime::node_inputs(g, i, ins, rectified, &nv);
+      return r->forward(nv, outs, kept[i], ctx);
+    };
+  }
+  std::vector<Tensor> outs = m.run(inputs, threads, reverse ? &values : nullptr, hook);
   const Tensor& y = outs.at(0);
   if (y.dtype() != DType::Float32 || y.rank() < 1)
     throw InvalidArgument("the first output has shape " + shape_str(y.shape()) + "; explanations need a batch axis");
@@ -418,7 +436,8 @@ Explanation Explainer::sweep(const std::vector<Tensor>& inputs, const std::vecto
   std::vector<Tensor> starts(g.outputs.size());
   starts[0] = start;
   ex.relevance = runtime::reverse_sweep(
-      m, values, starts, [this](std::size_t i) -> const rules::Rule& { return *node_rule_[i]; }, threads);
+      m, values, starts, [this](std::size_t i) -> const rules::Rule& { return *node_rule_[i]; }, threads,
+      kept.empty() ? nullptr : &kept);
   return ex;
 }
 

@@ -8,7 +8,10 @@
 // and, when it carries no bias, to z, so it is skipped without changing a bit of the result.
 // After a rectifier the input has no negative entries, so per layer z+ and α1β0 cost one forward
 // + one VJP (Zennit: 2 + 2 and 4 + 4), α2β1 and γ two of each (Zennit: 4 + 4 and 5 + 5); ε
-// reuses the forward pass's output (Zennit recomputes it). Branches masked out everywhere (γ's
+// reuses the forward pass's output (Zennit recomputes it). αβ (β != 0) and γ go further: their
+// two branch products sum to the layer's output ((W+x + b+) + (W-x + b-), and W^γ± x + b^γ±
+// to (2 + γ)(Wx + b)), so they are made in the forward pass in place of Wx (Rule::forward) and
+// the layer costs four products in all, not five. Branches masked out everywhere (γ's
 // sign masks) or weighted by β = 0 are skipped too, and a modified weight is computed only when a
 // branch that runs uses it. Two further cuts are left out on purpose: writing W+x+ + W-x- with
 // |W| and |x| (one product fewer) cancels where a denominator is near zero, where Zennit
@@ -130,7 +133,8 @@ Tensor normalized(const Tensor& r, const Tensor& z, float eps, ExecContext& ctx)
 /// replaced. The data input is the first present input that is neither weight nor bias.
 class LinearNode {
  public:
-  LinearNode(const NodeValues& v, const char* rule) : v_(v) {
+  /// `with_output`: the node's forward output must be there (false in a rule's forward()).
+  LinearNode(const NodeValues& v, const char* rule, bool with_output = true) : v_(v) {
     if (v.op->kind() != OpKind::Linear || v.op->weight_input() < 0)
       throw ShapeError(std::string("the ") + rule + " rule needs a linear op with a weight, but this op's kind is " +
                        ops::kind_name(v.op->kind()));
@@ -144,7 +148,8 @@ class LinearNode {
     if (d_ < 0 || static_cast<std::size_t>(w_) >= v.in.size() || !v.in[static_cast<std::size_t>(w_)])
       throw ShapeError(std::string("the ") + rule + " rule found no data input or no weight on this linear op");
     if (b_ >= 0 && (static_cast<std::size_t>(b_) >= v.in.size() || !v.in[static_cast<std::size_t>(b_)])) b_ = -1;
-    if (v.out.empty() || !v.out[0]) throw ShapeError(std::string("the ") + rule + " rule needs the op's output");
+    if (with_output && (v.out.empty() || !v.out[0]))
+      throw ShapeError(std::string("the ") + rule + " rule needs the op's output");
   }
   int data() const { return d_; }
   /// The data input comes from a rectifier: no negative entries, no scan needed to know it.
@@ -164,9 +169,12 @@ class LinearNode {
     return is_const(w_) && is_const(b_);
   }
 
+  /// What this rule's forward() kept for the node (nullptr or empty: nothing).
+  const std::vector<Tensor>* kept() const { return v_.kept; }
+
   Tensor forward(const Tensor& x, const Tensor& w, const Tensor* b, ExecContext& ctx) const {
     Ptrs in = inputs(x, w, b);
-    std::vector<Tensor> out(v_.out.size());
+    std::vector<Tensor> out(std::max<std::size_t>(1, v_.node ? v_.node->outputs.size() : v_.out.size()));
     v_.op->forward(in, out, ctx);
     return out.at(0);
   }
@@ -379,8 +387,10 @@ struct Branch {
 Tensor branch_sum(const LinearNode& n, std::vector<Branch>& br, ExecContext& ctx) {
   Tensor z;
   for (Branch& b : br) {
-    if (b.x_zero && !(b.bias && n.b())) continue;
-    b.out = n.forward(*b.x, b.p->w(), b.b(), ctx);
+    if (!b.out.raw()) {  // not computed in the forward pass already
+      if (b.x_zero && !(b.bias && n.b())) continue;
+      b.out = n.forward(*b.x, b.p->w(), b.b(), ctx);
+    }
     if (b.out.shape() != n.y().shape())
       throw ShapeError("internal: a modified forward gave shape " + shape_str(b.out.shape()) + ", the op's output is " +
                        shape_str(n.y().shape()));
@@ -423,6 +433,33 @@ SignSplit split(const LinearNode& n, ExecContext& ctx) {
   return s;
 }
 
+/// The two products a sign-split rule needs for an input without negative entries, computed in
+/// the forward pass in place of the plain product: o1 = op(x; p1), o2 = op(x; p2), and the node's
+/// output from them by `combine` (x- is zero there, so these are all the branches that run).
+/// Returns false (the op's own forward runs) where the input may have negative entries.
+template <class F1, class F2, class C>
+bool split_forward(const NodeValues& v, const char* rule, F1 f1, F2 f2, ParamCache& cache, C combine,
+                   std::vector<Tensor>& out, std::vector<Tensor>& keep, ExecContext& ctx) {
+  if (v.op->kind() != OpKind::Linear || v.op->weight_input() < 0) return false;
+  LinearNode n(v, rule, false);
+  if (!n.x_nonneg()) return false;
+  auto p1 = mod_params(n, f1, ctx, &cache, 1);
+  auto p2 = mod_params(n, f2, ctx, &cache, 2);
+  Tensor o1 = n.forward(n.x(), p1.w(), p1.b(), ctx);
+  Tensor o2 = n.forward(n.x(), p2.w(), p2.b(), ctx);
+  if (o1.shape() != o2.shape()) throw ShapeError("internal: the two modified forwards differ in shape");
+  out.resize(std::max<std::size_t>(1, v.node->outputs.size()));
+  out[0] = map2(o1, o2, ctx, combine);
+  keep = {o1, o2};
+  return true;
+}
+
+/// The kept products of split_forward, when this node's forward made them.
+bool kept_pair(const LinearNode& n) {
+  const std::vector<Tensor>* k = n.kept();
+  return k && k->size() == 2 && n.x_nonneg() && (*k)[0].shape() == n.y().shape() && (*k)[1].shape() == n.y().shape();
+}
+
 /// αβ (Zennit AlphaBeta; ZPlus is α = 1, β = 0 with the same branches):
 ///   positive part: (x+, W+, b+), (x-, W-, no bias)    z_p, s_p = R / stab(z_p)
 ///   negative part: (x+, W-, b-), (x-, W+, no bias)    z_n, s_n = R / stab(z_n)
@@ -432,17 +469,30 @@ class AlphaBetaRule final : public LinearRule {
   AlphaBetaRule(float alpha, float beta, float stab, std::string name)
       : alpha_(alpha), beta_(beta), stab_(stab), name_(std::move(name)) {}
   std::string name() const override { return name_; }
+  // With β != 0 both W+x and W-x are needed, and their sum is the output: the forward pass makes
+  // them instead of Wx (four products per layer instead of five). With β = 0 W-x is never used.
+  bool has_forward() const override { return beta_ != 0.f; }
+  bool forward(const NodeValues& v, std::vector<Tensor>& out, std::vector<Tensor>& keep,
+               ExecContext& ctx) const override {
+    if (beta_ == 0.f) return false;
+    return split_forward(v, name_.c_str(), pos_part, neg_part, cache_, [](float a, float b) { return a + b; }, out,
+                         keep, ctx);
+  }
 
  protected:
   Tensor relevance(const LinearNode& n, const Tensor& r, ExecContext& ctx) const override {
     const SignSplit xs = split(n, ctx);
-    auto wp = mod_params(n, [](float v) { return v > 0.f ? v : 0.f; }, ctx, &cache_, 1);
-    auto wn = mod_params(n, [](float v) { return v < 0.f ? v : 0.f; }, ctx, &cache_, 2);
-    std::vector<Branch> pos{{&xs.xp, &wp, true, xs.xp_zero, {}}, {&xs.xn, &wn, false, xs.xn_zero, {}}};
+    auto wp = mod_params(n, pos_part, ctx, &cache_, 1);
+    auto wn = mod_params(n, neg_part, ctx, &cache_, 2);
+    // W+x + b+ and W-x + b-, when the forward pass made them (an input after a rectifier).
+    const bool kept = kept_pair(n);
+    std::vector<Branch> pos{{&xs.xp, &wp, true, xs.xp_zero, kept ? (*n.kept())[0] : Tensor()},
+                            {&xs.xn, &wn, false, xs.xn_zero, {}}};
     Tensor rp = part(n, pos, r, ctx);
     Tensor out = scale(rp, alpha_, n, ctx);
     if (beta_ != 0.f) {
-      std::vector<Branch> neg{{&xs.xp, &wn, true, xs.xp_zero, {}}, {&xs.xn, &wp, false, xs.xn_zero, {}}};
+      std::vector<Branch> neg{{&xs.xp, &wn, true, xs.xp_zero, kept ? (*n.kept())[1] : Tensor()},
+                              {&xs.xn, &wp, false, xs.xn_zero, {}}};
       Tensor rn = part(n, neg, r, ctx);
       const float beta = beta_;
       if (rn.raw()) out = map2(out, rn, ctx, [beta](float a, float c) { return a - beta * c; });
@@ -465,6 +515,8 @@ class AlphaBetaRule final : public LinearRule {
     if (a == 1.f) return t;
     return map1(t, ctx, [a](float v) { return a * v; });
   }
+  static float pos_part(float v) { return v > 0.f ? v : 0.f; }
+  static float neg_part(float v) { return v < 0.f ? v : 0.f; }
   float alpha_, beta_, stab_;
   std::string name_;
   mutable ParamCache cache_;
@@ -474,23 +526,39 @@ class AlphaBetaRule final : public LinearRule {
 ///   where y > 0: branches (x+, W^γ+, b^γ+), (x-, W^γ-, no bias), s = R / stab(their sum)
 ///   where y < 0: branches (x+, W^γ-, b^γ-), (x-, W^γ+, no bias), s = R / stab(their sum)
 ///   R_in = Σ_branches x± ⊙ VJP(s masked), y the op's own output; y = 0 gets no relevance.
+/// W^γ+ = W + γW+ (up) and W^γ- = W + γW- (down), the same for the bias.
+struct GammaMod {
+  float g;
+  bool up;
+  float operator()(float v) const { return v + g * (up ? (v > 0.f ? v : 0.f) : (v < 0.f ? v : 0.f)); }
+};
+
 class GammaRule final : public LinearRule {
  public:
   GammaRule(float gamma, float stab) : gamma_(gamma), stab_(stab) {}
   std::string name() const override { return "gamma"; }
+  // The branches' products W^γ± x + b^γ± sum to (2 + γ)(Wx + b): the forward pass makes them and
+  // takes the output from them, instead of Wx on top (four products per layer instead of five).
+  bool has_forward() const override { return true; }
+  bool forward(const NodeValues& v, std::vector<Tensor>& out, std::vector<Tensor>& keep,
+               ExecContext& ctx) const override {
+    const float k = 1.f / (2.f + gamma_);
+    return split_forward(v, "gamma", up(), down(), cache_, [k](float a, float b) { return (a + b) * k; }, out, keep,
+                         ctx);
+  }
 
  protected:
   Tensor relevance(const LinearNode& n, const Tensor& r, ExecContext& ctx) const override {
-    const float g = gamma_;
     const SignSplit xs = split(n, ctx);
-    auto up = [g](float v) { return v + g * (v > 0.f ? v : 0.f); };
-    auto down = [g](float v) { return v + g * (v < 0.f ? v : 0.f); };
-    auto wu = mod_params(n, up, ctx, &cache_, 1);
-    auto wd = mod_params(n, down, ctx, &cache_, 2);
+    auto wu = mod_params(n, up(), ctx, &cache_, 1);
+    auto wd = mod_params(n, down(), ctx, &cache_, 2);
     const Signs ys = signs_of(n.y(), ctx.threads());
     Tensor acc;
-    std::vector<Branch> pos{{&xs.xp, &wu, true, xs.xp_zero, {}}, {&xs.xn, &wd, false, xs.xn_zero, {}}};
-    std::vector<Branch> neg{{&xs.xp, &wd, true, xs.xp_zero, {}}, {&xs.xn, &wu, false, xs.xn_zero, {}}};
+    const bool kept = kept_pair(n);
+    std::vector<Branch> pos{{&xs.xp, &wu, true, xs.xp_zero, kept ? (*n.kept())[0] : Tensor()},
+                            {&xs.xn, &wd, false, xs.xn_zero, {}}};
+    std::vector<Branch> neg{{&xs.xp, &wd, true, xs.xp_zero, kept ? (*n.kept())[1] : Tensor()},
+                            {&xs.xn, &wu, false, xs.xn_zero, {}}};
     // Zennit's reducer order: x+ g0 + x- g1 + x+ g2 + x- g3.
     if (ys.pos) part(n, pos, r, [](float y) { return y > 0.f; }, acc, ctx);
     if (ys.neg) part(n, neg, r, [](float y) { return y < 0.f; }, acc, ctx);
@@ -515,6 +583,8 @@ class GammaRule final : public LinearRule {
     });
     for (Branch& b : br) add_branch_relevance(n, b, s, acc, ctx);
   }
+  GammaMod up() const { return GammaMod{gamma_, true}; }
+  GammaMod down() const { return GammaMod{gamma_, false}; }
   float gamma_, stab_;
   mutable ParamCache cache_;
 };

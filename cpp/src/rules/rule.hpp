@@ -20,12 +20,24 @@ struct NodeValues {
   std::vector<const Tensor*> out;  // forward outputs
   std::vector<char> in_constant;   // per input: a constant of the graph (weights, biases)
   std::vector<char> in_nonneg;     // per input: produced by a rectifier, so no entry is negative
+  const std::vector<Tensor>* kept = nullptr;  // what this rule's forward() kept (backward only)
 };
 
 class Rule {
  public:
   virtual ~Rule() = default;
   virtual std::string name() const = 0;
+  /// Optionally computes the node's outputs during the forward pass (v.out is empty then) from
+  /// products the backward pass needs anyway, keeping those in `keep` (handed back as v.kept).
+  /// The sign-split rules get W+x and W-x there and sum them to the output, so the plain forward
+  /// product is not computed on top. Returns false to let the op's own forward run.
+  virtual bool forward(const NodeValues& v, std::vector<Tensor>& out, std::vector<Tensor>& keep,
+                       ExecContext& ctx) const {
+    (void)v, (void)out, (void)keep, (void)ctx;
+    return false;
+  }
+  /// Whether forward() may ever return true (the runtime skips the hook otherwise).
+  virtual bool has_forward() const { return false; }
   /// `rout[k]`: what flows into output k (nullptr = nothing). Fills rin[i] for each i with need[i].
   virtual void backward(const NodeValues& v, const std::vector<const Tensor*>& rout, const std::vector<bool>& need,
                         std::vector<Tensor>& rin, ExecContext& ctx) const = 0;

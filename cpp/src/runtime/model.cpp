@@ -73,7 +73,8 @@ std::map<std::string, int> Model::op_counts() const {
   return c;
 }
 
-std::vector<Tensor> Model::run(const std::vector<Tensor>& inputs, int threads, std::vector<Tensor>* keep) const {
+std::vector<Tensor> Model::run(const std::vector<Tensor>& inputs, int threads, std::vector<Tensor>* keep,
+                               const ForwardHook& hook) const {
   const Graph& g = graph_;
   if (inputs.size() != g.inputs.size())
     throw InvalidArgument("the model has " + std::to_string(g.inputs.size()) + " input(s) but " +
@@ -109,7 +110,7 @@ std::vector<Tensor> Model::run(const std::vector<Tensor>& inputs, int threads, s
     outs.assign(n.outputs.size(), Tensor());
     prof.start();
     try {
-      n.op->forward(ins, outs, ctx);
+      if (!(hook && hook(i, ins, outs, ctx))) n.op->forward(ins, outs, ctx);
     } catch (const ShapeError& e) {
       std::string m = e.what();
       if (m.rfind("node '", 0) == 0) throw;

@@ -1,12 +1,14 @@
 // A loaded, rewritten, ready-to-run model: the object the bindings and the C API hold.
 #pragma once
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "ir/graph.hpp"
+#include "ops/op.hpp"
 
 namespace onnxplain::runtime {
 
@@ -34,8 +36,12 @@ class Model {
 
   /// Runs the forward pass. `inputs` in graph-input order; returns the graph outputs. When
   /// `keep` is non-null it receives every value (indexed by value id) for the reverse passes.
-  std::vector<Tensor> run(const std::vector<Tensor>& inputs, int threads,
-                          std::vector<Tensor>* keep = nullptr) const;
+  /// `hook(i, ins, outs, ctx)`, when given, may compute node i's outputs itself (returns true);
+  /// otherwise the op's forward runs.
+  using ForwardHook = std::function<bool(std::size_t, const std::vector<const Tensor*>&, std::vector<Tensor>&,
+                                         ExecContext&)>;
+  std::vector<Tensor> run(const std::vector<Tensor>& inputs, int threads, std::vector<Tensor>* keep = nullptr,
+                          const ForwardHook& hook = nullptr) const;
 
   const LoadOptions& options() const { return opts_; }
 

@@ -25,8 +25,35 @@ Tensor add(const Tensor& a, const Tensor& b, ExecContext& ctx) {
 
 }  // namespace
 
+std::vector<char> rectified_values(const Graph& g) {
+  std::vector<char> r(g.values.size(), 0);
+  for (const Node& n : g.nodes)
+    if (n.op && n.op->rectifier())
+      for (int o : n.outputs)
+        if (o >= 0) r[static_cast<std::size_t>(o)] = 1;
+  return r;
+}
+
+void node_inputs(const Graph& g, std::size_t i, const std::vector<const Tensor*>& ins,
+                 const std::vector<char>& rectified, rules::NodeValues* nv) {
+  const Node& n = g.nodes[i];
+  nv->node = &n;
+  nv->op = n.op.get();
+  nv->in = ins;
+  nv->out.clear();
+  nv->in_constant.clear();
+  nv->in_nonneg.clear();
+  nv->kept = nullptr;
+  for (int in : n.inputs) {
+    const auto u = static_cast<std::size_t>(in);
+    nv->in_constant.push_back(in >= 0 && g.values[u].is_constant);
+    nv->in_nonneg.push_back(in >= 0 && rectified[u]);
+  }
+}
+
 std::vector<Tensor> reverse_sweep(const Model& m, const std::vector<Tensor>& values, const std::vector<Tensor>& start,
-                                  const std::function<const rules::Rule&(std::size_t)>& rule_of, int threads) {
+                                  const std::function<const rules::Rule&(std::size_t)>& rule_of, int threads,
+                                  const std::vector<std::vector<Tensor>>* kept) {
   const Graph& g = m.graph();
   if (start.size() != g.outputs.size())
     throw InvalidArgument("reverse pass: " + std::to_string(start.size()) + " start tensors for " +
@@ -56,10 +83,8 @@ std::vector<Tensor> reverse_sweep(const Model& m, const std::vector<Tensor>& val
                        " but the output has shape " + shape_str(values[o].shape()));
     accumulate(o, start[k]);
   }
-  std::vector<int> producer(g.values.size(), -1);  // node writing each value
-  for (std::size_t i = 0; i < g.nodes.size(); ++i)
-    for (int o : g.nodes[i].outputs)
-      if (o >= 0) producer[static_cast<std::size_t>(o)] = static_cast<int>(i);
+  const std::vector<char> rectified = rectified_values(g);
+  std::vector<const Tensor*> ins;
   SweepProfile prof("reverse");
   rules::NodeValues nv;
   std::vector<const Tensor*> rout;
@@ -84,18 +109,10 @@ std::vector<Tensor> reverse_sweep(const Model& m, const std::vector<Tensor>& val
       any_need = any_need || need[k];
     }
     if (!any || !any_need) continue;
-    nv.node = &n;
-    nv.op = n.op.get();
-    nv.in.clear();
-    nv.out.clear();
-    nv.in_constant.clear();
-    nv.in_nonneg.clear();
-    for (int in : n.inputs) {
-      nv.in.push_back(in >= 0 ? &values[static_cast<std::size_t>(in)] : nullptr);
-      nv.in_constant.push_back(in >= 0 && g.values[static_cast<std::size_t>(in)].is_constant);
-      nv.in_nonneg.push_back(in >= 0 && producer[static_cast<std::size_t>(in)] >= 0 &&
-                             g.nodes[static_cast<std::size_t>(producer[static_cast<std::size_t>(in)])].op->rectifier());
-    }
+    ins.clear();
+    for (int in : n.inputs) ins.push_back(in >= 0 ? &values[static_cast<std::size_t>(in)] : nullptr);
+    node_inputs(g, i, ins, rectified, &nv);
+    if (kept && i < kept->size()) nv.kept = &(*kept)[i];
     for (int o : n.outputs) nv.out.push_back(o >= 0 ? &values[static_cast<std::size_t>(o)] : nullptr);
     rin.assign(n.inputs.size(), Tensor());
     const rules::Rule& rule = rule_of(i);

@@ -15,7 +15,16 @@ namespace onnxplain::runtime {
 /// `values`: every value of a forward pass (Model::run with keep). `start[k]`: what enters graph
 /// output k (an empty tensor = nothing). `rule_of(i)`: the rule for node i. Returns one tensor per
 /// graph input, shaped like it (zeros where nothing arrives).
+/// `kept`, when given, holds per node what the rule's forward() kept (rules::NodeValues::kept).
 std::vector<Tensor> reverse_sweep(const Model& m, const std::vector<Tensor>& values, const std::vector<Tensor>& start,
-                                  const std::function<const rules::Rule&(std::size_t)>& rule_of, int threads);
+                                  const std::function<const rules::Rule&(std::size_t)>& rule_of, int threads,
+                                  const std::vector<std::vector<Tensor>>* kept = nullptr);
+
+/// Per value: written by a rectifier (Op::rectifier()), so it has no negative entries.
+std::vector<char> rectified_values(const Graph& g);
+
+/// The forward-time view of node i for a rule's forward(): op, inputs and their flags.
+void node_inputs(const Graph& g, std::size_t i, const std::vector<const Tensor*>& ins,
+                 const std::vector<char>& rectified, rules::NodeValues* nv);
 
 }  // namespace onnxplain::runtime
