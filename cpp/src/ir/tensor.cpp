@@ -1,9 +1,12 @@
 #include "ir/tensor.hpp"
 
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <cstdlib>
+#include <cstring>
 #include <map>
 #include <mutex>
-#include <cstring>
 #include <sstream>
 
 #include "onnxplain/errors.hpp"
@@ -49,12 +52,13 @@ namespace {
 // Large buffers are recycled instead of returned to the system: a freshly mapped buffer costs a
 // page fault per 4 KiB on first touch, which for the tensors of a VGG-sized forward and reverse
 // pass added a fifth to their time. Freed buffers of at least kPoolMin bytes wait here (up to a
-// total of ONNXPLAIN_POOL_MB, default 1024; 0 turns the pool off) for a request of their size
+// total of ONNXPLAIN_POOL_MB, default a quarter of physical memory; 0 turns the pool off) for a request of their size
 // class (a quarter larger at most). Leaked on purpose: tensors may be freed during static
 // destruction.
 class BufferPool {
  public:
   static constexpr std::size_t kPoolMin = std::size_t{256} << 10;
+  static constexpr std::size_t kHugeMin = std::size_t{4} << 20, kHugeAlign = std::size_t{2} << 20;
   static BufferPool& get() {
     static BufferPool* pool = new BufferPool();
     return *pool;
@@ -70,8 +74,15 @@ class BufferPool {
         return p;
       }
     }
-    void* p = std::aligned_alloc(64, n);
+    // Large buffers on 2 MiB boundaries and backed by huge pages where the kernel allows it
+    // (transparent huge pages in "madvise" mode): 512x fewer page faults and TLB misses on
+    // activation-sized tensors.
+    const bool huge = n >= kHugeMin;
+    void* p = std::aligned_alloc(huge ? kHugeAlign : 64, huge ? (n + kHugeAlign - 1) / kHugeAlign * kHugeAlign : n);
     if (!p) throw std::bad_alloc();
+#ifdef MADV_HUGEPAGE
+    if (huge) (void)madvise(p, n, MADV_HUGEPAGE);
+#endif
     return p;
   }
   void give(void* p, std::size_t n) {
@@ -89,8 +100,16 @@ class BufferPool {
  private:
   BufferPool() {
     const char* v = std::getenv("ONNXPLAIN_POOL_MB");
-    const long long mb = v && *v ? std::atoll(v) : 1024;
-    cap_ = mb > 0 ? static_cast<std::size_t>(mb) << 20 : 0;
+    if (v && *v) {
+      const long long mb = std::atoll(v);
+      cap_ = mb > 0 ? static_cast<std::size_t>(mb) << 20 : 0;
+      return;
+    }
+    // A quarter of physical memory: enough to hold the activations of a batch-8 VGG explanation
+    // (an explanation keeps every forward value), whose fresh pages otherwise cost a fifth of it.
+    const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    cap_ = pages > 0 && page > 0 ? static_cast<std::size_t>(pages) * static_cast<std::size_t>(page) / 4
+                                 : std::size_t{1} << 30;
   }
   std::mutex mu_;
   std::multimap<std::size_t, void*> free_;
