@@ -32,7 +32,7 @@ struct Wino<4> {
 // Output tile edge. F(4x4, 3x3) multiplies 4x less than the direct product; its transforms
 // (entries up to 8 and 1/24) cost about one decimal digit of float32 rounding: outputs agree with
 // a direct convolution to ~1e-5 of the layer's largest output (direct: ~1e-6). F(2x2) keeps
-// the digit but, with 16 GEMMs of K = C each, was no faster than im2col on this CPU.
+// the digit but saved about half as much time (bench/conv_layers.py, 256-512 channels).
 constexpr int kTile = 4;
 
 // Per-thread scratch, kept across calls.
@@ -275,7 +275,7 @@ bool winograd_applies(const ConvShape& s) {
   for (int i = 1; i < 3; ++i)
     if (w.s[i] != 1 || w.d[i] != 1) return false;
   // With few channels the (M x C) * (C x tiles) products are too thin to run near peak and the
-  // transforms dominate; measured on AVX2 with OpenBLAS (bench/conv_layers.py): a win from 128
+  // transforms dominate; measured on AVX2 with OpenBLAS by bench/conv_layers.py: a win from 128
   // channels at any size and from 64 channels up to 56x56 outputs, no gain at 64 channels and
   // 112x112 or more.
   // With few tiles (a 7x7 map at batch 1 is 4 tiles) the products read the transformed weight,
