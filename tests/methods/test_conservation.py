@@ -127,3 +127,21 @@ def test_gradient_does_not_depend_on_batchnorm_folding() -> None:
         a = ox.explainer(folded, method).explain(x, target=3)
         b = ox.explainer(kept, method).explain(x, target=3)
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * np.abs(b).max())
+
+
+@pytest.mark.parametrize("arch", ["cnn_bn", "resnet", "vgg_avg"])
+@pytest.mark.parametrize("method", ["lrp.alpha_2_beta_1", "lrp.gamma", "lrp.epsilon_gamma_box"])
+def test_split_rules_forward_equals_the_plain_forward(arch: str, method: str) -> None:
+    """alpha-beta (beta != 0) and gamma compute each layer after a rectifier as W+x + W-x in the
+    forward pass instead of Wx (rules::Rule::forward). The f_t(x) they start from (recovered from
+    the delta) must still be the model's own output, and the delta must report it."""
+    from tests.helpers.torch_models import build
+
+    model, shape = build(arch)
+    m = ox.load(export(model, torch.randn(2, *shape), dynamo=False))
+    x = np.random.default_rng(5).standard_normal((3, *shape)).astype(np.float32)
+    params = {"low": -3.0, "high": 3.0} if method == "lrp.epsilon_gamma_box" else {}
+    rel, delta = ox.explainer(m, method, **params).explain(x, target=1, return_delta=True)
+    fx_used = rel.reshape(len(x), -1).sum(axis=1, dtype=np.float64) - delta
+    fx = m.predict(x)[:, 1]
+    np.testing.assert_allclose(fx_used, fx, rtol=1e-5, atol=1e-5 * np.abs(fx).max())
