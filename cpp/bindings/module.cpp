@@ -219,13 +219,20 @@ PYBIND11_MODULE(_core, m) {
       .def(
           "explain",
           [](const methods::Explainer& ex, const std::vector<py::array>& arrays, const std::vector<int64_t>& targets,
-             int threads) {
+             int threads, const py::object& progress) {
             std::vector<Tensor> ins;
             for (const auto& a : arrays) ins.push_back(from_numpy(a));
+            // Between batches of passes: pending signals first (Ctrl-C stops a long driver: the
+            // KeyboardInterrupt unwinds through the C++ as error_already_set), then the callback.
+            methods::Explainer::Progress report = [&progress](int64_t done, int64_t total) {
+              py::gil_scoped_acquire gil;
+              if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+              if (!progress.is_none()) progress(done, total);
+            };
             methods::Explanation e;
             {
               py::gil_scoped_release nogil;
-              e = ex.explain(ins, targets, threads);
+              e = ex.explain(ins, targets, threads, report);
             }
             py::list rel;
             for (const auto& t : e.relevance) rel.append(to_numpy(t));
@@ -237,5 +244,5 @@ PYBIND11_MODULE(_core, m) {
             d["start"] = e.start;
             return d;
           },
-          py::arg("inputs"), py::arg("targets"), py::arg("threads") = 1);
+          py::arg("inputs"), py::arg("targets"), py::arg("threads") = 1, py::arg("progress") = py::none());
 }

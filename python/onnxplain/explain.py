@@ -11,7 +11,8 @@ presents results.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+import sys
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Union
 
@@ -21,6 +22,36 @@ from ._native import core
 from .model import Model, load
 
 TargetLike = Union[None, int, Sequence[int], np.ndarray]
+ProgressLike = Union[None, bool, Callable[[int, int], Any]]
+
+
+class _Bar:
+    """A one-line text progress bar on stderr (no dependency): ``method [#####.....] 12/32``."""
+
+    def __init__(self, label: str, always: bool) -> None:
+        self.label, self.always, self.shown = label, always, False
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.shown and done >= total and not self.always:
+            return  # finished in one batch: nothing worth a bar
+        self.shown = True
+        width = 30
+        filled = width * done // max(total, 1)
+        end = "\n" if done >= total else ""
+        sys.stderr.write(f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}{end}")
+        sys.stderr.flush()
+
+
+def _progress_callback(progress: ProgressLike, method: str) -> Callable[[int, int], Any] | None:
+    if progress is None:
+        return _Bar(method, always=False) if sys.stderr is not None and sys.stderr.isatty() else None
+    if progress is True:
+        return _Bar(method, always=True)
+    if progress is False:
+        return None
+    if callable(progress):
+        return progress
+    raise ValueError(f"progress must be None, True, False or a callable(done, total); got {progress!r}")
 
 
 @dataclass(frozen=True)
@@ -133,7 +164,7 @@ class Explainer:
         return targets
 
     def explain(self, x: Any, target: TargetLike = None, return_delta: bool = False,
-                threads: int | None = None) -> Any:
+                threads: int | None = None, progress: ProgressLike = None) -> Any:
         """Explains a batch.
 
         Parameters
@@ -146,6 +177,14 @@ class Explainer:
             Also return, per sample, how far the sum of the relevance is from what the method
             promises (f_t(x) for LRP and Deep Taylor, f_t(x) - f_t(baseline) for integrated
             gradients), as Captum's convergence delta.
+        threads : int, optional
+            Threads for this call (default: the model's).
+        progress : None, bool or callable
+            Progress of the multi-pass methods (integrated gradients, SmoothGrad), reported after
+            each batch of passes: ``None`` draws a bar on stderr when it is a terminal and the
+            method needs more than one batch, ``True`` always, ``False`` never; a callable is
+            called as ``progress(done, total)`` instead. Ctrl-C stops those methods between
+            batches.
 
         Returns
         -------
@@ -154,7 +193,8 @@ class Explainer:
         arrays = self.model._prepare(x)
         n = arrays[0].shape[0] if arrays[0].ndim else 1
         targets = self._targets(target, n)
-        res = self._ex.explain(arrays, targets, threads or self.model.threads)
+        report = _progress_callback(progress, self.method)
+        res = self._ex.explain(arrays, targets, threads or self.model.threads, report)
         rel = list(res["relevance"])
         out: Any = rel[0] if len(rel) == 1 else rel
         if not return_delta:

@@ -441,7 +441,8 @@ Explanation Explainer::sweep(const std::vector<Tensor>& inputs, const std::vecto
   return ex;
 }
 
-Explanation Explainer::explain(const std::vector<Tensor>& inputs, const std::vector<int64_t>& targets, int threads) const {
+Explanation Explainer::explain(const std::vector<Tensor>& inputs, const std::vector<int64_t>& targets, int threads,
+                               const Progress& progress) const {
   for (const auto& x : inputs)
     if (x.dtype() != DType::Float32) throw InvalidArgument("explanations need float inputs");
   const bool relevance = family_ == "lrp" || family_ == "deep_taylor";
@@ -541,6 +542,7 @@ Explanation Explainer::explain(const std::vector<Tensor>& inputs, const std::vec
           for (int64_t e = 0; e < m; ++e) pa[e] += w * g[e];
         }
       }
+      if (progress) progress(s1, steps);
     }
     for (std::size_t i = 0; i < inputs.size(); ++i) {
       float* pa = acc[i].f32();
@@ -594,6 +596,7 @@ Explanation Explainer::explain(const std::vector<Tensor>& inputs, const std::vec
           for (int64_t e = 0; e < m; ++e) pa[e] += g[e] / static_cast<float>(samples);
         }
       }
+      if (progress) progress(s1, samples);
     }
     ex.relevance = std::move(acc);
     return ex;

@@ -5,6 +5,7 @@
 // names/op types a user gives explicitly.
 #pragma once
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -63,8 +64,12 @@ class Explainer {
  public:
   /// Throws InvalidArgument for an unknown method, unknown or invalid parameters.
   Explainer(std::shared_ptr<const runtime::Model> model, const std::string& method, const Params& params);
+  /// Called by the multi-pass drivers (integrated gradients, SmoothGrad) after each batch of
+  /// passes with (passes done, passes in all); may throw to stop the explanation (Ctrl-C).
+  using Progress = std::function<void(int64_t, int64_t)>;
   /// `targets`: one per sample, or empty for the argmax per sample.
-  Explanation explain(const std::vector<Tensor>& inputs, const std::vector<int64_t>& targets, int threads) const;
+  Explanation explain(const std::vector<Tensor>& inputs, const std::vector<int64_t>& targets, int threads,
+                      const Progress& progress = nullptr) const;
   const std::string& method() const { return method_; }
   /// The rule each node gets ("" for nodes the sweep never reaches), for display.
   std::vector<std::string> node_rules() const;
