@@ -145,3 +145,22 @@ def test_split_rules_forward_equals_the_plain_forward(arch: str, method: str) ->
     fx_used = rel.reshape(len(x), -1).sum(axis=1, dtype=np.float64) - delta
     fx = m.predict(x)[:, 1]
     np.testing.assert_allclose(fx_used, fx, rtol=1e-5, atol=1e-5 * np.abs(fx).max())
+
+
+@pytest.mark.parametrize("arch", ["cnn_bn", "resnet", "vgg_avg", "inception"])
+@pytest.mark.parametrize("method", ["lrp.z_plus", "lrp.alpha_2_beta_1", "lrp.gamma", "lrp.epsilon_plus_flat"])
+def test_one_image_equals_its_row_in_a_batch(arch: str, method: str) -> None:
+    """With one image, z+, alpha-beta and gamma run a convolution's two products as one
+    convolution over stacked weights (halves of its output are the two results); with more
+    images they run separately, and that path is compared with Zennit (test_lrp_composites).
+    Both must give the same relevance for the same image."""
+    from tests.helpers.torch_models import build
+
+    model, shape = build(arch)
+    m = ox.load(export(model, torch.randn(2, *shape), dynamo=False))
+    x = np.random.default_rng(6).standard_normal((2, *shape)).astype(np.float32)
+    ex = ox.explainer(m, method)
+    both = ex.explain(x, target=2)
+    for i in range(2):
+        one = ex.explain(x[i:i + 1], target=2)
+        np.testing.assert_allclose(one[0], both[i], rtol=1e-4, atol=1e-5 * np.abs(both[i]).max())

@@ -169,6 +169,18 @@ int64_t* Tensor::i64() {
 }
 const int64_t* Tensor::i64() const { return const_cast<Tensor*>(this)->i64(); }
 
+Tensor Tensor::view(Shape shape, int64_t offset) const {
+  const int64_t n = shape_numel(shape);
+  if (offset < 0 || offset + n > numel_)
+    throw ShapeError("a view of " + std::to_string(n) + " elements at " + std::to_string(offset) + " exceeds " +
+                     shape_str(shape_));
+  Tensor t = *this;
+  t.shape_ = std::move(shape);
+  t.numel_ = n;
+  t.data_ = static_cast<char*>(data_) + static_cast<std::size_t>(offset) * dtype_size(dtype_);
+  return t;
+}
+
 Tensor Tensor::reshaped(Shape shape) const {
   Tensor t = *this;
   int64_t n = shape_numel(shape);

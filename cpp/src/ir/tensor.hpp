@@ -64,6 +64,8 @@ class Tensor {
   /// A weak reference to the storage: expires when the last tensor sharing it goes.
   std::weak_ptr<void> storage_ref() const { return storage_; }
 
+  /// `shape`'s worth of elements from element `offset` on, sharing the storage (bounds-checked).
+  Tensor view(Shape shape, int64_t offset) const;
   /// Same storage, new shape with the same number of elements.
   Tensor reshaped(Shape shape) const;
   Tensor clone() const;

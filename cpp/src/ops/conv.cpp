@@ -43,6 +43,7 @@ class Conv final : public Op {
   OpKind kind() const override { return OpKind::Linear; }
   int weight_input() const override { return 1; }
   int bias_input() const override { return has_bias_ ? 2 : -1; }
+  bool stacks_on_channels() const override { return groups_ == 1; }
 
   std::vector<ValueInfo> infer(const std::vector<ValueInfo>& in) const override {
     const ValueInfo& x = in.at(0);

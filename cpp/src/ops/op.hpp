@@ -114,6 +114,10 @@ class Op {
   /// For OpKind::Linear: which inputs hold the weight and the (optional) bias; -1 if none.
   virtual int weight_input() const { return -1; }
   virtual int bias_input() const { return -1; }
+  /// Linear ops: running with the weight concatenated along its axis 0 (and the bias likewise)
+  /// gives the outputs concatenated along axis 1 (a convolution with more output channels), so
+  /// two modified forwards can share one pass over the input (im2col, Winograd transform).
+  virtual bool stacks_on_channels() const { return false; }
 
   const std::string& name() const { return name_; }
   const std::string& op_type() const { return op_type_; }

@@ -11,12 +11,15 @@
 // reuses the forward pass's output (Zennit recomputes it). αβ (β != 0) and γ go further: their
 // two branch products sum to the layer's output ((W+x + b+) + (W-x + b-), and W^γ± x + b^γ±
 // to (2 + γ)(Wx + b)), so they are made in the forward pass in place of Wx (Rule::forward) and
-// the layer costs four products in all, not five. Branches masked out everywhere (γ's
+// the layer costs four products in all, not five. For one image on an op that stacks on
+// channels (Op::stacks_on_channels, a convolution), the two products of a layer (Wx and W+x for
+// z+, W+x and W-x for αβ, W^γ±x for γ) run as one convolution over the stacked weights, sharing
+// its pass over the input (im2col or Winograd transform). Branches masked out everywhere (γ's
 // sign masks) or weighted by β = 0 are skipped too, and a modified weight is computed only when a
 // branch that runs uses it. Two further cuts are left out on purpose: writing W+x+ + W-x- with
 // |W| and |x| (one product fewer) cancels where a denominator is near zero, where Zennit
 // multiplies R / eps by an exact zero weight and the |W| form would not give an exact zero; and
-// stacking branches along the channel axis needs each op's channel layout, which rules never see.
+// stacking the VJPs (one product with K = 2M) is not done yet.
 #include "rules/lrp.hpp"
 
 #include <algorithm>
@@ -433,23 +436,89 @@ SignSplit split(const LinearNode& n, ExecContext& ctx) {
   return s;
 }
 
+/// Two modified weights side by side along the weight's axis 0 (and the biases likewise), kept
+/// across calls like ModParamsOf: for ops that stack on channels, one forward then gives both
+/// products from a single pass over the input.
+template <class F1, class F2>
+class StackedParams final : public ModParams {
+ public:
+  StackedParams(const LinearNode& n, F1 f1, F2 f2, ExecContext& ctx, ParamCache* cache, int tag)
+      : n_(n), f1_(f1), f2_(f2), ctx_(ctx), cache_(n.params_constant() ? cache : nullptr), tag_(tag) {}
+  const Tensor& w() override {
+    if (!w_.raw()) w_ = get(n_.w(), true);
+    return w_;
+  }
+  const Tensor* b() override {
+    if (!n_.b()) return nullptr;
+    if (!b_.raw()) b_ = get(*n_.b(), false);
+    return &b_;
+  }
+
+ private:
+  Tensor stack(const Tensor& t) const {
+    Shape sh = t.shape();
+    sh.at(0) *= 2;
+    Tensor y = ctx_.alloc(DType::Float32, sh);
+    const float* src = t.f32();
+    float* dst = y.f32();
+    const int64_t m = t.numel();
+    kernels::parallel_for(m, ctx_.threads(), [&](int64_t lo, int64_t hi) {
+      for (int64_t i = lo; i < hi; ++i) {
+        dst[i] = f1_(src[i]);
+        dst[m + i] = f2_(src[i]);
+      }
+    });
+    return y;
+  }
+  Tensor get(const Tensor& t, bool weight) {
+    if (!cache_) return stack(t);
+    ParamCache::Entry& e = cache_->entry(n_.w().raw(), n_.b() ? n_.b()->raw() : nullptr, tag_);
+    std::lock_guard<std::mutex> lock(cache_->mutex());
+    if (weight && !e.has_w) e.orig_w = t, e.w = stack(t).frozen(), e.has_w = true;
+    if (!weight && !e.has_b) e.orig_b = t, e.b = stack(t).frozen(), e.has_b = true;
+    return weight ? e.w : e.b;
+  }
+  const LinearNode& n_;
+  F1 f1_;
+  F2 f2_;
+  ExecContext& ctx_;
+  ParamCache* cache_;
+  int tag_;
+  Tensor w_, b_;
+};
+
 /// The two products a sign-split rule needs for an input without negative entries, computed in
-/// the forward pass in place of the plain product: o1 = op(x; p1), o2 = op(x; p2), and the node's
-/// output from them by `combine` (x- is zero there, so these are all the branches that run).
-/// Returns false (the op's own forward runs) where the input may have negative entries.
+/// the forward pass in place of the plain product: o1 = op(x; p1), o2 = op(x; p2) (one forward
+/// with the parameters stacked where the op allows and one image makes the halves contiguous),
+/// and the node's output from them by `combine` (x- is zero there, so these are all the branches
+/// that run). keep = {o1, o2}. Returns false (the op's own forward runs) where the input may have
+/// negative entries, or with `only_stacked` where the products cannot share a pass.
 template <class F1, class F2, class C>
-bool split_forward(const NodeValues& v, const char* rule, F1 f1, F2 f2, ParamCache& cache, C combine,
-                   std::vector<Tensor>& out, std::vector<Tensor>& keep, ExecContext& ctx) {
+bool split_forward(const NodeValues& v, const char* rule, F1 f1, F2 f2, ParamCache& cache, int tags[3], C combine,
+                   bool only_stacked, std::vector<Tensor>& out, std::vector<Tensor>& keep, ExecContext& ctx) {
   if (v.op->kind() != OpKind::Linear || v.op->weight_input() < 0) return false;
   LinearNode n(v, rule, false);
   if (!n.x_nonneg()) return false;
-  auto p1 = mod_params(n, f1, ctx, &cache, 1);
-  auto p2 = mod_params(n, f2, ctx, &cache, 2);
-  Tensor o1 = n.forward(n.x(), p1.w(), p1.b(), ctx);
-  Tensor o2 = n.forward(n.x(), p2.w(), p2.b(), ctx);
+  const bool stack = v.op->stacks_on_channels() && n.x().rank() >= 2 && n.x().dim(0) == 1;
+  if (!stack && only_stacked) return false;
+  Tensor o1, o2;
+  if (stack) {
+    StackedParams<F1, F2> sp(n, f1, f2, ctx, &cache, tags[2]);
+    const Tensor both = n.forward(n.x(), sp.w(), sp.b(), ctx);
+    Shape half = both.shape();
+    if (half.size() < 2 || half[1] % 2 != 0) throw ShapeError("internal: a stacked forward gave shape " + shape_str(half));
+    half[1] /= 2;
+    o1 = both.view(half, 0);
+    o2 = both.view(half, shape_numel(half));
+  } else {
+    auto p1 = mod_params(n, f1, ctx, &cache, tags[0]);
+    auto p2 = mod_params(n, f2, ctx, &cache, tags[1]);
+    o1 = n.forward(n.x(), p1.w(), p1.b(), ctx);
+    o2 = n.forward(n.x(), p2.w(), p2.b(), ctx);
+  }
   if (o1.shape() != o2.shape()) throw ShapeError("internal: the two modified forwards differ in shape");
   out.resize(std::max<std::size_t>(1, v.node->outputs.size()));
-  out[0] = map2(o1, o2, ctx, combine);
+  out[0] = combine(o1, o2);
   keep = {o1, o2};
   return true;
 }
@@ -471,12 +540,22 @@ class AlphaBetaRule final : public LinearRule {
   std::string name() const override { return name_; }
   // With β != 0 both W+x and W-x are needed, and their sum is the output: the forward pass makes
   // them instead of Wx (four products per layer instead of five). With β = 0 W-x is never used.
-  bool has_forward() const override { return beta_ != 0.f; }
+  // With β = 0 (z+) only W+x is needed beside Wx: both come from one stacked pass where the op
+  // allows it, the output being the Wx half.
+  bool has_forward() const override { return true; }
   bool forward(const NodeValues& v, std::vector<Tensor>& out, std::vector<Tensor>& keep,
                ExecContext& ctx) const override {
-    if (beta_ == 0.f) return false;
-    return split_forward(v, name_.c_str(), pos_part, neg_part, cache_, [](float a, float b) { return a + b; }, out,
-                         keep, ctx);
+    if (beta_ == 0.f) {
+      int tags[3] = {0, 1, 4};
+      return split_forward(v, name_.c_str(), same, pos_part, cache_, tags,
+                           [](const Tensor& a, const Tensor&) { return a; }, true, out, keep, ctx);
+    }
+    int tags[3] = {1, 2, 3};
+    return split_forward(v, name_.c_str(), pos_part, neg_part, cache_, tags,
+                         [&ctx](const Tensor& a, const Tensor& b) {
+                           return map2(a, b, ctx, [](float p, float q) { return p + q; });
+                         },
+                         false, out, keep, ctx);
   }
 
  protected:
@@ -484,14 +563,15 @@ class AlphaBetaRule final : public LinearRule {
     const SignSplit xs = split(n, ctx);
     auto wp = mod_params(n, pos_part, ctx, &cache_, 1);
     auto wn = mod_params(n, neg_part, ctx, &cache_, 2);
-    // W+x + b+ and W-x + b-, when the forward pass made them (an input after a rectifier).
+    // W+x + b+ (and W-x + b-), when the forward pass made them (an input after a rectifier):
+    // kept = {W+x + b+, W-x + b-}, or {Wx + b, W+x + b+} for z+ (β = 0).
     const bool kept = kept_pair(n);
-    std::vector<Branch> pos{{&xs.xp, &wp, true, xs.xp_zero, kept ? (*n.kept())[0] : Tensor()},
-                            {&xs.xn, &wn, false, xs.xn_zero, {}}};
+    const Tensor kept_pos = kept ? (*n.kept())[beta_ == 0.f ? 1 : 0] : Tensor();
+    std::vector<Branch> pos{{&xs.xp, &wp, true, xs.xp_zero, kept_pos}, {&xs.xn, &wn, false, xs.xn_zero, {}}};
     Tensor rp = part(n, pos, r, ctx);
     Tensor out = scale(rp, alpha_, n, ctx);
     if (beta_ != 0.f) {
-      std::vector<Branch> neg{{&xs.xp, &wn, true, xs.xp_zero, kept ? (*n.kept())[1] : Tensor()},
+      std::vector<Branch> neg{{&xs.xp, &wn, true, xs.xp_zero, kept && beta_ != 0.f ? (*n.kept())[1] : Tensor()},
                               {&xs.xn, &wp, false, xs.xn_zero, {}}};
       Tensor rn = part(n, neg, r, ctx);
       const float beta = beta_;
@@ -515,6 +595,7 @@ class AlphaBetaRule final : public LinearRule {
     if (a == 1.f) return t;
     return map1(t, ctx, [a](float v) { return a * v; });
   }
+  static float same(float v) { return v; }
   static float pos_part(float v) { return v > 0.f ? v : 0.f; }
   static float neg_part(float v) { return v < 0.f ? v : 0.f; }
   float alpha_, beta_, stab_;
@@ -543,8 +624,12 @@ class GammaRule final : public LinearRule {
   bool forward(const NodeValues& v, std::vector<Tensor>& out, std::vector<Tensor>& keep,
                ExecContext& ctx) const override {
     const float k = 1.f / (2.f + gamma_);
-    return split_forward(v, "gamma", up(), down(), cache_, [k](float a, float b) { return (a + b) * k; }, out, keep,
-                         ctx);
+    int tags[3] = {1, 2, 3};
+    return split_forward(v, "gamma", up(), down(), cache_, tags,
+                         [&ctx, k](const Tensor& a, const Tensor& b) {
+                           return map2(a, b, ctx, [k](float p, float q) { return (p + q) * k; });
+                         },
+                         false, out, keep, ctx);
   }
 
  protected:
