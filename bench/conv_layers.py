@@ -13,13 +13,16 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
 import onnxplain as ox
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from forward import best_of  # noqa: E402
 
 # (in channels, out channels, input size, kernel, stride)
 LAYERS = [
@@ -40,16 +43,6 @@ def conv_model(c: int, m: int, size: int, k: int, stride: int, rng: np.random.Ge
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
         [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
-
-
-def best_of(fn, repeats: int) -> float:
-    fn()
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
 
 
 def main() -> int:

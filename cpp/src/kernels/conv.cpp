@@ -1,4 +1,3 @@
-#include <memory>
 #include "kernels/conv.hpp"
 
 #include <algorithm>
@@ -7,6 +6,7 @@
 
 #include "kernels/gemm.hpp"
 #include "kernels/parallel.hpp"
+#include "kernels/scratch.hpp"
 
 namespace onnxplain::kernels {
 
@@ -275,19 +275,6 @@ int64_t conv_scratch_floats(const ConvShape& s) {
   return Cg * K * pl.rows_per_tile * s.win.out[2];
 }
 
-namespace {
-/// Per-thread scratch for the batch-parallel path (kept across calls, never zero-filled).
-float* thread_scratch(std::size_t n) {
-  thread_local std::unique_ptr<float[]> buf;
-  thread_local std::size_t cap = 0;
-  if (cap < n) {
-    buf.reset();
-    buf.reset(new float[n]);
-    cap = n;
-  }
-  return buf.get();
-}
-}  // namespace
 
 void conv_forward(const ConvShape& s, const float* x, const float* w, const float* bias, float* y, float* scratch,
                   int threads) {
@@ -310,7 +297,7 @@ void conv_forward(const ConvShape& s, const float* x, const float* w, const floa
       sub.batch = e - b;
       const int saved = blas_threads();
       set_blas_threads(1);
-      float* buf = thread_scratch(static_cast<std::size_t>(conv_scratch_floats(sub)));
+      float* buf = thread_scratch(static_cast<std::size_t>(conv_scratch_floats(sub)), ScratchSlot::ConvWorker);
       conv_forward(sub, x + b * per_in, w, bias, y + b * per_out, buf, 1);
       set_blas_threads(saved);
     }
@@ -339,7 +326,7 @@ void conv_forward(const ConvShape& s, const float* x, const float* w, const floa
     {
       const int saved = blas_threads();
       set_blas_threads(1);
-      float* buf = thread_scratch(static_cast<std::size_t>(CgK * pl.rows_per_tile * out2));
+      float* buf = thread_scratch(static_cast<std::size_t>(CgK * pl.rows_per_tile * out2), ScratchSlot::ConvWorker);
 #pragma omp for schedule(dynamic, 1)
       for (int64_t t = 0; t < total; ++t) {
         const int64_t n = t / (G * tiles_per_image), g = (t / tiles_per_image) % G;

@@ -1,11 +1,11 @@
 #include "kernels/winograd.hpp"
 
 #include <algorithm>
-#include <memory>
 #include <string>
 
 #include "kernels/gemm.hpp"
 #include "kernels/parallel.hpp"
+#include "kernels/scratch.hpp"
 
 namespace onnxplain::kernels {
 namespace {
@@ -34,18 +34,6 @@ struct Wino<4> {
 // a direct convolution to ~1e-5 of the layer's largest output (direct: ~1e-6). F(2x2) keeps
 // the digit but saved about half as much time (bench/conv_layers.py, 256-512 channels).
 constexpr int kTile = 4;
-
-// Per-thread scratch, kept across calls.
-float* scratch_of(std::size_t n) {
-  thread_local std::unique_ptr<float[]> buf;
-  thread_local std::size_t cap = 0;
-  if (cap < n) {
-    buf.reset();
-    buf.reset(new float[n]);
-    cap = n;
-  }
-  return buf.get();
-}
 
 // Floats of the transformed-input chunk (per GEMM column budget).
 constexpr int64_t kChunkFloats = int64_t{1} << 20;
@@ -233,7 +221,7 @@ void run(const ConvShape& s, const float* x, const float* u, const float* bias, 
     {
       const int saved = blas_threads();
       set_blas_threads(1);
-      float* buf = scratch_of(need);
+      float* buf = thread_scratch(need, ScratchSlot::Winograd);
 #pragma omp for schedule(dynamic, 1)
       for (int64_t k = 0; k < chunks; ++k) {
         const int64_t t0 = k * p.Tc, t1 = std::min(p.T, t0 + p.Tc);
@@ -244,7 +232,7 @@ void run(const ConvShape& s, const float* x, const float* u, const float* bias, 
     return;
   }
   // Few tiles: the transforms split over channels and the AA independent GEMMs over threads.
-  float* v = scratch_of(need);
+  float* v = thread_scratch(need, ScratchSlot::Winograd);
   float* mo = v + AA * p.C * p.Tc;
   for (int64_t t0 = 0; t0 < p.T; t0 += p.Tc) {
     const int64_t t1 = std::min(p.T, t0 + p.Tc), tc = t1 - t0;

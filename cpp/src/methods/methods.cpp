@@ -441,6 +441,23 @@ Explanation Explainer::sweep(const std::vector<Tensor>& inputs, const std::vecto
   return ex;
 }
 
+void Explainer::accumulate_copies(const std::vector<Tensor>& batch, const std::vector<int64_t>& targets,
+                                  const std::vector<float>& weights, std::vector<Tensor>& acc, int threads) const {
+  std::vector<int64_t> tg;
+  for (std::size_t c = 0; c < weights.size(); ++c) tg.insert(tg.end(), targets.begin(), targets.end());
+  const Explanation part = sweep(batch, tg, threads, false);
+  for (std::size_t i = 0; i < acc.size(); ++i) {
+    const int64_t m = acc[i].numel();
+    float* pa = acc[i].f32();
+    const float* pg = part.relevance[i].f32();
+    for (std::size_t c = 0; c < weights.size(); ++c) {
+      const float w = weights[c];
+      const float* g = pg + static_cast<int64_t>(c) * m;
+      for (int64_t e = 0; e < m; ++e) pa[e] += w * g[e];
+    }
+  }
+}
+
 Explanation Explainer::explain(const std::vector<Tensor>& inputs, const std::vector<int64_t>& targets, int threads,
                                const Progress& progress) const {
   for (const auto& x : inputs)
@@ -529,19 +546,9 @@ Explanation Explainer::explain(const std::vector<Tensor>& inputs, const std::vec
         }
         batch.push_back(concat_batch(parts));
       }
-      std::vector<int64_t> tg;
-      for (int64_t s = s0; s < s1; ++s) tg.insert(tg.end(), ex.targets.begin(), ex.targets.end());
-      Explanation part = sweep(batch, tg, threads, false);
-      for (std::size_t i = 0; i < inputs.size(); ++i) {
-        const int64_t m = inputs[i].numel();
-        float* pa = acc[i].f32();
-        const float* pg = part.relevance[i].f32();
-        for (int64_t s = s0; s < s1; ++s) {
-          const float w = static_cast<float>(weights[static_cast<std::size_t>(s)]);
-          const float* g = pg + (s - s0) * m;
-          for (int64_t e = 0; e < m; ++e) pa[e] += w * g[e];
-        }
-      }
+      std::vector<float> w;
+      for (int64_t s = s0; s < s1; ++s) w.push_back(static_cast<float>(weights[static_cast<std::size_t>(s)]));
+      accumulate_copies(batch, ex.targets, w, acc, threads);
       if (progress) progress(s1, steps);
     }
     for (std::size_t i = 0; i < inputs.size(); ++i) {
@@ -585,17 +592,9 @@ Explanation Explainer::explain(const std::vector<Tensor>& inputs, const std::vec
         }
         batch.push_back(concat_batch(parts));
       }
-      std::vector<int64_t> tg;
-      for (int64_t s = s0; s < s1; ++s) tg.insert(tg.end(), ex.targets.begin(), ex.targets.end());
-      Explanation part = sweep(batch, tg, threads, false);
-      for (std::size_t i = 0; i < inputs.size(); ++i) {
-        const int64_t m = inputs[i].numel();
-        float* pa = acc[i].f32();
-        for (int64_t s = s0; s < s1; ++s) {
-          const float* g = part.relevance[i].f32() + (s - s0) * m;
-          for (int64_t e = 0; e < m; ++e) pa[e] += g[e] / static_cast<float>(samples);
-        }
-      }
+      accumulate_copies(batch, ex.targets,
+                        std::vector<float>(static_cast<std::size_t>(s1 - s0), 1.f / static_cast<float>(samples)), acc,
+                        threads);
       if (progress) progress(s1, samples);
     }
     ex.relevance = std::move(acc);

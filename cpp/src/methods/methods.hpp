@@ -80,6 +80,10 @@ class Explainer {
   std::string family_;
   Params params_;
   std::vector<rules::RulePtr> node_rule_;  // per node
+  /// The multi-pass drivers' step: `batch` holds weights.size() copies of the samples (copy-major),
+  /// explained for `targets` (per sample); acc[i] += weights[c] * relevance of copy c.
+  void accumulate_copies(const std::vector<Tensor>& batch, const std::vector<int64_t>& targets,
+                         const std::vector<float>& weights, std::vector<Tensor>& acc, int threads) const;
   /// Forward, targets (argmax where not given) and f_t(x); then, when `reverse`, the sweep from
   /// the one-hot (times f_t(x) when `scale_by_output`) start.
   Explanation sweep(const std::vector<Tensor>& inputs, const std::vector<int64_t>& targets, int threads,

@@ -11,6 +11,7 @@
 #include "ir/attributes.hpp"
 #include "ir/graph.hpp"
 #include "ir/tensor.hpp"
+#include "kernels/scratch.hpp"
 #include "onnxplain/errors.hpp"
 
 namespace onnxplain {
@@ -27,18 +28,8 @@ class ExecContext {
   /// Output allocation goes through here so the runtime can pool buffers.
   Tensor alloc(DType dtype, const Shape& shape) { return Tensor(dtype, shape); }
   /// Scratch float memory of at least n elements, uninitialised, valid until the next call on
-  /// this thread. One buffer per thread, kept across runs: im2col buffers are large and
-  /// re-allocating (and zero-filling) them on every forward pass costs as much as small layers.
-  static float* scratch(std::size_t n) {
-    thread_local std::unique_ptr<float[]> buf;
-    thread_local std::size_t cap = 0;
-    if (cap < n) {
-      buf.reset();
-      buf.reset(new float[n]);
-      cap = n;
-    }
-    return buf.get();
-  }
+  /// this thread (kernels::thread_scratch, the ops' slot).
+  static float* scratch(std::size_t n) { return kernels::thread_scratch(n, kernels::ScratchSlot::Op); }
 
  private:
   int threads_;
