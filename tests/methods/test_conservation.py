@@ -163,4 +163,6 @@ def test_one_image_equals_its_row_in_a_batch(arch: str, method: str) -> None:
     both = ex.explain(x, target=2)
     for i in range(2):
         one = ex.explain(x[i:i + 1], target=2)
-        np.testing.assert_allclose(one[0], both[i], rtol=1e-4, atol=1e-5 * np.abs(both[i]).max())
+        # alpha2-beta1 subtracts two sums of similar size, and the two paths round differently
+        # (float32): up to ~2e-5 of the scale seen; swapped halves differ by O(1).
+        np.testing.assert_allclose(one[0], both[i], rtol=1e-4, atol=5e-5 * np.abs(both[i]).max())

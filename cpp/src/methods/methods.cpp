@@ -392,7 +392,7 @@ Explanation Explainer::sweep(const std::vector<Tensor>& inputs, const std::vecto
   runtime::Model::ForwardHook hook;
   bool any_forward = false;
   for (const auto& r : node_rule_) any_forward = any_forward || (r && r->has_forward());
-  const std::vector<char> rectified = any_forward && reverse ? runtime::rectified_values(g) : std::vector<char>();
+  const std::vector<char> nonneg = any_forward && reverse ? runtime::nonneg_values(g) : std::vector<char>();
   if (any_forward && reverse) {
     kept.resize(g.nodes.size());
     hook = [&](std::size_t i, const std::vector<const Tensor*>& ins, std::vector<Tensor>& outs,
@@ -400,7 +400,7 @@ Explanation Explainer::sweep(const std::vector<Tensor>& inputs, const std::vecto
       const rules::RulePtr& r = node_rule_[i];
       if (!r || !r->has_forward()) return false;
       rules::NodeValues nv;
-      runtime::node_inputs(g, i, ins, rectified, &nv);
+      runtime::node_inputs(g, i, ins, nonneg, &nv);
       return r->forward(nv, outs, kept[i], ctx);
     };
   }

@@ -34,6 +34,7 @@ class AveragePool final : public Op {
   }
 
   OpKind kind() const override { return OpKind::AvgPool; }
+  bool keeps_nonneg() const override { return true; }
 
   std::vector<ValueInfo> infer(const std::vector<ValueInfo>& in) const override {
     const ValueInfo& x = in.at(0);

@@ -18,6 +18,7 @@ class Concat final : public Op {
       if (!p) fail_format("Concat inputs cannot be omitted");
   }
   OpKind kind() const override { return OpKind::Routing; }
+  bool keeps_nonneg() const override { return true; }
 
   std::vector<ValueInfo> infer(const std::vector<ValueInfo>& in) const override {
     const ValueInfo* ref = nullptr;

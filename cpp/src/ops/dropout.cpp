@@ -23,6 +23,7 @@ class Dropout final : public Op {
     }
   }
   OpKind kind() const override { return OpKind::Routing; }
+  bool keeps_nonneg() const override { return true; }
 
   std::vector<ValueInfo> infer(const std::vector<ValueInfo>& in) const override {
     ValueInfo o = in.at(0);

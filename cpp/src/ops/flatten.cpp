@@ -11,6 +11,7 @@ class Flatten final : public Op {
  public:
   explicit Flatten(const NodeDesc& d) : Op(d), axis_(d.attrs->get_int("axis", 1)) { require_io(*this, d, 1, "data"); }
   OpKind kind() const override { return OpKind::Routing; }
+  bool keeps_nonneg() const override { return true; }
 
   std::vector<ValueInfo> infer(const std::vector<ValueInfo>& in) const override {
     const ValueInfo& x = in.at(0);

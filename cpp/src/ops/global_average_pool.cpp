@@ -12,6 +12,7 @@ class GlobalAveragePool final : public Op {
  public:
   explicit GlobalAveragePool(const NodeDesc& d) : Op(d) {}
   OpKind kind() const override { return OpKind::AvgPool; }
+  bool keeps_nonneg() const override { return true; }
 
   std::vector<ValueInfo> infer(const std::vector<ValueInfo>& in) const override {
     const ValueInfo& x = in.at(0);

@@ -12,6 +12,7 @@ class Identity final : public Op {
  public:
   explicit Identity(const NodeDesc& d) : Op(d) { require_io(*this, d, 1, "input"); }
   OpKind kind() const override { return OpKind::Routing; }
+  bool keeps_nonneg() const override { return true; }
 
   std::vector<ValueInfo> infer(const std::vector<ValueInfo>& in) const override {
     ValueInfo o = in.at(0);

@@ -33,6 +33,7 @@ class MaxPool final : public Op {
   }
 
   OpKind kind() const override { return OpKind::MaxPool; }
+  bool keeps_nonneg() const override { return true; }
 
   std::vector<ValueInfo> infer(const std::vector<ValueInfo>& in) const override {
     const ValueInfo& x = in.at(0);

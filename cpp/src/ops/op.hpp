@@ -101,6 +101,10 @@ class Op {
                    ExecContext& ctx) const;
   /// True for the rectifier (Relu), whose backward DeConvNet and Guided BackProp modify.
   virtual bool rectifier() const { return false; }
+  /// True when every float output entry is one of the float input entries, a zero, or a
+  /// non-negative combination of them (pooling, reshaping, routing): outputs of non-negative
+  /// inputs are non-negative, so the sign-split rules need no sign scan after such an op either.
+  virtual bool keeps_nonneg() const { return false; }
 
   /// For OpKind::Linear: which inputs hold the weight and the (optional) bias; -1 if none.
   virtual int weight_input() const { return -1; }

@@ -21,6 +21,7 @@ class Reshape final : public Op {
     }
   }
   OpKind kind() const override { return OpKind::Routing; }
+  bool keeps_nonneg() const override { return true; }
 
   std::vector<ValueInfo> infer(const std::vector<ValueInfo>& in) const override {
     const ValueInfo& x = in.at(0);

@@ -18,6 +18,7 @@ class Transpose final : public Op {
     if (has_perm_) perm_ = d.attrs->get_ints("perm", {});
   }
   OpKind kind() const override { return OpKind::Routing; }
+  bool keeps_nonneg() const override { return true; }
 
   std::vector<ValueInfo> infer(const std::vector<ValueInfo>& in) const override {
     const ValueInfo& x = in.at(0);

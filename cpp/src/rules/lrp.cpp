@@ -14,12 +14,12 @@
 // the layer costs four products in all, not five. For one image on an op that stacks on
 // channels (Op::stacks_on_channels, a convolution), the two products of a layer (Wx and W+x for
 // z+, W+x and W-x for αβ, W^γ±x for γ) run as one convolution over the stacked weights, sharing
-// its pass over the input (im2col or Winograd transform). Branches masked out everywhere (γ's
+// its pass over the input (im2col or Winograd transform), and αβ's and γ's two VJPs run as one
+// VJP over the same stacked weights (K = 2M, any batch size). Branches masked out everywhere (γ's
 // sign masks) or weighted by β = 0 are skipped too, and a modified weight is computed only when a
 // branch that runs uses it. Two further cuts are left out on purpose: writing W+x+ + W-x- with
 // |W| and |x| (one product fewer) cancels where a denominator is near zero, where Zennit
-// multiplies R / eps by an exact zero weight and the |W| form would not give an exact zero; and
-// stacking the VJPs (one product with K = 2M) is not done yet.
+// multiplies R / eps by an exact zero weight and the |W| form would not give an exact zero.
 #include "rules/lrp.hpp"
 
 #include <algorithm>
@@ -155,7 +155,8 @@ class LinearNode {
       throw ShapeError(std::string("the ") + rule + " rule needs the op's output");
   }
   int data() const { return d_; }
-  /// The data input comes from a rectifier: no negative entries, no scan needed to know it.
+  /// The data input has no negative entries (it comes from a rectifier, or pooling or routing of
+  /// one: NodeValues::in_nonneg), so no scan is needed to know it.
   bool x_nonneg() const {
     const auto d = static_cast<std::size_t>(d_);
     return d < v_.in_nonneg.size() && v_.in_nonneg[d];
@@ -174,6 +175,8 @@ class LinearNode {
 
   /// What this rule's forward() kept for the node (nullptr or empty: nothing).
   const std::vector<Tensor>* kept() const { return v_.kept; }
+  /// The op stacks on channels (Op::stacks_on_channels).
+  bool stacks() const { return v_.op->stacks_on_channels(); }
 
   Tensor forward(const Tensor& x, const Tensor& w, const Tensor* b, ExecContext& ctx) const {
     Ptrs in = inputs(x, w, b);
@@ -529,6 +532,33 @@ bool kept_pair(const LinearNode& n) {
   return k && k->size() == 2 && n.x_nonneg() && (*k)[0].shape() == n.y().shape() && (*k)[1].shape() == n.y().shape();
 }
 
+/// x ⊙ (VJP_{W1}(s1) + VJP_{W2}(s2)) for an input without negative entries on an op that stacks
+/// on channels, as x ⊙ VJP_{[W1;W2]}([s1;s2]): one product over twice the output channels
+/// instead of two, so one col2im or Winograd output transform and one x ⊙ g pass, and a GEMM
+/// with K = 2M. [s1;s2] is written per sample (halves along axis 1), so any batch size works.
+/// `s_of(i, s1, s2)` writes s1 and s2 for entry i of the node's output.
+template <class F1, class F2, class S>
+Tensor stacked_vjp_relevance(const LinearNode& n, F1 f1, F2 f2, ParamCache& cache, int tag, S s_of,
+                             ExecContext& ctx) {
+  StackedParams<F1, F2> sp(n, f1, f2, ctx, &cache, tag);
+  const Tensor& y = n.y();
+  Shape sh = y.shape();
+  sh.at(1) *= 2;
+  Tensor s = ctx.alloc(DType::Float32, sh);
+  const int64_t per = y.dim(0) > 0 ? y.numel() / y.dim(0) : 0;
+  float* ps = s.f32();
+  kernels::parallel_for(y.numel(), ctx.threads(), [&](int64_t lo, int64_t hi) {
+    int64_t b = lo / per, j = lo - b * per;
+    float* half = ps + b * 2 * per;
+    for (int64_t i = lo; i < hi; ++i) {
+      s_of(i, half[j], half[per + j]);
+      if (++j == per) j = 0, half += 2 * per;
+    }
+  });
+  const Tensor g = n.vjp(n.x(), sp.w(), sp.b(), s, s, ctx);
+  return map2(n.x(), g, ctx, [](float a, float c) { return a * c; });
+}
+
 /// αβ (Zennit AlphaBeta; ZPlus is α = 1, β = 0 with the same branches):
 ///   positive part: (x+, W+, b+), (x-, W-, no bias)    z_p, s_p = R / stab(z_p)
 ///   negative part: (x+, W-, b-), (x-, W+, no bias)    z_n, s_n = R / stab(z_n)
@@ -560,6 +590,20 @@ class AlphaBetaRule final : public LinearRule {
 
  protected:
   Tensor relevance(const LinearNode& n, const Tensor& r, ExecContext& ctx) const override {
+    if (beta_ != 0.f && n.stacks() && kept_pair(n)) {
+      // x- = 0: R_in = x ⊙ (VJP_{W+}(α R / stab(W+x + b+)) + VJP_{W-}(−β R / stab(W-x + b-))).
+      const float* pr = r.f32();
+      const float* pp = (*n.kept())[0].f32();
+      const float* pn = (*n.kept())[1].f32();
+      const float a = alpha_, mb = -beta_, eps = stab_;
+      return stacked_vjp_relevance(
+          n, pos_part, neg_part, cache_, 3,
+          [=](int64_t i, float& s1, float& s2) {
+            s1 = a * (pr[i] / stabilize(pp[i], eps));
+            s2 = mb * (pr[i] / stabilize(pn[i], eps));
+          },
+          ctx);
+    }
     const SignSplit xs = split(n, ctx);
     auto wp = mod_params(n, pos_part, ctx, &cache_, 1);
     auto wn = mod_params(n, neg_part, ctx, &cache_, 2);
@@ -634,6 +678,21 @@ class GammaRule final : public LinearRule {
 
  protected:
   Tensor relevance(const LinearNode& n, const Tensor& r, ExecContext& ctx) const override {
+    if (n.stacks() && kept_pair(n)) {
+      // x- = 0: R_in = x ⊙ (VJP_{W^γ+}([y > 0] R / stab(z+)) + VJP_{W^γ-}([y < 0] R / stab(z-))).
+      const float* pr = r.f32();
+      const float* py = n.y().f32();
+      const float* pu = (*n.kept())[0].f32();
+      const float* pd = (*n.kept())[1].f32();
+      const float eps = stab_;
+      return stacked_vjp_relevance(
+          n, up(), down(), cache_, 3,
+          [=](int64_t i, float& s1, float& s2) {
+            s1 = (py[i] > 0.f ? pr[i] : 0.f) / stabilize(pu[i], eps);
+            s2 = (py[i] < 0.f ? pr[i] : 0.f) / stabilize(pd[i], eps);
+          },
+          ctx);
+    }
     const SignSplit xs = split(n, ctx);
     auto wu = mod_params(n, up(), ctx, &cache_, 1);
     auto wd = mod_params(n, down(), ctx, &cache_, 2);

@@ -19,7 +19,7 @@ struct NodeValues {
   std::vector<const Tensor*> in;   // forward inputs (nullptr for omitted optional inputs)
   std::vector<const Tensor*> out;  // forward outputs
   std::vector<char> in_constant;   // per input: a constant of the graph (weights, biases)
-  std::vector<char> in_nonneg;     // per input: produced by a rectifier, so no entry is negative
+  std::vector<char> in_nonneg;     // per input: no entry is negative (runtime::nonneg_values)
   const std::vector<Tensor>* kept = nullptr;  // what this rule's forward() kept (backward only)
 };
 

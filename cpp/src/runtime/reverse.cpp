@@ -25,17 +25,29 @@ Tensor add(const Tensor& a, const Tensor& b, ExecContext& ctx) {
 
 }  // namespace
 
-std::vector<char> rectified_values(const Graph& g) {
+std::vector<char> nonneg_values(const Graph& g) {
   std::vector<char> r(g.values.size(), 0);
-  for (const Node& n : g.nodes)
-    if (n.op && n.op->rectifier())
+  for (const Node& n : g.nodes) {  // in topological order
+    if (!n.op) continue;
+    bool nonneg = n.op->rectifier();
+    if (!nonneg && n.op->keeps_nonneg()) {
+      bool any = false, all = true;
+      for (int in : n.inputs) {
+        if (in < 0 || g.values[static_cast<std::size_t>(in)].info.dtype != DType::Float32) continue;
+        any = true;
+        all = all && r[static_cast<std::size_t>(in)];
+      }
+      nonneg = any && all;
+    }
+    if (nonneg)
       for (int o : n.outputs)
-        if (o >= 0) r[static_cast<std::size_t>(o)] = 1;
+        if (o >= 0 && g.values[static_cast<std::size_t>(o)].info.dtype == DType::Float32) r[static_cast<std::size_t>(o)] = 1;
+  }
   return r;
 }
 
 void node_inputs(const Graph& g, std::size_t i, const std::vector<const Tensor*>& ins,
-                 const std::vector<char>& rectified, rules::NodeValues* nv) {
+                 const std::vector<char>& nonneg, rules::NodeValues* nv) {
   const Node& n = g.nodes[i];
   nv->node = &n;
   nv->op = n.op.get();
@@ -47,7 +59,7 @@ void node_inputs(const Graph& g, std::size_t i, const std::vector<const Tensor*>
   for (int in : n.inputs) {
     const auto u = static_cast<std::size_t>(in);
     nv->in_constant.push_back(in >= 0 && g.values[u].is_constant);
-    nv->in_nonneg.push_back(in >= 0 && rectified[u]);
+    nv->in_nonneg.push_back(in >= 0 && nonneg[u]);
   }
 }
 
@@ -83,7 +95,7 @@ std::vector<Tensor> reverse_sweep(const Model& m, const std::vector<Tensor>& val
                        " but the output has shape " + shape_str(values[o].shape()));
     accumulate(o, start[k]);
   }
-  const std::vector<char> rectified = rectified_values(g);
+  const std::vector<char> nonneg = nonneg_values(g);
   std::vector<const Tensor*> ins;
   SweepProfile prof("reverse");
   rules::NodeValues nv;
@@ -111,7 +123,7 @@ std::vector<Tensor> reverse_sweep(const Model& m, const std::vector<Tensor>& val
     if (!any || !any_need) continue;
     ins.clear();
     for (int in : n.inputs) ins.push_back(in >= 0 ? &values[static_cast<std::size_t>(in)] : nullptr);
-    node_inputs(g, i, ins, rectified, &nv);
+    node_inputs(g, i, ins, nonneg, &nv);
     if (kept && i < kept->size()) nv.kept = &(*kept)[i];
     for (int o : n.outputs) nv.out.push_back(o >= 0 ? &values[static_cast<std::size_t>(o)] : nullptr);
     rin.assign(n.inputs.size(), Tensor());

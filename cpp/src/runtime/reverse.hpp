@@ -20,11 +20,12 @@ std::vector<Tensor> reverse_sweep(const Model& m, const std::vector<Tensor>& val
                                   const std::function<const rules::Rule&(std::size_t)>& rule_of, int threads,
                                   const std::vector<std::vector<Tensor>>* kept = nullptr);
 
-/// Per value: written by a rectifier (Op::rectifier()), so it has no negative entries.
-std::vector<char> rectified_values(const Graph& g);
+/// Per value: written by a rectifier (Op::rectifier()), or by an op that keeps non-negativity
+/// (Op::keeps_nonneg()) from float inputs that all have the flag: no entry is negative.
+std::vector<char> nonneg_values(const Graph& g);
 
 /// The forward-time view of node i for a rule's forward(): op, inputs and their flags.
 void node_inputs(const Graph& g, std::size_t i, const std::vector<const Tensor*>& ins,
-                 const std::vector<char>& rectified, rules::NodeValues* nv);
+                 const std::vector<char>& nonneg, rules::NodeValues* nv);
 
 }  // namespace onnxplain::runtime
