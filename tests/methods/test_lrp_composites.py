@@ -173,3 +173,40 @@ def test_repeated_explanations_reuse_modified_weights_correctly(method: str) -> 
     x2 = rng.standard_normal((1, *shape2)).astype(np.float32)
     np.testing.assert_array_equal(ox.explainer(m2, method, **params).explain(x2, target=0),
                                   ox.explainer(m2, method, **params).explain(x2, target=0))
+
+
+class _SignMix(torch.nn.Module):
+    """A convolution fed by MaxPool of a ReLU (no negative inputs, known without a scan), one fed
+    by a Concat of a ReLU output with a signed tensor (its x- branches must run), and a dense
+    layer fed by Flatten of a ReLU."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(3)
+        self.c1 = torch.nn.Conv2d(3, 6, 3, padding=1)
+        self.c2 = torch.nn.Conv2d(6, 6, 3, padding=1)
+        self.c3 = torch.nn.Conv2d(12, 5, 3, padding=1)
+        self.fc = torch.nn.Linear(5 * 4 * 4, 4)
+        for p in self.parameters():
+            p.data = torch.randn(p.shape, generator=g) * 0.5
+        self.r1, self.r2, self.r3 = torch.nn.ReLU(), torch.nn.ReLU(), torch.nn.ReLU()
+        self.pool = torch.nn.MaxPool2d(2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b = self.c2(self.pool(self.r1(self.c1(x))))
+        h = torch.cat([self.r2(b), b], dim=1)
+        return self.fc(torch.flatten(self.r3(self.c3(h)), 1))
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("method", ["lrp.z_plus", "lrp.alpha_2_beta_1", "lrp.gamma"])
+def test_sign_knowledge_through_pooling_and_concat(method: str, batch: int) -> None:
+    """Non-negativity is carried through MaxPool and Flatten (those layers take the rectified
+    path) but not through a Concat with a signed input (that layer must run its x- branches);
+    both batch paths (stacked products for one image) agree with Zennit."""
+    model = _SignMix().eval()
+    m = ox.load(export(model, torch.randn(2, 3, 8, 8), dynamo=False))
+    x = np.random.default_rng(4).standard_normal((batch, 3, 8, 8)).astype(np.float32)
+    targets = [1, 3, 0][:batch]
+    got = ox.explainer(m, method, stabilizer=STAB).explain(x, target=targets)
+    close(got, zennit_relevance(model, method, x, targets), 1e-3)
