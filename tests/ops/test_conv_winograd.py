@@ -70,30 +70,30 @@ def _assert_within(got: np.ndarray, expected: np.ndarray, rel_atol: float) -> No
 
 def _winograd_applies(n: int, c: int, m: int, out_h: int, out_w: int) -> bool:
     """The documented rule (kernels/winograd.cpp), for a 3x3 stride-1 dilation-1 group-1 2-D conv:
-    at least 16 output tiles of 4x4 over the batch, and wide enough."""
+    at least 32 output tiles of 4x4 over the batch, and at least 64 channels in and out."""
     narrow = min(c, m)
     tiles = n * -(-out_h // 4) * -(-out_w // 4)
-    return tiles >= 16 and (narrow >= 128 or (narrow >= 64 and out_h * out_w <= 56 * 56))
+    return tiles >= 32 and narrow >= 64
 
 
 # (batch, C, M, H, W, pads or auto_pad, bias): every case qualifies for Winograd.
 FORWARD_CASES = [
-    (4, 64, 64, 8, 8, (1, 1, 1, 1), True),
-    (4, 64, 64, 8, 8, (0, 0, 0, 0), False),
+    (8, 64, 64, 8, 8, (1, 1, 1, 1), True),
+    (8, 64, 64, 8, 8, (0, 0, 0, 0), False),
     (3, 64, 64, 13, 17, (1, 1, 1, 1), True),
-    (1, 64, 64, 13, 17, (2, 2, 2, 2), False),
-    (1, 64, 64, 13, 17, (0, 1, 2, 1), True),
+    (2, 64, 64, 13, 17, (2, 2, 2, 2), False),
+    (2, 64, 64, 13, 17, (0, 1, 2, 1), True),
     (2, 64, 64, 30, 30, (1, 1, 1, 1), False),
     (1, 64, 64, 30, 30, (2, 0, 1, 2), True),
-    (2, 128, 64, 9, 11, (1, 1, 1, 1), True),
-    (3, 64, 128, 10, 7, (0, 2, 1, 0), False),
-    (2, 128, 128, 9, 11, (1, 1, 1, 1), True),
-    (3, 128, 128, 9, 11, (0, 0, 0, 0), False),
-    (4, 64, 64, 6, 5, "SAME_UPPER", True),
-    (2, 64, 64, 11, 9, "SAME_LOWER", False),
-    (4, 64, 64, 7, 10, "VALID", True),
-    (16, 64, 64, 3, 3, (0, 0, 0, 0), True),  # a single output per image, one partial tile each
-    (16, 64, 64, 4, 4, (1, 1, 1, 1), False),  # exactly one full tile per image
+    (4, 128, 64, 9, 11, (1, 1, 1, 1), True),
+    (6, 64, 128, 10, 7, (0, 2, 1, 0), False),
+    (4, 128, 128, 9, 11, (1, 1, 1, 1), True),
+    (6, 128, 128, 9, 11, (0, 0, 0, 0), False),
+    (8, 64, 64, 6, 5, "SAME_UPPER", True),
+    (4, 64, 64, 11, 9, "SAME_LOWER", False),
+    (8, 64, 64, 7, 10, "VALID", True),
+    (32, 64, 64, 3, 3, (0, 0, 0, 0), True),  # a single output per image, one partial tile each
+    (32, 64, 64, 4, 4, (1, 1, 1, 1), False),  # exactly one full tile per image
 ]
 
 
@@ -202,12 +202,12 @@ def _torch_forward(x: np.ndarray, w: np.ndarray, pads: list[int], dilation: int)
 
 # (batch, C, M, H, W, k, pads, dilation, winograd on the input-gradient conv)
 VJP_CASES = [
-    (2, 64, 64, 12, 12, 3, (1, 1, 1, 1), 1, True),
-    (3, 64, 64, 13, 9, 3, (0, 0, 0, 0), 1, True),  # dX conv pads 2
-    (2, 64, 64, 11, 14, 3, (2, 2, 2, 2), 1, True),  # dX conv pads 0
-    (2, 64, 64, 10, 13, 3, (0, 1, 2, 1), 1, True),  # asymmetric
-    (3, 128, 64, 9, 7, 3, (2, 0, 1, 2), 1, True),  # asymmetric, C != M
-    (4, 64, 128, 7, 9, 3, (1, 2, 0, 1), 1, True),
+    (4, 64, 64, 12, 12, 3, (1, 1, 1, 1), 1, True),
+    (6, 64, 64, 13, 9, 3, (0, 0, 0, 0), 1, True),  # dX conv pads 2
+    (4, 64, 64, 11, 14, 3, (2, 2, 2, 2), 1, True),  # dX conv pads 0
+    (4, 64, 64, 10, 13, 3, (0, 1, 2, 1), 1, True),  # asymmetric
+    (6, 128, 64, 9, 7, 3, (2, 0, 1, 2), 1, True),  # asymmetric, C != M
+    (8, 64, 128, 7, 9, 3, (1, 2, 0, 1), 1, True),
     (1, 64, 64, 9, 10, 1, (0, 0, 0, 0), 1, False),  # 1x1: flipped-weight conv, direct
     (1, 64, 64, 12, 11, 3, (2, 2, 2, 2), 2, False),  # dilated: flipped-weight conv, direct
     (1, 64, 64, 13, 12, 3, (1, 3, 0, 2), 2, False),  # dilated, asymmetric
@@ -241,9 +241,9 @@ def test_winograd_input_grad_vs_torch(case):
 
 def test_winograd_input_grad_option_switches_path():
     rng = _rng("vjp-bits")
-    x = _randn(rng, 1, 64, 16, 16)
+    x = _randn(rng, 1, 64, 24, 24)
     wt = _he_weight(rng, 64, 64)
-    cot = _randn(rng, 1, 64, 16, 16)
+    cot = _randn(rng, 1, 64, 24, 24)
     model = _conv_model(x, wt, pads=[1, 1, 1, 1])
     fast = ox.load(model, strip_softmax=False, winograd=True).vjp({"x": x}, cot, threads=1)[0]
     direct = ox.load(model, strip_softmax=False, winograd=False).vjp({"x": x}, cot, threads=1)[0]
@@ -258,7 +258,7 @@ def test_winograd_input_grad_option_switches_path():
 
 def test_winograd_weight_graph_input_never_cached():
     rng = _rng("w-input")
-    x = _randn(rng, 1, 64, 16, 16)
+    x = _randn(rng, 1, 64, 24, 24)
     w = _he_weight(rng, 64, 64)
     w1, w2 = w.copy(), _he_weight(rng, 64, 64)
     model = _conv_model(x, w, w_input=True, pads=[1, 1, 1, 1])
@@ -282,10 +282,10 @@ def test_winograd_weight_graph_input_never_cached():
 
 def test_winograd_weight_graph_input_vjp_never_cached():
     rng = _rng("w-input-vjp")
-    x = _randn(rng, 1, 64, 16, 16)
+    x = _randn(rng, 1, 64, 24, 24)
     w = _he_weight(rng, 64, 64)
     w1, w2 = w.copy(), _he_weight(rng, 64, 64)
-    cot = _randn(rng, 1, 64, 16, 16)
+    cot = _randn(rng, 1, 64, 24, 24)
     model = _conv_model(x, w, w_input=True, pads=[1, 1, 1, 1])
     m = ox.load(model, strip_softmax=False)
     grads = []

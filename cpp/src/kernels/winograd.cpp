@@ -35,8 +35,13 @@ struct Wino<4> {
 // the digit but saved about half as much time (bench/conv_layers.py, 256-512 channels).
 constexpr int kTile = 4;
 
-// Floats of the transformed-input chunk (per GEMM column budget).
-constexpr int64_t kChunkFloats = int64_t{1} << 20;
+// Tiles per chunk: each chunk's transformed input and GEMM output (36 (C + M) floats per tile)
+// should stay in cache, while every chunk rereads the transformed weight (36 M C floats). With
+// up to 128 channels the weight is small and the chunk is kept near L2 size (16-32 tiles); wider
+// layers need more tiles per pass over their weight (56-113 tiles). Read from
+// bench/conv_layers.py: 64-128 channels at 112-224 px ran 1.3-1.7x faster than with the wide
+// layers' chunk, 256-512 channels 1.3-1.6x slower with the narrow layers' one.
+int64_t chunk_floats(int64_t c, int64_t m) { return std::max(c, m) <= 128 ? int64_t{1} << 16 : int64_t{1} << 20; }
 
 template <int MT>
 struct Plan {
@@ -47,7 +52,7 @@ struct Plan {
     N = s.batch, C = s.in_channels, M = s.out_channels;
     H = w.in[1], W = w.in[2], Ho = w.out[1], Wo = w.out[2], pt = w.pb[1], pl = w.pb[2];
     th = (Ho + MT - 1) / MT, tw = (Wo + MT - 1) / MT, T = N * th * tw;
-    Tc = std::max<int64_t>(16, kChunkFloats / (AA * std::max(C, M)));
+    Tc = std::max<int64_t>(16, chunk_floats(C, M) / (AA * std::max(C, M)));
     Tc = std::min(T, (Tc + 15) / 16 * 16);
   }
 };
@@ -262,15 +267,15 @@ bool winograd_applies(const ConvShape& s) {
   if (s.groups != 1 || w.k[0] != 1 || w.in[0] != 1 || w.k[1] != 3 || w.k[2] != 3) return false;
   for (int i = 1; i < 3; ++i)
     if (w.s[i] != 1 || w.d[i] != 1) return false;
-  // With few channels the (M x C) * (C x tiles) products are too thin to run near peak and the
-  // transforms dominate; measured on AVX2 with OpenBLAS by bench/conv_layers.py: a win from 128
-  // channels at any size and from 64 channels up to 56x56 outputs, no gain at 64 channels and
-  // 112x112 or more.
-  // With few tiles (a 7x7 map at batch 1 is 4 tiles) the products read the transformed weight,
-  // 4x the weight, for too few columns: memory-bound, slower than the direct product.
+  // With fewer channels the (M x C) * (C x tiles) products are too thin to run near peak and the
+  // transforms dominate; measured on AVX2 with OpenBLAS by bench/conv_layers.py: a win from 64
+  // channels at any size (with cache-sized chunks, chunk_floats).
+  // With few tiles (a 7x7 map at batch 1 is 4 tiles, 14x14 is 16) the products read the
+  // transformed weight, 4x the weight, for too few columns: memory-bound, no faster than the
+  // direct product (which is also exact to a digit more).
   const int64_t narrow = std::min(s.in_channels, s.out_channels);
   const int64_t tiles = s.batch * ((w.out[1] + kTile - 1) / kTile) * ((w.out[2] + kTile - 1) / kTile);
-  return tiles >= 16 && (narrow >= 128 || (narrow >= 64 && w.out[1] * w.out[2] <= 56 * 56));
+  return tiles >= 32 && narrow >= 64;
 }
 
 int64_t winograd_weight_floats(const ConvShape& s) {
