@@ -148,6 +148,27 @@ def test_gemm_vjp_larger_threads() -> None:
     assert_close(ga, (cot.astype(np.float64) @ w.astype(np.float64)).astype(np.float32))
 
 
+@pytest.mark.parametrize("trans_b", [0, 1])
+def test_gemm_vjp_one_row_with_zero_cotangents(trans_b: int) -> None:
+    """Batch 1 on a wide layer takes the one-row product, which skips zero multipliers (a ReLU
+    zeroes about half of a cotangent row): runs of zeros, single zeros and a zero row at the end
+    give the dense answer, on 1 and 2 threads."""
+    rng = _rng("gemm-one-row", trans_b)
+    K, N = 300, 260  # N * K >= 2**16: the one-row path
+    a = _rand(rng, 1, K)
+    w = _rand(rng, N, K) if trans_b else _rand(rng, K, N)
+    model = single_node("Gemm", {"a": a}, {"w": w}, transB=trans_b)
+    cot = _rand(rng, 1, N)
+    cot[0, ::3] = 0.0
+    cot[0, 40:90] = 0.0
+    cot[0, -1] = 0.0
+    w_kn = (w.T if trans_b else w).astype(np.float64)  # op(B) as [K, N]
+    expected = (cot.astype(np.float64) @ w_kn.T).astype(np.float32)
+    for threads in (1, 2):
+        _, _, (ga,) = _model_vjp(model, {"a": a}, cot, threads=threads)
+        assert_close(ga, expected)
+
+
 # --------------------------------------------------------------------------------------- MatMul
 
 MATMUL_SHAPES = {
