@@ -15,7 +15,9 @@
 // channels (Op::stacks_on_channels, a convolution), the two products of a layer (Wx and W+x for
 // z+, W+x and W-x for αβ, W^γ±x for γ) run as one convolution over the stacked weights, sharing
 // its pass over the input (im2col or Winograd transform), and αβ's and γ's two VJPs run as one
-// VJP over the same stacked weights (K = 2M, any batch size). Branches masked out everywhere (γ's
+// VJP over the same stacked weights (K = 2M, any batch size). An input with both signs (a first
+// layer) takes αβ's and γ's four branches as two stacked forwards (on x+ and x-) and two stacked
+// VJPs instead of four of each. Branches masked out everywhere (γ's
 // sign masks) or weighted by β = 0 are skipped too, and a modified weight is computed only when a
 // branch that runs uses it. Two further cuts are left out on purpose: writing W+x+ + W-x- with
 // |W| and |x| (one product fewer) cancels where a denominator is near zero, where Zennit
@@ -62,6 +64,22 @@ Tensor map2(const Tensor& a, const Tensor& b, ExecContext& ctx, F f) {
   float* py = y.f32();
   kernels::parallel_for(a.numel(), ctx.threads(), [&](int64_t s, int64_t e) {
     for (int64_t i = s; i < e; ++i) py[i] = f(pa[i], pb[i]);
+  });
+  return y;
+}
+
+template <class F>
+Tensor map3(const Tensor& a, const Tensor& b, const Tensor& c, ExecContext& ctx, F f) {
+  if (a.shape() != b.shape() || a.shape() != c.shape())
+    throw ShapeError("internal: elementwise operands of shapes " + shape_str(a.shape()) + ", " + shape_str(b.shape()) +
+                     " and " + shape_str(c.shape()));
+  Tensor y = ctx.alloc(DType::Float32, a.shape());
+  const float* pa = a.f32();
+  const float* pb = b.f32();
+  const float* pc = c.f32();
+  float* py = y.f32();
+  kernels::parallel_for(a.numel(), ctx.threads(), [&](int64_t s, int64_t e) {
+    for (int64_t i = s; i < e; ++i) py[i] = f(pa[i], pb[i], pc[i]);
   });
   return y;
 }
@@ -177,6 +195,8 @@ class LinearNode {
   const std::vector<Tensor>* kept() const { return v_.kept; }
   /// The op stacks on channels (Op::stacks_on_channels).
   bool stacks() const { return v_.op->stacks_on_channels(); }
+  /// The rule's forward() kept products for this node.
+  bool kept_any() const { return v_.kept && !v_.kept->empty(); }
 
   Tensor forward(const Tensor& x, const Tensor& w, const Tensor* b, ExecContext& ctx) const {
     Ptrs in = inputs(x, w, b);
@@ -532,6 +552,28 @@ bool kept_pair(const LinearNode& n) {
   return k && k->size() == 2 && n.x_nonneg() && (*k)[0].shape() == n.y().shape() && (*k)[1].shape() == n.y().shape();
 }
 
+/// Calls f(i, off) for every entry i of a tensor shaped like y (batch axis first), `off` being
+/// where entry i's first half lies in the same shape stacked on axis 1 ([N, 2M, ...]); the second
+/// half is at off + per, per = y's entries per sample.
+template <class F>
+void for_stacked(const Tensor& y, ExecContext& ctx, F f) {
+  const int64_t per = y.dim(0) > 0 ? y.numel() / y.dim(0) : 0;
+  kernels::parallel_for(y.numel(), ctx.threads(), [&](int64_t lo, int64_t hi) {
+    int64_t b = lo / per, j = lo - b * per;
+    int64_t off = b * 2 * per + j;
+    for (int64_t i = lo; i < hi; ++i, ++off) {
+      f(i, off);
+      if (++j == per) j = 0, off += per;
+    }
+  });
+}
+
+Shape stacked_shape(const Tensor& y) {
+  Shape sh = y.shape();
+  sh.at(1) *= 2;
+  return sh;
+}
+
 /// x ⊙ (VJP_{W1}(s1) + VJP_{W2}(s2)) for an input without negative entries on an op that stacks
 /// on channels, as x ⊙ VJP_{[W1;W2]}([s1;s2]): one product over twice the output channels
 /// instead of two, so one col2im or Winograd output transform and one x ⊙ g pass, and a GEMM
@@ -541,22 +583,60 @@ template <class F1, class F2, class S>
 Tensor stacked_vjp_relevance(const LinearNode& n, F1 f1, F2 f2, ParamCache& cache, int tag, S s_of,
                              ExecContext& ctx) {
   StackedParams<F1, F2> sp(n, f1, f2, ctx, &cache, tag);
-  const Tensor& y = n.y();
-  Shape sh = y.shape();
-  sh.at(1) *= 2;
-  Tensor s = ctx.alloc(DType::Float32, sh);
-  const int64_t per = y.dim(0) > 0 ? y.numel() / y.dim(0) : 0;
+  Tensor s = ctx.alloc(DType::Float32, stacked_shape(n.y()));
+  const int64_t per = n.y().dim(0) > 0 ? n.y().numel() / n.y().dim(0) : 0;
   float* ps = s.f32();
-  kernels::parallel_for(y.numel(), ctx.threads(), [&](int64_t lo, int64_t hi) {
-    int64_t b = lo / per, j = lo - b * per;
-    float* half = ps + b * 2 * per;
-    for (int64_t i = lo; i < hi; ++i) {
-      s_of(i, half[j], half[per + j]);
-      if (++j == per) j = 0, half += 2 * per;
-    }
-  });
+  for_stacked(n.y(), ctx, [&](int64_t i, int64_t off) { s_of(i, ps[off], ps[off + per]); });
   const Tensor g = n.vjp(n.x(), sp.w(), sp.b(), s, s, ctx);
   return map2(n.x(), g, ctx, [](float a, float c) { return a * c; });
+}
+
+/// The sign-split rules' four branches for an input with entries of both signs, on an op that
+/// stacks on channels, with S = [W1; W2] (W1 = W+ / W^γ+, W2 = W- / W^γ-) and b = [b1; b2]:
+///   A = op(x+; S, b) = [W1 x+ + b1; W2 x+ + b2],  B = op(x-; S) = [W1 x-; W2 x-]
+///   z1 = A_1 + B_2 (branches (x+, W1, b1), (x-, W2)),  z2 = A_2 + B_1 ((x+, W2, b2), (x-, W1))
+///   R_in = x+ ⊙ VJP_S([u; v]) + x- ⊙ VJP_S([v; u]),  (u, v) = coef(i, z1, z2)
+/// which is Σ over the branches of x± ⊙ VJP_W(u or v) regrouped by input: two stacked
+/// forwards and two stacked VJPs instead of four of each. A zero x+ still gives A (its bias);
+/// a zero x- skips B and the second VJP (exact zeros).
+template <class F1, class F2, class Coef>
+Tensor mixed_sign_relevance(const LinearNode& n, const SignSplit& xs, F1 f1, F2 f2, ParamCache& cache, int tag,
+                            Coef coef, ExecContext& ctx) {
+  StackedParams<F1, F2> sp(n, f1, f2, ctx, &cache, tag);
+  const Tensor& y = n.y();
+  const Tensor A = n.forward(xs.xp, sp.w(), sp.b(), ctx);
+  const Tensor B = xs.xn_zero ? Tensor() : n.forward(xs.xn, sp.w(), nullptr, ctx);
+  const Shape sh = stacked_shape(y);
+  if (A.shape() != sh || (B.raw() && B.shape() != sh))
+    throw ShapeError("internal: a stacked forward gave shape " + shape_str(A.shape()) + ", expected " + shape_str(sh));
+  const int64_t per = y.dim(0) > 0 ? y.numel() / y.dim(0) : 0;
+  Tensor s1 = ctx.alloc(DType::Float32, sh);
+  Tensor s2 = B.raw() ? ctx.alloc(DType::Float32, sh) : Tensor();
+  {
+    const float* pa = A.f32();
+    const float* pb = B.raw() ? B.f32() : nullptr;
+    float* p1 = s1.f32();
+    float* p2 = s2.raw() ? s2.f32() : nullptr;
+    for_stacked(y, ctx, [&](int64_t i, int64_t off) {
+      const float z1 = pb ? pa[off] + pb[off + per] : pa[off];
+      const float z2 = pb ? pa[off + per] + pb[off] : pa[off + per];
+      float u, v;
+      coef(i, z1, z2, u, v);
+      p1[off] = u, p1[off + per] = v;
+      if (p2) p2[off] = v, p2[off + per] = u;
+    });
+  }
+  Tensor acc;
+  if (!xs.xp_zero) {
+    const Tensor g = n.vjp(xs.xp, sp.w(), sp.b(), s1, s1, ctx);
+    acc = map2(xs.xp, g, ctx, [](float a, float c) { return a * c; });
+  }
+  if (s2.raw()) {
+    const Tensor g = n.vjp(xs.xn, sp.w(), sp.b(), s2, s2, ctx);
+    acc = acc.raw() ? map3(acc, xs.xn, g, ctx, [](float r, float a, float c) { return r + a * c; })
+                    : map2(xs.xn, g, ctx, [](float a, float c) { return a * c; });
+  }
+  return acc.raw() ? acc : Tensor::zeros(DType::Float32, n.x().shape());
 }
 
 /// αβ (Zennit AlphaBeta; ZPlus is α = 1, β = 0 with the same branches):
@@ -605,6 +685,17 @@ class AlphaBetaRule final : public LinearRule {
           ctx);
     }
     const SignSplit xs = split(n, ctx);
+    if (beta_ != 0.f && n.stacks() && !n.kept_any()) {
+      const float* pr = r.f32();
+      const float a = alpha_, mb = -beta_, eps = stab_;
+      return mixed_sign_relevance(
+          n, xs, pos_part, neg_part, cache_, 3,
+          [=](int64_t i, float zp, float zn, float& u, float& v) {
+            u = a * (pr[i] / stabilize(zp, eps));
+            v = mb * (pr[i] / stabilize(zn, eps));
+          },
+          ctx);
+    }
     auto wp = mod_params(n, pos_part, ctx, &cache_, 1);
     auto wn = mod_params(n, neg_part, ctx, &cache_, 2);
     // W+x + b+ (and W-x + b-), when the forward pass made them (an input after a rectifier):
@@ -694,6 +785,18 @@ class GammaRule final : public LinearRule {
           ctx);
     }
     const SignSplit xs = split(n, ctx);
+    if (n.stacks() && !n.kept_any()) {
+      const float* pr = r.f32();
+      const float* py = n.y().f32();
+      const float eps = stab_;
+      return mixed_sign_relevance(
+          n, xs, up(), down(), cache_, 3,
+          [=](int64_t i, float zu, float zd, float& u, float& v) {
+            u = (py[i] > 0.f ? pr[i] : 0.f) / stabilize(zu, eps);
+            v = (py[i] < 0.f ? pr[i] : 0.f) / stabilize(zd, eps);
+          },
+          ctx);
+    }
     auto wu = mod_params(n, up(), ctx, &cache_, 1);
     auto wd = mod_params(n, down(), ctx, &cache_, 2);
     const Signs ys = signs_of(n.y(), ctx.threads());
