@@ -482,6 +482,29 @@ def test_maxpool_padding_never_wins():
     np.testing.assert_allclose(got.sum(axis=(2, 3)), cot.sum(axis=(2, 3)), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("dilations", [(1, 1), (2, 1)])  # the 2-D row kernels, the generic loops
+def test_maxpool_windows_without_a_finite_maximum(dilations):
+    """A window of only NaN / -inf has no strict improvement: its gradient goes to the window's
+    first tap inside the input (left/top padding skipped), and NaN never wins over a number."""
+    x = np.full((1, 1, 6, 7), -np.inf, np.float32)
+    x[0, 0, 4:, :] = np.nan
+    x[0, 0, 5, 6] = 1.0  # the only number, in the last window
+    m = ox.load(_pool_model("MaxPool", x, (3, 3), (2, 2), (1, 1, 1, 1), dilations, 0), strip_softmax=False)
+    y = m.predict(x)
+    cot = np.arange(1, y.size + 1, dtype=np.float32).reshape(y.shape)
+    (g,) = m.vjp(x, cot)
+    d = dilations[0]
+    expected = np.zeros((6, 7), np.float32)
+    for oy in range(y.shape[2]):
+        for ox_ in range(y.shape[3]):
+            rows = [r for r in range(oy * 2 - 1, oy * 2 - 1 + 3 * d, d) if 0 <= r < 6]
+            cols = [c for c in range(ox_ * 2 - 1, ox_ * 2 - 1 + 3, 1) if 0 <= c < 7]
+            taps = [(r, c) for r in rows for c in cols]
+            win = [t for t in taps if x[0, 0, t[0], t[1]] == 1.0] or [taps[0]]
+            expected[win[0]] += cot[0, 0, oy, ox_]
+    np.testing.assert_array_equal(g[0, 0], expected)
+
+
 @pytest.mark.parametrize(
     "op,kernel,strides,pads,dilations,ceil,cip",
     [
