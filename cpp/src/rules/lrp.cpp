@@ -874,9 +874,54 @@ class FlatRule final : public LinearRule {
 
  protected:
   Tensor relevance(const LinearNode& n, const Tensor& r, ExecContext& ctx) const override {
+    if (n.stacks() && n.x().rank() >= 2 && n.w().rank() >= 1 && r.rank() >= 2 && r.dim(1) == n.w().dim(0))
+      return per_position(n, r, ctx);
     const Tensor w1 = filled(n.w().shape(), 1.f, ctx);
     return ones_rule(n, w1, nullptr, r, stab_, ctx);
   }
+
+ private:
+  // On an op that stacks on channels every output channel has the same all-ones weight, so z is
+  // the same in every channel (and sample), and the VJP over M equal weights is the VJP of one
+  // weight applied to the channel sum of R / stab(z): one output channel instead of M (the first
+  // layer's M = 64 products became one).
+  Tensor per_position(const LinearNode& n, const Tensor& r, ExecContext& ctx) const {
+    Shape w1s = n.w().shape();
+    w1s[0] = 1;
+    const Tensor w1 = filled(w1s, 1.f, ctx);
+    Shape x1s = n.x().shape();
+    x1s[0] = 1;
+    const Tensor z1 = n.forward(filled(x1s, 1.f, ctx), w1, nullptr, ctx);  // [1, 1, ...]
+    const int64_t N = r.dim(0), M = r.dim(1), P = z1.numel();
+    if (N * M * P != r.numel())
+      throw ShapeError("internal: the flat rule's one-channel output " + shape_str(z1.shape()) +
+                       " does not match the relevance " + shape_str(r.shape()));
+    Shape s1s = r.shape();
+    s1s[1] = 1;
+    Tensor s1 = ctx.alloc(DType::Float32, s1s);
+    const float* pr = r.f32();
+    const float* pz = z1.f32();
+    float* ps = s1.f32();
+    const float eps = stab_;
+    // Blocks of positions, channels outer: M sequential streams of a block, not M strided reads.
+    constexpr int64_t kBlock = 1024;
+    const int64_t blocks = (P + kBlock - 1) / kBlock;
+    kernels::parallel_for(N * blocks, ctx.threads(), [&](int64_t lo, int64_t hi) {
+      for (int64_t k = lo; k < hi; ++k) {
+        const int64_t b = k / blocks, q0 = (k - b * blocks) * kBlock, q1 = std::min(P, q0 + kBlock);
+        float* out = ps + b * P;
+        std::fill(out + q0, out + q1, 0.f);
+        for (int64_t m = 0; m < M; ++m) {
+          const float* rm = pr + (b * M + m) * P;
+          for (int64_t q = q0; q < q1; ++q) out[q] += rm[q];
+        }
+        for (int64_t q = q0; q < q1; ++q) out[q] /= stabilize(pz[q], eps);
+      }
+    });
+    return n.vjp(n.x(), w1, nullptr, s1, s1, ctx);
+  }
+
+ public:
 
  private:
   float stab_;
