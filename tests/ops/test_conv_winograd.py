@@ -70,10 +70,10 @@ def _assert_within(got: np.ndarray, expected: np.ndarray, rel_atol: float) -> No
 
 def _winograd_applies(n: int, c: int, m: int, out_h: int, out_w: int) -> bool:
     """The documented rule (kernels/winograd.cpp), for a 3x3 stride-1 dilation-1 group-1 2-D conv:
-    at least 32 output tiles of 4x4 over the batch, and at least 64 channels in and out."""
+    at least 16 output tiles of 4x4 over the batch, and at least 64 channels in and out."""
     narrow = min(c, m)
     tiles = n * -(-out_h // 4) * -(-out_w // 4)
-    return tiles >= 32 and narrow >= 64
+    return tiles >= 16 and narrow >= 64
 
 
 # (batch, C, M, H, W, pads or auto_pad, bias): every case qualifies for Winograd.

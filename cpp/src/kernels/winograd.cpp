@@ -273,12 +273,13 @@ bool winograd_applies(const ConvShape& s) {
   // With fewer channels the (M x C) * (C x tiles) products are too thin to run near peak and the
   // transforms dominate; measured on AVX2 with OpenBLAS by bench/conv_layers.py: a win from 64
   // channels at any size (with cache-sized chunks, chunk_floats).
-  // With few tiles (a 7x7 map at batch 1 is 4 tiles, 14x14 is 16) the products read the
-  // transformed weight, 4x the weight, for too few columns: memory-bound, no faster than the
-  // direct product (which is also exact to a digit more).
+  // With few tiles (a 7x7 map at batch 1 is 4 tiles) the products read the transformed weight,
+  // 4x the weight, for too few columns: memory-bound, slower than the direct product. From 16
+  // tiles (14x14 at batch 1) it pays: equal for one 512-channel layer, 2x faster for the stacked
+  // products of the LRP rules (1024 channels).
   const int64_t narrow = std::min(s.in_channels, s.out_channels);
   const int64_t tiles = s.batch * ((w.out[1] + kTile - 1) / kTile) * ((w.out[2] + kTile - 1) / kTile);
-  return tiles >= 32 && narrow >= 64;
+  return tiles >= 16 && narrow >= 64;
 }
 
 int64_t winograd_weight_floats(const ConvShape& s) {
