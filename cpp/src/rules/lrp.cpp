@@ -510,48 +510,6 @@ class StackedParams final : public ModParams {
   Tensor w_, b_;
 };
 
-/// The two products a sign-split rule needs for an input without negative entries, computed in
-/// the forward pass in place of the plain product: o1 = op(x; p1), o2 = op(x; p2) (one forward
-/// with the parameters stacked where the op allows and one image makes the halves contiguous),
-/// and the node's output from them by `combine` (x- is zero there, so these are all the branches
-/// that run). keep = {o1, o2}. Returns false (the op's own forward runs) where the input may have
-/// negative entries, or with `only_stacked` where the products cannot share a pass.
-template <class F1, class F2, class C>
-bool split_forward(const NodeValues& v, const char* rule, F1 f1, F2 f2, ParamCache& cache, int tags[3], C combine,
-                   bool only_stacked, std::vector<Tensor>& out, std::vector<Tensor>& keep, ExecContext& ctx) {
-  if (v.op->kind() != OpKind::Linear || v.op->weight_input() < 0) return false;
-  LinearNode n(v, rule, false);
-  if (!n.x_nonneg()) return false;
-  const bool stack = v.op->stacks_on_channels() && n.x().rank() >= 2 && n.x().dim(0) == 1;
-  if (!stack && only_stacked) return false;
-  Tensor o1, o2;
-  if (stack) {
-    StackedParams<F1, F2> sp(n, f1, f2, ctx, &cache, tags[2]);
-    const Tensor both = n.forward(n.x(), sp.w(), sp.b(), ctx);
-    Shape half = both.shape();
-    if (half.size() < 2 || half[1] % 2 != 0) throw ShapeError("internal: a stacked forward gave shape " + shape_str(half));
-    half[1] /= 2;
-    o1 = both.view(half, 0);
-    o2 = both.view(half, shape_numel(half));
-  } else {
-    auto p1 = mod_params(n, f1, ctx, &cache, tags[0]);
-    auto p2 = mod_params(n, f2, ctx, &cache, tags[1]);
-    o1 = n.forward(n.x(), p1.w(), p1.b(), ctx);
-    o2 = n.forward(n.x(), p2.w(), p2.b(), ctx);
-  }
-  if (o1.shape() != o2.shape()) throw ShapeError("internal: the two modified forwards differ in shape");
-  out.resize(std::max<std::size_t>(1, v.node->outputs.size()));
-  out[0] = combine(o1, o2);
-  keep = {o1, o2};
-  return true;
-}
-
-/// The kept products of split_forward, when this node's forward made them.
-bool kept_pair(const LinearNode& n) {
-  const std::vector<Tensor>* k = n.kept();
-  return k && k->size() == 2 && n.x_nonneg() && (*k)[0].shape() == n.y().shape() && (*k)[1].shape() == n.y().shape();
-}
-
 /// Calls f(i, off) for every entry i of a tensor shaped like y (batch axis first), `off` being
 /// where entry i's first half lies in the same shape stacked on axis 1 ([N, 2M, ...]); the second
 /// half is at off + per, per = y's entries per sample.
@@ -574,11 +532,76 @@ Shape stacked_shape(const Tensor& y) {
   return sh;
 }
 
+/// The two products a sign-split rule needs for an input without negative entries, computed in
+/// the forward pass in place of the plain product: o1 = op(x; p1), o2 = op(x; p2), and the
+/// node's output from them by `combine(a, b)` per entry (x- is zero there, so these are all the
+/// branches that run). Where the op stacks on channels both come from one forward over the
+/// stacked parameters (sharing im2col or the Winograd input transform) and keep = {[o1; o2]} in
+/// that stacked layout ([N, 2M, ...], read with for_stacked); elsewhere keep = {o1, o2}.
+/// `first_is_output`: the output is o1 itself (z+: o1 = Wx), a view for one image.
+/// Returns false (the op's own forward runs) where the input may have negative entries, or with
+/// `only_stacked` where the products cannot share a pass.
+template <class F1, class F2, class C>
+bool split_forward(const NodeValues& v, const char* rule, F1 f1, F2 f2, ParamCache& cache, int tags[3], C combine,
+                   bool first_is_output, bool only_stacked, std::vector<Tensor>& out, std::vector<Tensor>& keep,
+                   ExecContext& ctx) {
+  if (v.op->kind() != OpKind::Linear || v.op->weight_input() < 0) return false;
+  LinearNode n(v, rule, false);
+  if (!n.x_nonneg()) return false;
+  // When the output is o1 itself, more than one image would need o1 copied out of the stacked
+  // result: a pass over memory that a 1x1 convolution (nothing shared) does not win back
+  // (ResNet-50 z+ at batch 8 measured slower); one image gets it as a view.
+  const bool stack = v.op->stacks_on_channels() && n.x().rank() >= 2 && (!first_is_output || n.x().dim(0) == 1);
+  if (!stack && only_stacked) return false;
+  out.resize(std::max<std::size_t>(1, v.node->outputs.size()));
+  if (stack) {
+    StackedParams<F1, F2> sp(n, f1, f2, ctx, &cache, tags[2]);
+    const Tensor both = n.forward(n.x(), sp.w(), sp.b(), ctx);
+    Shape half = both.shape();
+    if (half.size() < 2 || half[1] % 2 != 0) throw ShapeError("internal: a stacked forward gave shape " + shape_str(half));
+    half[1] /= 2;
+    if (first_is_output && half[0] == 1) {
+      out[0] = both.view(half, 0);
+    } else {
+      Tensor y = ctx.alloc(DType::Float32, half);
+      const int64_t per = half[0] > 0 ? shape_numel(half) / half[0] : 0;
+      const float* pb = both.f32();
+      float* py = y.f32();
+      for_stacked(y, ctx, [&](int64_t i, int64_t off) { py[i] = combine(pb[off], pb[off + per]); });
+      out[0] = y;
+    }
+    keep = {both};
+    return true;
+  }
+  auto p1 = mod_params(n, f1, ctx, &cache, tags[0]);
+  auto p2 = mod_params(n, f2, ctx, &cache, tags[1]);
+  const Tensor o1 = n.forward(n.x(), p1.w(), p1.b(), ctx);
+  const Tensor o2 = n.forward(n.x(), p2.w(), p2.b(), ctx);
+  if (o1.shape() != o2.shape()) throw ShapeError("internal: the two modified forwards differ in shape");
+  out[0] = first_is_output ? o1 : map2(o1, o2, ctx, combine);
+  keep = {o1, o2};
+  return true;
+}
+
+/// The kept products of split_forward made separately, {o1, o2}.
+bool kept_pair(const LinearNode& n) {
+  const std::vector<Tensor>* k = n.kept();
+  return k && k->size() == 2 && n.x_nonneg() && (*k)[0].shape() == n.y().shape() && (*k)[1].shape() == n.y().shape();
+}
+
+/// The kept products of split_forward made in one stacked pass, [o1; o2] (nullptr if not).
+const float* kept_stacked(const LinearNode& n) {
+  const std::vector<Tensor>* k = n.kept();
+  if (!k || k->size() != 1 || !n.x_nonneg() || n.y().rank() < 2 || (*k)[0].shape() != stacked_shape(n.y()))
+    return nullptr;
+  return (*k)[0].f32();
+}
+
 /// x ⊙ (VJP_{W1}(s1) + VJP_{W2}(s2)) for an input without negative entries on an op that stacks
 /// on channels, as x ⊙ VJP_{[W1;W2]}([s1;s2]): one product over twice the output channels
 /// instead of two, so one col2im or Winograd output transform and one x ⊙ g pass, and a GEMM
 /// with K = 2M. [s1;s2] is written per sample (halves along axis 1), so any batch size works.
-/// `s_of(i, s1, s2)` writes s1 and s2 for entry i of the node's output.
+/// `s_of(i, off, s1, s2)` writes s1 and s2 for entry i of the node's output (off: as for_stacked).
 template <class F1, class F2, class S>
 Tensor stacked_vjp_relevance(const LinearNode& n, F1 f1, F2 f2, ParamCache& cache, int tag, S s_of,
                              ExecContext& ctx) {
@@ -586,7 +609,7 @@ Tensor stacked_vjp_relevance(const LinearNode& n, F1 f1, F2 f2, ParamCache& cach
   Tensor s = ctx.alloc(DType::Float32, stacked_shape(n.y()));
   const int64_t per = n.y().dim(0) > 0 ? n.y().numel() / n.y().dim(0) : 0;
   float* ps = s.f32();
-  for_stacked(n.y(), ctx, [&](int64_t i, int64_t off) { s_of(i, ps[off], ps[off + per]); });
+  for_stacked(n.y(), ctx, [&](int64_t i, int64_t off) { s_of(i, off, ps[off], ps[off + per]); });
   const Tensor g = n.vjp(n.x(), sp.w(), sp.b(), s, s, ctx);
   return map2(n.x(), g, ctx, [](float a, float c) { return a * c; });
 }
@@ -657,30 +680,35 @@ class AlphaBetaRule final : public LinearRule {
                ExecContext& ctx) const override {
     if (beta_ == 0.f) {
       int tags[3] = {0, 1, 4};
-      return split_forward(v, name_.c_str(), same, pos_part, cache_, tags,
-                           [](const Tensor& a, const Tensor&) { return a; }, true, out, keep, ctx);
+      return split_forward(v, name_.c_str(), same, pos_part, cache_, tags, [](float p, float) { return p; }, true,
+                           true, out, keep, ctx);
     }
     int tags[3] = {1, 2, 3};
-    return split_forward(v, name_.c_str(), pos_part, neg_part, cache_, tags,
-                         [&ctx](const Tensor& a, const Tensor& b) {
-                           return map2(a, b, ctx, [](float p, float q) { return p + q; });
-                         },
-                         false, out, keep, ctx);
+    return split_forward(v, name_.c_str(), pos_part, neg_part, cache_, tags, [](float p, float q) { return p + q; },
+                         false, false, out, keep, ctx);
   }
 
  protected:
   Tensor relevance(const LinearNode& n, const Tensor& r, ExecContext& ctx) const override {
-    if (beta_ != 0.f && n.stacks() && kept_pair(n)) {
-      // x- = 0: R_in = x ⊙ (VJP_{W+}(α R / stab(W+x + b+)) + VJP_{W-}(−β R / stab(W-x + b-))).
+    if (const float* pk = kept_stacked(n)) {
       const float* pr = r.f32();
-      const float* pp = (*n.kept())[0].f32();
-      const float* pn = (*n.kept())[1].f32();
+      const int64_t per = n.y().numel() / std::max<int64_t>(1, n.y().dim(0));
       const float a = alpha_, mb = -beta_, eps = stab_;
+      if (beta_ == 0.f) {
+        // z+ after a rectifier: R_in = x ⊙ VJP_{W+}(R / stab(W+x + b+)), W+x + b+ the kept second half.
+        Tensor s1 = ctx.alloc(DType::Float32, n.y().shape());
+        float* ps = s1.f32();
+        for_stacked(n.y(), ctx, [&](int64_t i, int64_t off) { ps[i] = pr[i] / stabilize(pk[off + per], eps); });
+        auto wp = mod_params(n, pos_part, ctx, &cache_, 1);
+        const Tensor g = n.vjp(n.x(), wp.w(), wp.b(), s1, s1, ctx);
+        return map2(n.x(), g, ctx, [a](float x, float c) { return a * (x * c); });
+      }
+      // x- = 0: R_in = x ⊙ (VJP_{W+}(α R / stab(W+x + b+)) + VJP_{W-}(−β R / stab(W-x + b-))).
       return stacked_vjp_relevance(
           n, pos_part, neg_part, cache_, 3,
-          [=](int64_t i, float& s1, float& s2) {
-            s1 = a * (pr[i] / stabilize(pp[i], eps));
-            s2 = mb * (pr[i] / stabilize(pn[i], eps));
+          [=](int64_t i, int64_t off, float& s1, float& s2) {
+            s1 = a * (pr[i] / stabilize(pk[off], eps));
+            s2 = mb * (pr[i] / stabilize(pk[off + per], eps));
           },
           ctx);
     }
@@ -698,15 +726,15 @@ class AlphaBetaRule final : public LinearRule {
     }
     auto wp = mod_params(n, pos_part, ctx, &cache_, 1);
     auto wn = mod_params(n, neg_part, ctx, &cache_, 2);
-    // W+x + b+ (and W-x + b-), when the forward pass made them (an input after a rectifier):
-    // kept = {W+x + b+, W-x + b-}, or {Wx + b, W+x + b+} for z+ (β = 0).
-    const bool kept = kept_pair(n);
-    const Tensor kept_pos = kept ? (*n.kept())[beta_ == 0.f ? 1 : 0] : Tensor();
+    // W+x + b+ and W-x + b-, when the forward pass made them separately (an input after a
+    // rectifier, on an op that does not stack); z+ keeps nothing there.
+    const bool kept = beta_ != 0.f && kept_pair(n);
+    const Tensor kept_pos = kept ? (*n.kept())[0] : Tensor();
     std::vector<Branch> pos{{&xs.xp, &wp, true, xs.xp_zero, kept_pos}, {&xs.xn, &wn, false, xs.xn_zero, {}}};
     Tensor rp = part(n, pos, r, ctx);
     Tensor out = scale(rp, alpha_, n, ctx);
     if (beta_ != 0.f) {
-      std::vector<Branch> neg{{&xs.xp, &wn, true, xs.xp_zero, kept && beta_ != 0.f ? (*n.kept())[1] : Tensor()},
+      std::vector<Branch> neg{{&xs.xp, &wn, true, xs.xp_zero, kept ? (*n.kept())[1] : Tensor()},
                               {&xs.xn, &wp, false, xs.xn_zero, {}}};
       Tensor rn = part(n, neg, r, ctx);
       const float beta = beta_;
@@ -760,27 +788,23 @@ class GammaRule final : public LinearRule {
                ExecContext& ctx) const override {
     const float k = 1.f / (2.f + gamma_);
     int tags[3] = {1, 2, 3};
-    return split_forward(v, "gamma", up(), down(), cache_, tags,
-                         [&ctx, k](const Tensor& a, const Tensor& b) {
-                           return map2(a, b, ctx, [k](float p, float q) { return (p + q) * k; });
-                         },
+    return split_forward(v, "gamma", up(), down(), cache_, tags, [k](float p, float q) { return (p + q) * k; }, false,
                          false, out, keep, ctx);
   }
 
  protected:
   Tensor relevance(const LinearNode& n, const Tensor& r, ExecContext& ctx) const override {
-    if (n.stacks() && kept_pair(n)) {
+    if (const float* pk = kept_stacked(n)) {
       // x- = 0: R_in = x ⊙ (VJP_{W^γ+}([y > 0] R / stab(z+)) + VJP_{W^γ-}([y < 0] R / stab(z-))).
       const float* pr = r.f32();
       const float* py = n.y().f32();
-      const float* pu = (*n.kept())[0].f32();
-      const float* pd = (*n.kept())[1].f32();
+      const int64_t per = n.y().numel() / std::max<int64_t>(1, n.y().dim(0));
       const float eps = stab_;
       return stacked_vjp_relevance(
           n, up(), down(), cache_, 3,
-          [=](int64_t i, float& s1, float& s2) {
-            s1 = (py[i] > 0.f ? pr[i] : 0.f) / stabilize(pu[i], eps);
-            s2 = (py[i] < 0.f ? pr[i] : 0.f) / stabilize(pd[i], eps);
+          [=](int64_t i, int64_t off, float& s1, float& s2) {
+            s1 = (py[i] > 0.f ? pr[i] : 0.f) / stabilize(pk[off], eps);
+            s2 = (py[i] < 0.f ? pr[i] : 0.f) / stabilize(pk[off + per], eps);
           },
           ctx);
     }
