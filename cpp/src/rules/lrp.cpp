@@ -11,17 +11,18 @@
 // reuses the forward pass's output (Zennit recomputes it). αβ (β != 0) and γ go further: their
 // two branch products sum to the layer's output ((W+x + b+) + (W-x + b-), and W^γ± x + b^γ±
 // to (2 + γ)(Wx + b)), so they are made in the forward pass in place of Wx (Rule::forward) and
-// the layer costs four products in all, not five. For one image on an op that stacks on
-// channels (Op::stacks_on_channels, a convolution), the two products of a layer (Wx and W+x for
-// z+, W+x and W-x for αβ, W^γ±x for γ) run as one convolution over the stacked weights, sharing
-// its pass over the input (im2col or Winograd transform), and αβ's and γ's two VJPs run as one
-// VJP over the same stacked weights (K = 2M, any batch size). An input with both signs (a first
-// layer) takes αβ's and γ's four branches as two stacked forwards (on x+ and x-) and two stacked
-// VJPs instead of four of each. Branches masked out everywhere (γ's
-// sign masks) or weighted by β = 0 are skipped too, and a modified weight is computed only when a
-// branch that runs uses it. Two further cuts are left out on purpose: writing W+x+ + W-x- with
-// |W| and |x| (one product fewer) cancels where a denominator is near zero, where Zennit
-// multiplies R / eps by an exact zero weight and the |W| form would not give an exact zero.
+// the layer costs four products in all, not five. On an op that stacks on channels
+// (Op::stacks_on_channels, a convolution) a layer's two products (W+x and W-x for αβ, W^γ±x for
+// γ, at any batch size; Wx and W+x for z+, for one image) run as one convolution over the
+// stacked weights, sharing its pass over the input (im2col or Winograd transform), and αβ's and
+// γ's two VJPs run as one VJP over the same stacked weights (K = 2M). An input with both signs
+// (a first layer) takes αβ's and γ's four branches as two stacked forwards (on x+ and x-) and
+// two stacked VJPs instead of four of each. The flat rule's all-ones weight makes every output
+// channel alike, so it runs one channel. Branches masked out everywhere (γ's sign masks) or
+// weighted by β = 0 are skipped too, and a modified weight is computed only when a branch that
+// runs uses it. A cut left out on purpose: writing W+x+ + W-x- with |W| and |x| (one product
+// fewer) cancels where a denominator is near zero, where Zennit multiplies R / eps by an exact
+// zero weight and the |W| form would not give an exact zero.
 #include "rules/lrp.hpp"
 
 #include <algorithm>
