@@ -166,3 +166,16 @@ def test_one_image_equals_its_row_in_a_batch(arch: str, method: str) -> None:
         # alpha2-beta1 subtracts two sums of similar size, and the two paths round differently
         # (float32): up to ~2e-5 of the scale seen; swapped halves differ by O(1).
         np.testing.assert_allclose(one[0], both[i], rtol=1e-4, atol=5e-5 * np.abs(both[i]).max())
+
+
+@pytest.mark.parametrize("arch", ["cnn_bn", "resnet"])
+@pytest.mark.parametrize("method", ["lrp.z_plus", "lrp.alpha_2_beta_1", "lrp.gamma", "lrp.epsilon_plus_flat",
+                                    "lrp.flat", "gradient"])
+def test_empty_batch(arch: str, method: str) -> None:
+    """No images in, no relevance out (the stacked and per-position paths index per sample)."""
+    from tests.helpers.torch_models import build
+
+    model, shape = build(arch)
+    m = ox.load(export(model, torch.randn(2, *shape), dynamo=False))
+    rel = ox.explainer(m, method).explain(np.zeros((0, *shape), np.float32), target=1)
+    assert rel.shape == (0, *shape)

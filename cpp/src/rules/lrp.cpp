@@ -516,7 +516,8 @@ class StackedParams final : public ModParams {
 /// half is at off + per, per = y's entries per sample.
 template <class F>
 void for_stacked(const Tensor& y, ExecContext& ctx, F f) {
-  const int64_t per = y.dim(0) > 0 ? y.numel() / y.dim(0) : 0;
+  if (y.numel() == 0) return;
+  const int64_t per = y.numel() / y.dim(0);
   kernels::parallel_for(y.numel(), ctx.threads(), [&](int64_t lo, int64_t hi) {
     int64_t b = lo / per, j = lo - b * per;
     int64_t off = b * 2 * per + j;
