@@ -150,10 +150,11 @@ def test_split_rules_forward_equals_the_plain_forward(arch: str, method: str) ->
 @pytest.mark.parametrize("arch", ["cnn_bn", "resnet", "vgg_avg", "inception"])
 @pytest.mark.parametrize("method", ["lrp.z_plus", "lrp.alpha_2_beta_1", "lrp.gamma", "lrp.epsilon_plus_flat"])
 def test_one_image_equals_its_row_in_a_batch(arch: str, method: str) -> None:
-    """With one image, z+, alpha-beta and gamma run a convolution's two products as one
-    convolution over stacked weights (halves of its output are the two results); with more
-    images they run separately, and that path is compared with Zennit (test_lrp_composites).
-    Both must give the same relevance for the same image."""
+    """With one image, z+ runs a convolution's two products as one convolution over stacked
+    weights and takes its output as a view of the first half; with more images it runs them
+    separately (alpha-beta and gamma stack at any batch size but read the halves per sample).
+    The batch path is compared with Zennit (test_lrp_composites); both must give the same
+    relevance for the same image."""
     from tests.helpers.torch_models import build
 
     model, shape = build(arch)

@@ -203,7 +203,7 @@ class _SignMix(torch.nn.Module):
 def test_sign_knowledge_through_pooling_and_concat(method: str, batch: int) -> None:
     """Non-negativity is carried through MaxPool and Flatten (those layers take the rectified
     path) but not through a Concat with a signed input (that layer must run its x- branches);
-    both batch paths (stacked products for one image) agree with Zennit."""
+    one image and a batch (z+ stacks its products only for one image) agree with Zennit."""
     model = _SignMix().eval()
     m = ox.load(export(model, torch.randn(2, 3, 8, 8), dynamo=False))
     x = np.random.default_rng(4).standard_normal((batch, 3, 8, 8)).astype(np.float32)

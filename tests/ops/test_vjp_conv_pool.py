@@ -593,8 +593,8 @@ def test_pool_zero_cotangent_and_chain():
 @pytest.mark.parametrize("kernel", [(2, 2), (3, 3), (2, 3)])
 @pytest.mark.parametrize("threads", [1, 2])
 def test_maxpool_non_overlapping_windows(kernel, threads):
-    # Stride = kernel, no padding: the tiled fast path (kernels/pool.cpp), with rows and columns
-    # left over past the last window and enough planes to split over threads.
+    # Stride = kernel, no padding: the row-wise 2-D path (kernels/pool.cpp), with rows and
+    # columns left over past the last window and enough planes to split over threads.
     x = _rand(_rng("tiled", kernel), 2, 24, 11, 14)
     fn = _torch_pool_fn("MaxPool", kernel, kernel, (0, 0, 0, 0), (1, 1), 0, 0)
     _check_pool("MaxPool", x, kernel, kernel, (0, 0, 0, 0), (1, 1), 0, torch_fn=fn, threads=threads)

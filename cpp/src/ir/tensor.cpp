@@ -52,8 +52,8 @@ namespace {
 // Large buffers are recycled instead of returned to the system: a freshly mapped buffer costs a
 // page fault per 4 KiB on first touch, which for the tensors of a VGG-sized forward and reverse
 // pass added a fifth to their time. Freed buffers of at least kPoolMin bytes wait here (up to a
-// total of ONNXPLAIN_POOL_MB, default a quarter of physical memory; 0 turns the pool off) for a request of their size
-// class (a quarter larger at most). Leaked on purpose: tensors may be freed during static
+// total of ONNXPLAIN_POOL_MB, default a quarter of physical memory; 0 turns the pool off) for a
+// request of their size class (a quarter larger at most). Leaked on purpose: tensors may be freed during static
 // destruction.
 class BufferPool {
  public:

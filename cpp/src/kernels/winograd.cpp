@@ -29,10 +29,9 @@ struct Wino<4> {
   static constexpr float AT[4][6] = {{1, 1, 1, 1, 1, 0}, {0, 1, -1, 2, -2, 0}, {0, 1, 1, 4, 4, 0}, {0, 1, -1, 8, -8, 1}};
 
   // B^T and A^T applied along one axis of n lanes, written out: a matrix product over BT/AT
-  // multiplies by their zeros too (IEEE forbids dropping 0 * x). Half the arithmetic, but no
-  // measurable gain: on 64-channel layers the transforms take twice the GEMMs' time (perf) and
-  // are bound by their strided gathers and scatters, the next thing to fix. Same values up to
-  // rounding (shared sums).
+  // multiplies by their zeros too (IEEE forbids dropping 0 * x). Half the arithmetic, but alone
+  // no measurable gain: the transforms were bound by their loads and stores (see the row runs in
+  // transform_input / transform_output). Same values up to rounding (shared sums).
   static void input_1d(const float* const in[6], float* const out[6], int n) {
     for (int l = 0; l < n; ++l) {
       const float d0 = in[0][l], d1 = in[1][l], d2 = in[2][l], d3 = in[3][l], d4 = in[4][l], d5 = in[5][l];
@@ -154,24 +153,25 @@ void transform_input(const Plan<MT>& p, const float* x, int64_t t0, int64_t t1, 
           for (int j = 0; j < A; ++j)
             for (int l = 0; l < kLanes; ++l) d[i][j][l] = row[MT * l + j];
         }
-      }
-      for (int l = 0; l < kLanes && !row_run; ++l) {
-        if (l >= nl) {
-          for (int i = 0; i < A; ++i)
-            for (int j = 0; j < A; ++j) d[i][j][l] = 0.f;
-          continue;
-        }
-        const float* xc = x + base[l] + c * HW;
-        if (inside[l]) {
-          const float* src = xc + ys[l] * p.W + xs[l];
-          for (int i = 0; i < A; ++i)
-            for (int j = 0; j < A; ++j) d[i][j][l] = src[i * p.W + j];
-        } else {
-          for (int i = 0; i < A; ++i)
-            for (int j = 0; j < A; ++j) {
-              const int64_t yy = ys[l] + i, xx = xs[l] + j;
-              d[i][j][l] = yy >= 0 && yy < p.H && xx >= 0 && xx < p.W ? xc[yy * p.W + xx] : 0.f;
-            }
+      } else {
+        for (int l = 0; l < kLanes; ++l) {
+          if (l >= nl) {
+            for (int i = 0; i < A; ++i)
+              for (int j = 0; j < A; ++j) d[i][j][l] = 0.f;
+            continue;
+          }
+          const float* xc = x + base[l] + c * HW;
+          if (inside[l]) {
+            const float* src = xc + ys[l] * p.W + xs[l];
+            for (int i = 0; i < A; ++i)
+              for (int j = 0; j < A; ++j) d[i][j][l] = src[i * p.W + j];
+          } else {
+            for (int i = 0; i < A; ++i)
+              for (int j = 0; j < A; ++j) {
+                const int64_t yy = ys[l] + i, xx = xs[l] + j;
+                d[i][j][l] = yy >= 0 && yy < p.H && xx >= 0 && xx < p.W ? xc[yy * p.W + xx] : 0.f;
+              }
+          }
         }
       }
       // e = B^T d (down each column j), then r = e B (along each row i).

@@ -514,10 +514,13 @@ class StackedParams final : public ModParams {
 /// Calls f(i, off) for every entry i of a tensor shaped like y (batch axis first), `off` being
 /// where entry i's first half lies in the same shape stacked on axis 1 ([N, 2M, ...]); the second
 /// half is at off + per, per = y's entries per sample.
+/// Entries per sample of a tensor whose axis 0 is the batch (0 for an empty batch).
+int64_t per_sample(const Tensor& y) { return y.dim(0) > 0 ? y.numel() / y.dim(0) : 0; }
+
 template <class F>
 void for_stacked(const Tensor& y, ExecContext& ctx, F f) {
   if (y.numel() == 0) return;
-  const int64_t per = y.numel() / y.dim(0);
+  const int64_t per = per_sample(y);
   kernels::parallel_for(y.numel(), ctx.threads(), [&](int64_t lo, int64_t hi) {
     int64_t b = lo / per, j = lo - b * per;
     int64_t off = b * 2 * per + j;
@@ -566,7 +569,7 @@ bool split_forward(const NodeValues& v, const char* rule, F1 f1, F2 f2, ParamCac
       out[0] = both.view(half, 0);
     } else {
       Tensor y = ctx.alloc(DType::Float32, half);
-      const int64_t per = half[0] > 0 ? shape_numel(half) / half[0] : 0;
+      const int64_t per = per_sample(y);
       const float* pb = both.f32();
       float* py = y.f32();
       for_stacked(y, ctx, [&](int64_t i, int64_t off) { py[i] = combine(pb[off], pb[off + per]); });
@@ -609,7 +612,7 @@ Tensor stacked_vjp_relevance(const LinearNode& n, F1 f1, F2 f2, ParamCache& cach
                              ExecContext& ctx) {
   StackedParams<F1, F2> sp(n, f1, f2, ctx, &cache, tag);
   Tensor s = ctx.alloc(DType::Float32, stacked_shape(n.y()));
-  const int64_t per = n.y().dim(0) > 0 ? n.y().numel() / n.y().dim(0) : 0;
+  const int64_t per = per_sample(n.y());
   float* ps = s.f32();
   for_stacked(n.y(), ctx, [&](int64_t i, int64_t off) { s_of(i, off, ps[off], ps[off + per]); });
   const Tensor g = n.vjp(n.x(), sp.w(), sp.b(), s, s, ctx);
@@ -634,7 +637,7 @@ Tensor mixed_sign_relevance(const LinearNode& n, const SignSplit& xs, F1 f1, F2 
   const Shape sh = stacked_shape(y);
   if (A.shape() != sh || (B.raw() && B.shape() != sh))
     throw ShapeError("internal: a stacked forward gave shape " + shape_str(A.shape()) + ", expected " + shape_str(sh));
-  const int64_t per = y.dim(0) > 0 ? y.numel() / y.dim(0) : 0;
+  const int64_t per = per_sample(y);
   Tensor s1 = ctx.alloc(DType::Float32, sh);
   Tensor s2 = B.raw() ? ctx.alloc(DType::Float32, sh) : Tensor();
   {
@@ -694,7 +697,7 @@ class AlphaBetaRule final : public LinearRule {
   Tensor relevance(const LinearNode& n, const Tensor& r, ExecContext& ctx) const override {
     if (const float* pk = kept_stacked(n)) {
       const float* pr = r.f32();
-      const int64_t per = n.y().numel() / std::max<int64_t>(1, n.y().dim(0));
+      const int64_t per = per_sample(n.y());
       const float a = alpha_, mb = -beta_, eps = stab_;
       if (beta_ == 0.f) {
         // z+ after a rectifier: R_in = x ⊙ VJP_{W+}(R / stab(W+x + b+)), W+x + b+ the kept second half.
@@ -800,7 +803,7 @@ class GammaRule final : public LinearRule {
       // x- = 0: R_in = x ⊙ (VJP_{W^γ+}([y > 0] R / stab(z+)) + VJP_{W^γ-}([y < 0] R / stab(z-))).
       const float* pr = r.f32();
       const float* py = n.y().f32();
-      const int64_t per = n.y().numel() / std::max<int64_t>(1, n.y().dim(0));
+      const int64_t per = per_sample(n.y());
       const float eps = stab_;
       return stacked_vjp_relevance(
           n, up(), down(), cache_, 3,
@@ -943,13 +946,10 @@ class FlatRule final : public LinearRule {
         }
         for (int64_t q = q0; q < q1; ++q) out[q] /= stabilize(pz[q], eps);
       }
-    });
+    }, std::max<int64_t>(1, kernels::kParallelGrain / (kBlock * std::max<int64_t>(M, 1))));
     return n.vjp(n.x(), w1, nullptr, s1, s1, ctx);
   }
 
- public:
-
- private:
   float stab_;
 };
 
