@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <string>
 
-#include "kernels/gemm.hpp"
+#include "kernels/panel_gemm.hpp"
 #include "kernels/parallel.hpp"
 #include "kernels/scratch.hpp"
 
@@ -90,18 +90,23 @@ template <int MT>
 void transform_weight(const ConvShape& s, const float* w, float* u, int threads) {
   using F = Wino<MT>;
   constexpr int A = F::kA;
-  const int64_t M = s.out_channels, C = s.in_channels;
+  const int64_t M = s.out_channels, C = s.in_channels, Mp = panel_rows(M);
+  // Rows M..Mp of each panel-laid-out product are zero.
+  for (int xi = 0; xi < A * A; ++xi)
+    for (int64_t m = M; m < Mp; ++m)
+      for (int64_t c = 0; c < C; ++c) u[xi * Mp * C + panel_a_index(m, c, C)] = 0.f;
   parallel_for(
       M * C, threads,
       [&](int64_t b, int64_t e) {
         for (int64_t p = b; p < e; ++p) {
           const float* g = w + p * 9;
+          const int64_t at = panel_a_index(p / C, p % C, C);
           float t[A][3];
           for (int i = 0; i < A; ++i)
             for (int j = 0; j < 3; ++j) t[i][j] = F::G[i][0] * g[j] + F::G[i][1] * g[3 + j] + F::G[i][2] * g[6 + j];
           for (int i = 0; i < A; ++i)
             for (int j = 0; j < A; ++j)
-              u[(i * A + j) * M * C + p] = t[i][0] * F::G[j][0] + t[i][1] * F::G[j][1] + t[i][2] * F::G[j][2];
+              u[(i * A + j) * Mp * C + at] = t[i][0] * F::G[j][0] + t[i][1] * F::G[j][1] + t[i][2] * F::G[j][2];
         }
       },
       256);
@@ -120,12 +125,15 @@ inline void tile_origin(const Plan<MT>& p, int64_t t, int64_t* n, int64_t* y0, i
   *x0 = (r % p.tw) * MT;
 }
 
-// v[xi, c, t - t0] for the tiles [t0, t1) of every channel in [c0, c1).
+// v[xi] for the tiles [t0, t1) of every channel in [c0, c1): per transform entry xi, the C x tc
+// matrix (channel, tile - t0) in panel_gemm's right-operand layout, written there directly so the
+// product never copies it. A group of eight lanes is half a panel row (t0 is a multiple of 16);
+// lanes past t1 are written as zeros.
 template <int MT>
 void transform_input(const Plan<MT>& p, const float* x, int64_t t0, int64_t t1, int64_t c0, int64_t c1, float* v) {
   using F = Wino<MT>;
   constexpr int A = F::kA;
-  const int64_t tc = t1 - t0, CT = p.C * tc, HW = p.H * p.W;
+  const int64_t CT = p.C * panel_cols(t1 - t0), HW = p.H * p.W;
   for (int64_t tb = t0; tb < t1; tb += kLanes) {
     const int nl = static_cast<int>(std::min<int64_t>(kLanes, t1 - tb));
     int64_t base[kLanes], ys[kLanes], xs[kLanes];
@@ -187,28 +195,26 @@ void transform_input(const Plan<MT>& p, const float* x, int64_t t0, int64_t t1, 
         float* rrow[A] = {r[i][0], r[i][1], r[i][2], r[i][3], r[i][4], r[i][5]};
         F::input_1d(row, rrow, kLanes);
       }
-      float* vt = v + c * tc + (tb - t0);
-      // A full group stores with a fixed count: with a variable one GCC emitted `rep movs`, whose
-      // start-up cost for 8 floats was 40% of this function (perf annotate).
+      float* vt = v + panel_b_index(c, tb - t0, p.C);
+      // Stores with a fixed count (the zero lanes of a partial group included): with a variable
+      // one GCC emitted `rep movs`, whose start-up cost for 8 floats was 40% of this function.
       for (int i = 0; i < A; ++i)
         for (int j = 0; j < A; ++j) {
           float* dst = vt + (i * A + j) * CT;
-          if (nl == kLanes)
-            for (int l = 0; l < kLanes; ++l) dst[l] = r[i][j][l];
-          else
-            for (int l = 0; l < nl; ++l) dst[l] = r[i][j][l];
+          for (int l = 0; l < kLanes; ++l) dst[l] = r[i][j][l];
         }
     }
   }
 }
 
-// y for the tiles [t0, t1) of every output channel in [m0, m1), from mo[xi, m, t - t0].
+// y for the tiles [t0, t1) of every output channel in [m0, m1), from mo[xi, m, t - t0] (rows of
+// panel_cols(t1 - t0) floats).
 template <int MT>
 void transform_output(const Plan<MT>& p, const float* mo, const float* bias, int64_t t0, int64_t t1, int64_t m0,
                       int64_t m1, float* y) {
   using F = Wino<MT>;
   constexpr int A = F::kA;
-  const int64_t tc = t1 - t0, MTc = p.M * tc, P = p.Ho * p.Wo;
+  const int64_t tc = panel_cols(t1 - t0), MTc = p.M * tc, P = p.Ho * p.Wo;
   for (int64_t tb = t0; tb < t1; tb += kLanes) {
     const int nl = static_cast<int>(std::min<int64_t>(kLanes, t1 - tb));
     int64_t base[kLanes], ys[kLanes], xs[kLanes];
@@ -264,14 +270,20 @@ void transform_output(const Plan<MT>& p, const float* mo, const float* bias, int
   }
 }
 
+// mo[xi] = U[xi] V[xi] for a chunk of tc tiles (every operand in panel layout, rows of
+// panel_cols(tc) floats).
+template <int MT>
+void product(const Plan<MT>& p, int xi, int64_t tc, const float* u, const float* v, float* mo) {
+  const int64_t tcp = panel_cols(tc);
+  panel_gemm(p.M, tc, p.C, u + xi * panel_rows(p.M) * p.C, v + xi * p.C * tcp, mo + xi * p.M * tcp, tcp);
+}
+
 template <int MT>
 void conv_tiles(const Plan<MT>& p, const float* x, const float* u, const float* bias, float* y, int64_t t0, int64_t t1,
                 float* v, float* mo) {
   constexpr int AA = Plan<MT>::AA;
-  const int64_t tc = t1 - t0;
   transform_input(p, x, t0, t1, 0, p.C, v);
-  for (int xi = 0; xi < AA; ++xi)
-    sgemm(false, false, p.M, tc, p.C, 1.f, u + xi * p.M * p.C, p.C, v + xi * p.C * tc, tc, 0.f, mo + xi * p.M * tc, tc);
+  for (int xi = 0; xi < AA; ++xi) product(p, xi, t1 - t0, u, v, mo);
   transform_output(p, mo, bias, t0, t1, 0, p.M, y);
 }
 
@@ -280,41 +292,31 @@ void run(const ConvShape& s, const float* x, const float* u, const float* bias, 
   const Plan<MT> p(s);
   constexpr int AA = Plan<MT>::AA;
   const int64_t chunks = (p.T + p.Tc - 1) / p.Tc;
-  const auto need = static_cast<std::size_t>(AA * (p.C + p.M) * p.Tc);
+  const int64_t tcp = panel_cols(p.Tc);
+  const auto need = static_cast<std::size_t>(AA * (p.C + p.M) * tcp);
   if (threads > 1 && chunks >= 2 * threads) {
-    // Each thread transforms, multiplies (single-threaded GEMMs) and writes back whole chunks.
+    // Each thread transforms, multiplies and writes back whole chunks.
 #pragma omp parallel num_threads(threads)
     {
-      const int saved = blas_threads();
-      set_blas_threads(1);
       float* buf = thread_scratch(need, ScratchSlot::Winograd);
 #pragma omp for schedule(dynamic, 1)
       for (int64_t k = 0; k < chunks; ++k) {
         const int64_t t0 = k * p.Tc, t1 = std::min(p.T, t0 + p.Tc);
-        conv_tiles(p, x, u, bias, y, t0, t1, buf, buf + AA * p.C * p.Tc);
+        conv_tiles(p, x, u, bias, y, t0, t1, buf, buf + AA * p.C * tcp);
       }
-      set_blas_threads(saved);
     }
     return;
   }
   // Few tiles: the transforms split over channels and the AA independent GEMMs over threads.
   float* v = thread_scratch(need, ScratchSlot::Winograd);
-  float* mo = v + AA * p.C * p.Tc;
+  float* mo = v + AA * p.C * tcp;
   for (int64_t t0 = 0; t0 < p.T; t0 += p.Tc) {
     const int64_t t1 = std::min(p.T, t0 + p.Tc), tc = t1 - t0;
     parallel_for(
         p.C, threads, [&](int64_t c0, int64_t c1) { transform_input(p, x, t0, t1, c0, c1, v); },
         std::max<int64_t>(1, kParallelGrain / (tc * AA)));
-    const int saved = blas_threads();
-#pragma omp parallel num_threads(threads)
-    {
-      set_blas_threads(1);
-#pragma omp for schedule(dynamic, 1)
-      for (int xi = 0; xi < AA; ++xi)
-        sgemm(false, false, p.M, tc, p.C, 1.f, u + xi * p.M * p.C, p.C, v + xi * p.C * tc, tc, 0.f,
-              mo + xi * p.M * tc, tc);
-    }
-    set_blas_threads(saved);
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
+    for (int xi = 0; xi < AA; ++xi) product(p, xi, tc, u, v, mo);
     parallel_for(
         p.M, threads, [&](int64_t m0, int64_t m1) { transform_output(p, mo, bias, t0, t1, m0, m1, y); },
         std::max<int64_t>(1, kParallelGrain / (tc * AA)));
@@ -342,7 +344,7 @@ bool winograd_applies(const ConvShape& s) {
 
 int64_t winograd_weight_floats(const ConvShape& s) {
   constexpr int64_t a = Wino<kTile>::kA;
-  return a * a * s.out_channels * s.in_channels;
+  return a * a * panel_rows(s.out_channels) * s.in_channels;
 }
 
 void winograd_transform_weight(const ConvShape& s, const float* w, float* u, int threads) {

@@ -19,11 +19,12 @@ bool winograd_applies(const ConvShape& s);
 /// Floats of the transformed weight of shape s.
 int64_t winograd_weight_floats(const ConvShape& s);
 
-/// u = the transformed weight (w [M, C, 3, 3]); computed once per weight and kept by the caller.
+/// u = the transformed weight (w [M, C, 3, 3]) in panel_gemm's left-operand layout, one M x C
+/// product per transform entry; computed once per weight and kept by the caller.
 void winograd_transform_weight(const ConvShape& s, const float* w, float* u, int threads);
 
 /// y = conv(x, w) + bias for a shape winograd_applies() accepts, with u from
-/// winograd_transform_weight. Calls sgemm: not inside an OpenMP region.
+/// winograd_transform_weight. Opens its own OpenMP regions: not to be called inside one.
 void winograd_conv(const ConvShape& s, const float* x, const float* u, const float* bias, float* y, int threads);
 
 }  // namespace onnxplain::kernels
