@@ -94,6 +94,10 @@ FORWARD_CASES = [
     (8, 64, 64, 7, 10, "VALID", True),
     (32, 64, 64, 3, 3, (0, 0, 0, 0), True),  # a single output per image, one partial tile each
     (32, 64, 64, 4, 4, (1, 1, 1, 1), False),  # exactly one full tile per image
+    # The products' register blocks are 6 output channels x 16 tiles, 256 input channels deep:
+    (2, 67, 70, 9, 11, (1, 1, 1, 1), True),  # channels not a multiple of 6 or 16, 18 tiles
+    (1, 300, 64, 13, 13, (1, 1, 1, 1), True),  # two passes over the input channels
+    (1, 520, 65, 14, 14, (1, 1, 1, 1), False),  # three passes, a last row block of 5 channels
 ]
 
 
@@ -140,6 +144,37 @@ def test_winograd_option_switches_path(case):
     _assert_within(direct, expected, DIRECT_ATOL)
     _assert_within(fast, expected, WINO_ATOL)
     _assert_within(fast, direct, WINO_ATOL)
+
+
+_GENERIC_SCRIPT = r"""
+import sys
+import numpy as np
+import onnxplain as ox
+d = np.load(sys.argv[1])
+m = ox.load(d["model"].tobytes(), strip_softmax=False)
+for t in (1, 2):
+    np.save(sys.argv[2] + str(t) + ".npy", m.run({"x": d["x"]}, threads=t)[0])
+"""
+
+
+@pytest.mark.parametrize("case", [FORWARD_CASES[2], FORWARD_CASES[-3], FORWARD_CASES[-1]], ids=["3", "17", "19"])
+def test_winograd_portable_product_kernel(case, tmp_path):
+    """ONNXPLAIN_GENERIC_KERNELS=1 makes the Winograd products run the portable loop instead of
+    the AVX2 micro-kernel (the path of a CPU without AVX2): same results, in a fresh process
+    because the kernel is chosen once per process."""
+    import os
+    import subprocess
+    import sys
+
+    x, wt, b, attrs = _forward_case(case)
+    model = _conv_model(x, wt, b, **attrs)
+    expected = ort_run(model, {"x": x})[0]
+    np.savez(tmp_path / "in.npz", model=np.frombuffer(model, dtype=np.uint8), x=x)
+    env = dict(os.environ, ONNXPLAIN_GENERIC_KERNELS="1")
+    subprocess.run([sys.executable, "-c", _GENERIC_SCRIPT, str(tmp_path / "in.npz"), str(tmp_path / "out")],
+                   check=True, env=env)
+    for t in (1, 2):
+        _assert_within(np.load(tmp_path / f"out{t}.npy"), expected, WINO_ATOL)
 
 
 def test_winograd_really_runs():
