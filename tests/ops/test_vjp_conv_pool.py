@@ -198,6 +198,22 @@ def test_conv_row_tiled_and_batched(threads):
                 threads=threads)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize(
+    "batch,size,kernel,groups",
+    [(5, 14, 3, 1), (5, 14, 3, 2), (4, 14, 1, 1), (3, 40, 3, 1), (1, 14, 3, 1)],
+)
+def test_strided_conv_input_grad_batched(batch, size, kernel, groups, threads):
+    """dX alone of a strided conv (the col2im path) at batch > 1: images split over threads, and
+    a small output map (7x7: 49 positions) several images to one W^T product, each scattered
+    back to its own image; a 20x20 map (past the narrow limit) one image per product."""
+    rng = _rng("strided", batch, size, kernel, groups)
+    x = _rand(rng, batch, 32, size, size)
+    w = _rand(rng, 48, 32 // groups, kernel, kernel)
+    pads = (1, 1, 1, 1) if kernel == 3 else (0, 0, 0, 0)
+    _check_conv(x, w, _rand(rng, 48), (2, 2), pads, (1, 1), groups, threads=threads)
+
+
 @pytest.mark.parametrize(
     "kernel,strides,pads,dilations,groups",
     [
