@@ -255,6 +255,25 @@ void depthwise_backward_input(const ConvShape& s, const float* wt, const float* 
       grain_for(P * K * mult));
 }
 
+// Batch-parallel: one OpenMP region for the whole layer, f(sub, b) run by each thread on its own
+// images [b, b + sub.batch) with single-threaded GEMMs. Alternating parallel copying regions with
+// split GEMMs costs a thread hand-over per tile, which a loaded machine turns into milliseconds.
+template <class F>
+void per_thread_images(const ConvShape& s, int threads, F f) {
+  const int64_t N = s.batch;
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (int t = 0; t < threads; ++t) {
+    const int64_t b = N * t / threads, e = N * (t + 1) / threads;
+    if (e <= b) continue;
+    ConvShape sub = s;
+    sub.batch = e - b;
+    const int saved = blas_threads();
+    set_blas_threads(1);
+    f(sub, b);
+    set_blas_threads(saved);
+  }
+}
+
 }  // namespace
 
 void im2col(const float* x, int64_t channels, const Window3& w, float* col, int64_t ldc, int threads) {
@@ -275,7 +294,6 @@ int64_t conv_scratch_floats(const ConvShape& s) {
   return Cg * K * pl.rows_per_tile * s.win.out[2];
 }
 
-
 void conv_forward(const ConvShape& s, const float* x, const float* w, const float* bias, float* y, float* scratch,
                   int threads) {
   if (s.batch == 0 || s.out_channels == 0 || s.win.out_size() == 0) return;
@@ -284,23 +302,11 @@ void conv_forward(const ConvShape& s, const float* x, const float* w, const floa
     return;
   }
   if (threads > 1 && s.batch >= threads) {
-    // Batch-parallel: one OpenMP region for the whole layer, each thread convolving its own images
-    // with single-threaded GEMMs into its own scratch. Alternating parallel im2col regions with
-    // split GEMMs costs a thread hand-over per tile, which a loaded machine turns into milliseconds.
-    const int64_t N = s.batch;
     const int64_t per_in = s.in_channels * s.win.in_size(), per_out = s.out_channels * s.win.out_size();
-#pragma omp parallel for num_threads(threads) schedule(static)
-    for (int t = 0; t < threads; ++t) {
-      const int64_t b = N * t / threads, e = N * (t + 1) / threads;
-      if (e <= b) continue;
-      ConvShape sub = s;
-      sub.batch = e - b;
-      const int saved = blas_threads();
-      set_blas_threads(1);
+    per_thread_images(s, threads, [&](const ConvShape& sub, int64_t b) {
       float* buf = thread_scratch(static_cast<std::size_t>(conv_scratch_floats(sub)), ScratchSlot::ConvWorker);
       conv_forward(sub, x + b * per_in, w, bias, y + b * per_out, buf, 1);
-      set_blas_threads(saved);
-    }
+    });
     return;
   }
   const Window3& win = s.win;
@@ -439,22 +445,13 @@ void conv_backward(const ConvShape& s, const float* x, const float* w, const flo
   const int64_t Cg = C / G, Mg = M / G, K = win.k_size(), CgK = Cg * K;
   const int64_t P = win.out_size(), IN = win.in_size(), out2 = win.out[2], rows = win.out[0] * win.out[1];
   if (dx && !is_depthwise(s) && !dw && threads > 1 && N >= threads && M > 0 && P > 0 && CgK > 0) {
-    // Batch-parallel, as conv_forward: each thread scatters its own images with single-threaded
-    // GEMMs. Per image, split GEMMs and a parallel col2im cost two thread hand-overs per tile
-    // (ResNet-50's strided layers at batch 8 ran 1.3-1.7x their forward time).
+    // As conv_forward: per image, split GEMMs and a parallel col2im cost two thread hand-overs
+    // per tile (ResNet-50's strided layers at batch 8 ran 1.3-1.7x their forward time).
     const int64_t per_in = C * IN, per_out = M * P;
-#pragma omp parallel for num_threads(threads) schedule(static)
-    for (int t = 0; t < threads; ++t) {
-      const int64_t b = N * t / threads, e = N * (t + 1) / threads;
-      if (e <= b) continue;
-      ConvShape sub = s;
-      sub.batch = e - b;
-      const int saved = blas_threads();
-      set_blas_threads(1);
+    per_thread_images(s, threads, [&](const ConvShape& sub, int64_t b) {
       float* buf = thread_scratch(static_cast<std::size_t>(conv_backward_scratch_floats(sub)), ScratchSlot::ConvWorker);
       conv_backward(sub, nullptr, w, dy + b * per_out, dx + b * per_in, nullptr, nullptr, buf, 1);
-      set_blas_threads(saved);
-    }
+    });
     dx = nullptr;
     if (!db) return;
   }

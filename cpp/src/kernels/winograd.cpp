@@ -128,7 +128,8 @@ inline void tile_origin(const Plan<MT>& p, int64_t t, int64_t* n, int64_t* y0, i
 // v[xi] for the tiles [t0, t1) of every channel in [c0, c1): per transform entry xi, the C x tc
 // matrix (channel, tile - t0) in panel_gemm's right-operand layout, written there directly so the
 // product never copies it. A group of eight lanes is half a panel row (t0 is a multiple of 16);
-// lanes past t1 are written as zeros.
+// a last partial group is written with zero lanes, and a last panel's columns past it are left
+// unwritten (panel_gemm allows that: they only reach product columns no one reads).
 template <int MT>
 void transform_input(const Plan<MT>& p, const float* x, int64_t t0, int64_t t1, int64_t c0, int64_t c1, float* v) {
   using F = Wino<MT>;
@@ -331,8 +332,9 @@ bool winograd_applies(const ConvShape& s) {
   for (int i = 1; i < 3; ++i)
     if (w.s[i] != 1 || w.d[i] != 1) return false;
   // With fewer channels the (M x C) * (C x tiles) products are too thin to run near peak and the
-  // transforms dominate; measured on AVX2 with OpenBLAS by bench/conv_layers.py: a win from 64
-  // channels at any size (with cache-sized chunks, chunk_floats).
+  // transforms dominate; measured on AVX2 by bench/conv_layers.py (when the products still ran
+  // through OpenBLAS; panel_gemm only made them faster): a win from 64 channels at any size
+  // (with cache-sized chunks, chunk_floats).
   // With few tiles (a 7x7 map at batch 1 is 4 tiles) the products read the transformed weight,
   // 4x the weight, for too few columns: memory-bound, slower than the direct product. From 16
   // tiles (14x14 at batch 1) it pays: equal for one 512-channel layer, 2x faster for the stacked
