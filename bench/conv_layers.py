@@ -20,6 +20,7 @@ import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
 import onnxplain as ox
+from onnxplain._native import blas_core
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from forward import best_of  # noqa: E402
@@ -54,7 +55,8 @@ def main() -> int:
     rng = np.random.default_rng(0)
     head = (f"{'layer':<24}{'ORT ms':>9}{'GF/s':>7}{'wino ms':>9}{'GF/s':>7}{'x ORT':>7}{'err':>9}"
             f"{'direct ms':>10}{'GF/s':>7}{'x ORT':>7}{'err':>9}")
-    print(f"onnxplain {ox.__version__}, onnxruntime {ort.__version__}, batch {args.batch}, threads {args.threads}")
+    print(f"onnxplain {ox.__version__} (OpenBLAS {blas_core()}), onnxruntime {ort.__version__}, "
+          f"batch {args.batch}, threads {args.threads}")
     print(head)
     print("-" * len(head))
     for c, m, size, k, stride in LAYERS:

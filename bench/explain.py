@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import archs  # noqa: E402
 
 import onnxplain as ox  # noqa: E402
+from onnxplain._native import blas_core  # noqa: E402
 from tests.helpers.zennit_compat import import_zennit  # noqa: E402
 
 METHODS = ["lrp.epsilon_plus_flat", "lrp.alpha_2_beta_1", "lrp.epsilon_gamma_box", "gradient", "integrated_gradients"]
@@ -77,8 +78,8 @@ def main() -> int:
     zennit = import_zennit()
     import captum.attr as ca
 
-    print(f"onnxplain {ox.__version__}, onnxruntime {ort.__version__}, torch {torch.__version__}, "
-          f"threads {args.threads}")
+    print(f"onnxplain {ox.__version__} (OpenBLAS {blas_core()}), onnxruntime {ort.__version__}, "
+          f"torch {torch.__version__}, threads {args.threads}")
     head = (f"{'model':<9}{'batch':>6} {'method':<24}{'onnxplain ms':>13}{'x ORT fwd':>10}{'peer':>8}"
             f"{'peer ms':>10}{'speed-up':>9}{'rel diff':>10}")
     print(head)

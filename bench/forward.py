@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import archs  # noqa: E402
 
 import onnxplain as ox  # noqa: E402
+from onnxplain._native import blas_core  # noqa: E402
 
 
 def best_of(fn, repeats: int) -> float:
@@ -43,7 +44,7 @@ def main() -> int:
     args = ap.parse_args()
 
     rng = np.random.default_rng(0)
-    print(f"onnxplain {ox.__version__}, onnxruntime {ort.__version__}")
+    print(f"onnxplain {ox.__version__} (OpenBLAS {blas_core()}), onnxruntime {ort.__version__}")
     header = (f"{'model':<10}{'batch':>6}{'threads':>8}{'onnxplain ms':>14}{'onnxruntime ms':>16}{'ratio':>8}"
               f"{'max rel err':>13}")
     print(header)

@@ -157,10 +157,12 @@ for t in (1, 2):
 """
 
 
+@pytest.mark.parametrize("kernels", ["1", "avx2"], ids=["portable", "avx2"])
 @pytest.mark.parametrize("case", [FORWARD_CASES[2], FORWARD_CASES[-3], FORWARD_CASES[-1]], ids=["3", "17", "19"])
-def test_winograd_portable_product_kernel(case, tmp_path):
+def test_winograd_portable_product_kernel(case, kernels, tmp_path):
     """ONNXPLAIN_GENERIC_KERNELS=1 makes the Winograd products run the portable loop instead of
-    the AVX2 micro-kernel (the path of a CPU without AVX2): same results, in a fresh process
+    the SIMD micro-kernels (the path of a CPU without AVX2), =avx2 the 256-bit kernel on a CPU
+    that also has AVX-512 (where the 512-bit one is the default): same results, in a fresh process
     because the kernel is chosen once per process."""
     import os
     import subprocess
@@ -170,7 +172,7 @@ def test_winograd_portable_product_kernel(case, tmp_path):
     model = _conv_model(x, wt, b, **attrs)
     expected = ort_run(model, {"x": x})[0]
     np.savez(tmp_path / "in.npz", model=np.frombuffer(model, dtype=np.uint8), x=x)
-    env = dict(os.environ, ONNXPLAIN_GENERIC_KERNELS="1")
+    env = dict(os.environ, ONNXPLAIN_GENERIC_KERNELS=kernels)
     subprocess.run([sys.executable, "-c", _GENERIC_SCRIPT, str(tmp_path / "in.npz"), str(tmp_path / "out")],
                    check=True, env=env)
     for t in (1, 2):

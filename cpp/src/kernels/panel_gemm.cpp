@@ -7,6 +7,7 @@
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
 #define ONNXPLAIN_PANEL_AVX2 1
+#define ONNXPLAIN_PANEL_AVX512 1
 #endif
 
 namespace onnxplain::kernels {
@@ -65,20 +66,80 @@ __attribute__((target("avx2,fma"))) void micro_avx2(int64_t kc, const float* a, 
 }
 #endif
 
-Micro pick() {
-  // ONNXPLAIN_GENERIC_KERNELS=1 takes the portable loop on any CPU (how the tests reach it).
-  if (const char* v = std::getenv("ONNXPLAIN_GENERIC_KERNELS"); v && std::string(v) == "1") return micro_generic;
+#ifdef ONNXPLAIN_PANEL_AVX512
+// np right-operand panels side by side (np x 16 columns, one 16-float register each) against
+// one 6-row panel of A: 6 np accumulators, np loads of B and six broadcasts of A per step. With
+// np = 4 that is 24 of the 32 registers, enough independent FMAs to keep two 512-bit FMA pipes
+// busy (Zen 4/5, Skylake-SP); the AVX2 kernel's 6 x 16 block would leave half of each register
+// unused on these CPUs.
+template <int NP>
+__attribute__((target("avx512f"))) void micro_avx512(int64_t kc, const float* a, const float* b, int64_t bstride,
+                                                     float* c, int64_t ldc, int rows, bool accumulate) {
+  __m512 acc[MR][NP];
+  for (int r = 0; r < MR; ++r)
+    for (int q = 0; q < NP; ++q) acc[r][q] = _mm512_setzero_ps();
+  for (int64_t k = 0; k < kc; ++k, a += MR, b += NR) {
+    __m512 bv[NP];
+    for (int q = 0; q < NP; ++q) bv[q] = _mm512_loadu_ps(b + q * bstride);
+    for (int r = 0; r < MR; ++r) {
+      const __m512 av = _mm512_set1_ps(a[r]);
+      for (int q = 0; q < NP; ++q) acc[r][q] = _mm512_fmadd_ps(av, bv[q], acc[r][q]);
+    }
+  }
+  for (int r = 0; r < rows; ++r) {
+    float* cr = c + r * ldc;
+    for (int q = 0; q < NP; ++q) {
+      __m512 v = acc[r][q];
+      if (accumulate) v = _mm512_add_ps(v, _mm512_loadu_ps(cr + q * NR));
+      _mm512_storeu_ps(cr + q * NR, v);
+    }
+  }
+}
+
+// Whole B panels in fours, then twos, then one, all with the 512-bit kernel.
+void block_avx512(int64_t kc, const float* ap, const float* b, int64_t K, int64_t k0, int64_t Np, float* c,
+                  int64_t ldc, int rows, bool accumulate) {
+  const int64_t stride = K * NR;
+  int64_t n0 = 0;
+  for (; n0 + 4 * NR <= Np; n0 += 4 * NR)
+    micro_avx512<4>(kc, ap, b + n0 * K + k0 * NR, stride, c + n0, ldc, rows, accumulate);
+  for (; n0 + 2 * NR <= Np; n0 += 2 * NR)
+    micro_avx512<2>(kc, ap, b + n0 * K + k0 * NR, stride, c + n0, ldc, rows, accumulate);
+  for (; n0 < Np; n0 += NR) micro_avx512<1>(kc, ap, b + n0 * K + k0 * NR, stride, c + n0, ldc, rows, accumulate);
+}
+#endif
+
+// c[rows x Np] (=, or += with accumulate) = one 6-row panel of A (depth kc from k0) times every
+// B panel.
+using Block = void (*)(int64_t kc, const float* ap, const float* b, int64_t K, int64_t k0, int64_t Np, float* c,
+                       int64_t ldc, int rows, bool accumulate);
+
+template <Micro micro>
+void block_of(int64_t kc, const float* ap, const float* b, int64_t K, int64_t k0, int64_t Np, float* c, int64_t ldc,
+              int rows, bool accumulate) {
+  for (int64_t n0 = 0; n0 < Np; n0 += NR) micro(kc, ap, b + n0 * K + k0 * NR, c + n0, ldc, rows, accumulate);
+}
+
+Block pick() {
+  // ONNXPLAIN_GENERIC_KERNELS=1 takes the portable loop on any CPU (how the tests reach it);
+  // ONNXPLAIN_GENERIC_KERNELS=avx2 the 256-bit kernel on a CPU that also has AVX-512.
+  const char* v = std::getenv("ONNXPLAIN_GENERIC_KERNELS");
+  const std::string choice = v ? v : "";
+  if (choice == "1") return block_of<micro_generic>;
 #ifdef ONNXPLAIN_PANEL_AVX2
   __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return micro_avx2;
+#ifdef ONNXPLAIN_PANEL_AVX512
+  if (choice != "avx2" && __builtin_cpu_supports("avx512f")) return block_avx512;
 #endif
-  return micro_generic;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return block_of<micro_avx2>;
+#endif
+  return block_of<micro_generic>;
 }
 
 }  // namespace
 
 void panel_gemm(int64_t M, int64_t N, int64_t K, const float* a, const float* b, float* c, int64_t ldc) {
-  static const Micro micro = pick();
+  static const Block block = pick();
   if (M <= 0 || N <= 0) return;
   const int64_t Np = panel_cols(N);
   if (K <= 0) {
@@ -88,10 +149,8 @@ void panel_gemm(int64_t M, int64_t N, int64_t K, const float* a, const float* b,
   for (int64_t k0 = 0; k0 < K; k0 += kDepth) {
     const int64_t kc = std::min(kDepth, K - k0);
     for (int64_t m0 = 0; m0 < M; m0 += MR) {
-      const float* ap = a + m0 * K + k0 * MR;
       const int rows = static_cast<int>(std::min<int64_t>(MR, M - m0));
-      for (int64_t n0 = 0; n0 < Np; n0 += NR)
-        micro(kc, ap, b + n0 * K + k0 * NR, c + m0 * ldc + n0, ldc, rows, k0 > 0);
+      block(kc, a + m0 * K + k0 * MR, b, K, k0, Np, c + m0 * ldc, ldc, rows, k0 > 0);
     }
   }
 }

@@ -9,7 +9,8 @@
 
 namespace onnxplain::kernels {
 
-/// Rows of one panel of the left operand, columns of one panel of the right operand.
+/// Rows of one panel of the left operand, columns of one panel of the right operand (one AVX-512
+/// register, two AVX2 ones; the 512-bit kernel takes up to four panels per step).
 constexpr int kPanelRows = 6;
 constexpr int kPanelCols = 16;
 
