@@ -87,6 +87,29 @@ def test_gemm_odd_sizes(m_: int, k_: int, n_: int) -> None:
     _check(a, b, c, const_b=True, transB=1)
 
 
+@pytest.mark.parametrize("k_,n_", [(300, 263), (1024, 257), (4100, 17)])
+@pytest.mark.parametrize("trans_b", [0, 1])
+@pytest.mark.parametrize("trans_a", [0, 1])
+def test_gemm_one_row(trans_a: int, trans_b: int, k_: int, n_: int) -> None:
+    """One row on a wide layer (N * K >= 2**16) takes the one-row product, which streams B once:
+    row counts off its 4-row groups, depths off its 16-float steps and the split over 2 threads
+    all agree with float64 and onnxruntime."""
+    rng = np.random.default_rng(k_ + n_)
+    a = rng.standard_normal((k_, 1) if trans_a else (1, k_)).astype(np.float32)
+    b = rng.standard_normal((n_, k_) if trans_b else (k_, n_)).astype(np.float32)
+    c = rng.standard_normal((n_,)).astype(np.float32)
+    model = single_node("Gemm", inputs={"a": a}, initializers={"b": b, "c": c}, node_inputs=["a", "b", "c"],
+                        transA=trans_a, transB=trans_b, alpha=0.5, beta=-2.0)
+    a64 = (a.T if trans_a else a).astype(np.float64)
+    b64 = (b.T if trans_b else b).astype(np.float64)
+    expected = (0.5 * a64 @ b64 - 2.0 * c).astype(np.float32)
+    m = ox.load(model, strip_softmax=False)
+    for threads in (1, 2):
+        got = m.run({"a": a}, threads=threads)[0]
+        assert_close(got, expected)
+    assert_close(got, ort_run(model, {"a": a})[0])
+
+
 def test_gemm_dynamic_batch_and_bias_input() -> None:
     rng = np.random.default_rng(4)
     w = rng.standard_normal((N, K)).astype(np.float32)

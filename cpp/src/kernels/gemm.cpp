@@ -3,6 +3,7 @@
 #include <cblas.h>
 
 #include <algorithm>
+#include <cstring>
 #include <limits>
 #include <vector>
 
@@ -37,6 +38,14 @@ void sgemm_1(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float 
                     static_cast<int>(lda), B, static_cast<int>(ldb), beta, C, static_cast<int>(ldc));
 }
 
+// Sixteen floats as one value: one AVX-512 register, two AVX2 ones, whatever the build targets.
+typedef float Vec16 __attribute__((vector_size(64)));
+inline Vec16 load16(const float* p) {
+  Vec16 v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+
 // c = alpha op(A) op(B) + beta c for a single row of C (a dense layer at batch 1), columns
 // [n0, n1): one pass over B. The product is bound by reading B, and BLAS's packing of B doubles
 // that traffic (measured: half onnxruntime's bandwidth on VGG's 25088x4096 layer). With more rows
@@ -44,15 +53,43 @@ void sgemm_1(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float 
 void one_row_gemm(bool trans_b, const float* a, int64_t n0, int64_t n1, int64_t K, float alpha, const float* B,
                   int64_t ldb, float beta, float* c) {
   if (trans_b) {
-    // op(B)[k, n] = B[n, k]: a dot product of two contiguous rows per output.
-    for (int64_t n = n0; n < n1; ++n) {
-      const float* bn = B + n * ldb;
-      float acc[8] = {};
+    // op(B)[k, n] = B[n, k]: a dot product of two contiguous rows per output, four outputs at a
+    // time so that each load of a serves four rows of B, with 16 partial sums per row: one
+    // 8-wide sum per row was a chain of dependent FMAs, latency-bound at half the memory
+    // bandwidth (VGG's 25088x4096 layer: 24 ms against numpy's 12 ms gemv).
+    constexpr int kRows = 4, kLanes = 16;
+    int64_t n = n0;
+    for (; n + kRows <= n1; n += kRows) {
+      const float* b0 = B + n * ldb;
+      const float* b1 = b0 + ldb;
+      const float* b2 = b1 + ldb;
+      const float* b3 = b2 + ldb;
+      Vec16 s0 = {}, s1 = {}, s2 = {}, s3 = {};
       int64_t k = 0;
-      for (; k + 8 <= K; k += 8)
-        for (int j = 0; j < 8; ++j) acc[j] += a[k + j] * bn[k + j];
+      for (; k + kLanes <= K; k += kLanes) {
+        const Vec16 av = load16(a + k);
+        s0 += av * load16(b0 + k);
+        s1 += av * load16(b1 + k);
+        s2 += av * load16(b2 + k);
+        s3 += av * load16(b3 + k);
+      }
+      const Vec16 sums[kRows] = {s0, s1, s2, s3};
+      const float* rows[kRows] = {b0, b1, b2, b3};
+      for (int r = 0; r < kRows; ++r) {
+        float sum = 0.f;
+        for (int j = 0; j < kLanes; ++j) sum += sums[r][j];
+        for (int64_t kk = k; kk < K; ++kk) sum += a[kk] * rows[r][kk];
+        c[n + r] = alpha * sum + (beta == 0.f ? 0.f : beta * c[n + r]);
+      }
+    }
+    for (; n < n1; ++n) {
+      const float* bn = B + n * ldb;
+      float acc[kLanes] = {};
+      int64_t k = 0;
+      for (; k + kLanes <= K; k += kLanes)
+        for (int j = 0; j < kLanes; ++j) acc[j] += a[k + j] * bn[k + j];
       float sum = 0.f;
-      for (int j = 0; j < 8; ++j) sum += acc[j];
+      for (int j = 0; j < kLanes; ++j) sum += acc[j];
       for (; k < K; ++k) sum += a[k] * bn[k];
       c[n] = alpha * sum + (beta == 0.f ? 0.f : beta * c[n]);
     }
