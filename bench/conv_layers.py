@@ -7,6 +7,11 @@ what kernels/winograd.cpp's `winograd_applies` rule was read from.
 
     python bench/conv_layers.py
     python bench/conv_layers.py --batch 8 --repeats 10
+
+The header names the OpenBLAS kernels in use. On a CPU with AVX-512 the package loads the 512-bit
+(SkylakeX) ones unless OPENBLAS_CORETYPE is set; where a machine pins it (some build machines
+set OPENBLAS_CORETYPE=Haswell and OPENBLAS_L2_SIZE for old OpenBLAS builds), measure what a
+user without the pin gets with `env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/...`.
 """
 
 from __future__ import annotations

@@ -9,6 +9,11 @@ Zennit; alpha-beta / gamma composites <= 3.5x; IG >= 2x faster than Captum.
 
     python bench/explain.py                                  # everything (long on 2 cores)
     python bench/explain.py --models resnet50 --batches 1 --methods gradient lrp.epsilon_plus_flat
+
+The header names the OpenBLAS kernels in use. On a CPU with AVX-512 the package loads the 512-bit
+(SkylakeX) ones unless OPENBLAS_CORETYPE is set; where a machine pins it (some build machines
+set OPENBLAS_CORETYPE=Haswell and OPENBLAS_L2_SIZE for old OpenBLAS builds), measure what a
+user without the pin gets with `env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/...`.
 """
 
 from __future__ import annotations

@@ -6,6 +6,11 @@ onnxplain / onnxruntime (target: <= 1.5 at 2 threads). Also checks the outputs a
 
     python bench/forward.py                 # everything (a few minutes on 2 cores)
     python bench/forward.py --models resnet50 --batches 1 --threads 2 --repeats 3
+
+The header names the OpenBLAS kernels in use. On a CPU with AVX-512 the package loads the 512-bit
+(SkylakeX) ones unless OPENBLAS_CORETYPE is set; where a machine pins it (some build machines
+set OPENBLAS_CORETYPE=Haswell and OPENBLAS_L2_SIZE for old OpenBLAS builds), measure what a
+user without the pin gets with `env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/...`.
 """
 
 from __future__ import annotations
