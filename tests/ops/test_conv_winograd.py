@@ -98,6 +98,11 @@ FORWARD_CASES = [
     (2, 67, 70, 9, 11, (1, 1, 1, 1), True),  # channels not a multiple of 6 or 16, 18 tiles
     (1, 300, 64, 13, 13, (1, 1, 1, 1), True),  # two passes over the input channels
     (1, 520, 65, 14, 14, (1, 1, 1, 1), False),  # three passes, a last row block of 5 channels
+    # Maps of 32+ output columns: eight whole tiles side by side in one tile row take the row-run
+    # loads and stores, beside groups that cross a row end or touch the padding (no case above
+    # reached the row runs).
+    (1, 64, 64, 40, 70, (1, 1, 1, 1), True),
+    (2, 64, 96, 36, 66, (0, 0, 0, 0), False),  # 64 output columns: every group of 8 a whole run
 ]
 
 
@@ -158,7 +163,7 @@ for t in (1, 2):
 
 
 @pytest.mark.parametrize("kernels", ["1", "avx2"], ids=["portable", "avx2"])
-@pytest.mark.parametrize("case", [FORWARD_CASES[2], FORWARD_CASES[-3], FORWARD_CASES[-1]], ids=["3", "17", "19"])
+@pytest.mark.parametrize("case", [FORWARD_CASES[i] for i in (2, 16, 18, 20)], ids=["3", "17", "19", "21"])
 def test_winograd_portable_product_kernel(case, kernels, tmp_path):
     """ONNXPLAIN_GENERIC_KERNELS=1 makes the Winograd products run the portable loop instead of
     the SIMD micro-kernels (the path of a CPU without AVX2), =avx2 the 256-bit kernel on a CPU
@@ -249,6 +254,7 @@ VJP_CASES = [
     (1, 64, 64, 12, 11, 3, (2, 2, 2, 2), 2, False),  # dilated: flipped-weight conv, direct
     (1, 64, 64, 13, 12, 3, (1, 3, 0, 2), 2, False),  # dilated, asymmetric
     (1, 64, 64, 9, 9, 3, (3, 0, 1, 3), 1, False),  # pads past the reach: the col2im path
+    (1, 64, 64, 20, 66, 3, (1, 1, 1, 1), 1, True),  # 66 columns: row runs in the dX convolution
 ]
 
 
