@@ -1,7 +1,13 @@
 #include "kernels/winograd.hpp"
 
 #include <algorithm>
+#include <cstdlib>
 #include <string>
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define ONNXPLAIN_WINO_AVX512 1
+#endif
 
 #include "kernels/panel_gemm.hpp"
 #include "kernels/parallel.hpp"
@@ -116,6 +122,60 @@ void transform_weight(const ConvShape& s, const float* w, float* u, int threads)
 // vectorises across tiles (one tile alone is a handful of scalar operations).
 constexpr int kLanes = 8;
 
+#ifdef ONNXPLAIN_WINO_AVX512
+// Eight 6x6 windows side by side, each 4 columns on from the last (F(4x4, 3x3)): tap j of lane l
+// is src[i W + 4 l + j], a stride-4 gather. Compilers emit it as pairs of scalar loads and
+// shuffles (perf: most of the input transform on 64-channel layers); here each row is read as
+// two 32-float runs (from column 0 and from column 2, both inside the windows) and the six
+// stride-4 phases are picked out with one two-register permute each.
+__attribute__((target("avx512f"))) void gather_run_avx512(const float* src, int64_t W, float (*d)[6][kLanes]) {
+  // Eight lanes of each permute are kept (masked stores: d[i][j] holds eight floats).
+  constexpr __mmask16 kLow8 = 0x00ff;
+  const __m512i p0 = _mm512_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28, 0, 0, 0, 0, 0, 0, 0, 0);
+  const __m512i one = _mm512_set1_epi32(1);
+  const __m512i p1 = _mm512_add_epi32(p0, one), p2 = _mm512_add_epi32(p1, one), p3 = _mm512_add_epi32(p2, one);
+  for (int i = 0; i < 6; ++i) {
+    const float* row = src + i * W;
+    const __m512 a = _mm512_loadu_ps(row), b = _mm512_loadu_ps(row + 16);
+    const __m512 a2 = _mm512_loadu_ps(row + 2), b2 = _mm512_loadu_ps(row + 18);
+    _mm512_mask_storeu_ps(d[i][0], kLow8, _mm512_permutex2var_ps(a, p0, b));
+    _mm512_mask_storeu_ps(d[i][1], kLow8, _mm512_permutex2var_ps(a, p1, b));
+    _mm512_mask_storeu_ps(d[i][2], kLow8, _mm512_permutex2var_ps(a, p2, b));
+    _mm512_mask_storeu_ps(d[i][3], kLow8, _mm512_permutex2var_ps(a, p3, b));
+    _mm512_mask_storeu_ps(d[i][4], kLow8, _mm512_permutex2var_ps(a2, p2, b2));
+    _mm512_mask_storeu_ps(d[i][5], kLow8, _mm512_permutex2var_ps(a2, p3, b2));
+  }
+}
+
+// The inverse for eight whole 4x4 output tiles side by side: row i of the run is
+// o[i][j][l] at column 4 l + j, 32 floats written as two 16-float stores.
+__attribute__((target("avx512f"))) void scatter_run_avx512(const float (*o)[4][kLanes], float* y, int64_t Wo) {
+  // Output column q = 4 l + j takes lane l of o[i][j]; o[i][0..1] is one 16-float register
+  // (first operand), o[i][2..3] the other (indices from 16).
+  alignas(64) int lo[16], hi[16];
+  for (int q = 0; q < 16; ++q) {
+    const int l = q / 4, j = q % 4;
+    lo[q] = (j < 2 ? j * kLanes : 16 + (j - 2) * kLanes) + l;
+    hi[q] = lo[q] + 4;
+  }
+  const __m512i ilo = _mm512_load_si512(lo), ihi = _mm512_load_si512(hi);
+  for (int i = 0; i < 4; ++i) {
+    const __m512 p = _mm512_loadu_ps(o[i][0]), q = _mm512_loadu_ps(o[i][2]);
+    _mm512_storeu_ps(y + i * Wo, _mm512_permutex2var_ps(p, ilo, q));
+    _mm512_storeu_ps(y + i * Wo + 16, _mm512_permutex2var_ps(p, ihi, q));
+  }
+}
+
+bool has_avx512() {
+  static const bool yes = [] {
+    if (const char* v = std::getenv("ONNXPLAIN_GENERIC_KERNELS"); v && *v) return false;
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") != 0;
+  }();
+  return yes;
+}
+#endif
+
 // Image, first row and first column (in output coordinates) of tile t.
 template <int MT>
 inline void tile_origin(const Plan<MT>& p, int64_t t, int64_t* n, int64_t* y0, int64_t* x0) {
@@ -147,18 +207,43 @@ void transform_input(const Plan<MT>& p, const float* x, int64_t t0, int64_t t1, 
       base[l] = n * p.C * HW;
       inside[l] = ys[l] >= 0 && xs[l] >= 0 && ys[l] + A <= p.H && xs[l] + A <= p.W;
     }
-    // Eight interior tiles side by side in one tile row: lane l's window starts 4 l columns on,
-    // so each (i, j) is a stride-4 run of one input row, loaded lanes-innermost (vectorisable),
-    // instead of lane by lane.
-    bool row_run = nl == kLanes;
-    for (int l = 0; l < nl && row_run; ++l)
-      row_run = inside[l] && base[l] == base[0] && ys[l] == ys[0] && xs[l] == xs[0] + MT * l;
+    // Eight tiles side by side in one tile row: lane l's window starts 4 l columns on, so each
+    // (i, j) is a stride-4 run of one input row, loaded lanes-innermost (vectorisable), instead
+    // of lane by lane. Where the run touches the padding (the first and last groups of a row,
+    // the first and last tile rows: 30% of the groups at 224 px) its rows are first copied into
+    // a zero-padded strip, so the same loads serve.
+    bool run = nl == kLanes, inside_all = true;
+    for (int l = 0; l < nl && run; ++l) {
+      run = base[l] == base[0] && ys[l] == ys[0] && xs[l] == xs[0] + MT * l;
+      inside_all = inside_all && inside[l];
+    }
+    constexpr int64_t kSpan = MT * (kLanes - 1) + A, kStrip = (kSpan + 15) / 16 * 16;
+    const int64_t xa = std::max<int64_t>(0, xs[0]), xb = std::min<int64_t>(p.W, xs[0] + kSpan);
     for (int64_t c = c0; c < c1; ++c) {
       float d[A][A][kLanes];
-      if (row_run) {
-        const float* src0 = x + base[0] + c * HW + ys[0] * p.W + xs[0];
-        for (int i = 0; i < A; ++i) {
-          const float* row = src0 + i * p.W;
+      if (run) {
+        const float* xc = x + base[0] + c * HW;
+        const float* src0 = xc + ys[0] * p.W + xs[0];
+        int64_t stride = p.W;
+        float strip[A][kStrip];
+        if (!inside_all) {
+          for (int i = 0; i < A; ++i) {
+            std::fill(strip[i], strip[i] + kStrip, 0.f);
+            const int64_t yy = ys[0] + i;
+            if (yy >= 0 && yy < p.H && xb > xa)
+              std::copy(xc + yy * p.W + xa, xc + yy * p.W + xb, strip[i] + (xa - xs[0]));
+          }
+          src0 = strip[0];
+          stride = kStrip;
+        }
+        bool done = false;
+#ifdef ONNXPLAIN_WINO_AVX512
+        if constexpr (MT == 4) {
+          if (has_avx512()) gather_run_avx512(src0, stride, d), done = true;
+        }
+#endif
+        for (int i = 0; i < A && !done; ++i) {
+          const float* row = src0 + i * stride;
           for (int j = 0; j < A; ++j)
             for (int l = 0; l < kLanes; ++l) d[i][j][l] = row[MT * l + j];
         }
@@ -257,6 +342,14 @@ void transform_output(const Plan<MT>& p, const float* mo, const float* bias, int
         // Eight whole tiles side by side: each output row is one run of 4 * 8 floats, stored
         // with fixed counts (the bounds checks per entry were most of this function's time).
         float* ym = y + base[0] + m * P + ys[0] * p.Wo + xs[0];
+#ifdef ONNXPLAIN_WINO_AVX512
+        if constexpr (MT == 4) {
+          if (has_avx512()) {
+            scatter_run_avx512(o, ym, p.Wo);
+            continue;
+          }
+        }
+#endif
         for (int i = 0; i < MT; ++i)
           for (int l = 0; l < kLanes; ++l)
             for (int j = 0; j < MT; ++j) ym[i * p.Wo + MT * l + j] = o[i][j][l];
