@@ -15,8 +15,10 @@ from __future__ import annotations
 import functools
 
 import numpy as np
+import onnx
 import pytest
 import torch
+from onnx import numpy_helper
 from torch import nn
 from zennit import composites as zc
 from zennit.attribution import Gradient
@@ -62,12 +64,24 @@ def _cnn() -> nn.Module:
     )
 
 
-INPUT_SHAPES = {"mlp": (10,), "cnn": (3, 12, 12), "residual": (3, 6, 6)}
-BUILDERS = {"mlp": _mlp, "cnn": _cnn, "residual": ResidualNet}
+def _wide_mlp() -> nn.Module:
+    # 300x260 and 260x280 after a ReLU: at batch 1 these take the one-row dense products.
+    return nn.Sequential(nn.Linear(40, 300), nn.ReLU(), nn.Linear(300, 260), nn.ReLU(), nn.Linear(260, 280),
+                         nn.ReLU(), nn.Linear(280, 5))
+
+
+INPUT_SHAPES = {"mlp": (10,), "cnn": (3, 12, 12), "residual": (3, 6, 6), "wide_mlp": (40,)}
+BUILDERS = {"mlp": _mlp, "cnn": _cnn, "residual": ResidualNet, "wide_mlp": _wide_mlp}
 
 
 @functools.cache
 def _model(name: str) -> tuple[nn.Module, ox.Model]:
+    ref, onnx = _exported(name)
+    return ref, ox.load(onnx, strip_softmax=False)
+
+
+@functools.cache
+def _exported(name: str) -> tuple[nn.Module, bytes]:
     torch.manual_seed(sum(map(ord, name)))
     net = BUILDERS[name]().eval()
     with torch.no_grad():  # biases of both signs and a visible size, so the bias branches matter
@@ -80,7 +94,7 @@ def _model(name: str) -> tuple[nn.Module, ox.Model]:
     ref = ref.double()
     if isinstance(ref, ResidualNet):
         ref.zennit_sum = True
-    return ref, ox.load(onnx, strip_softmax=False)
+    return ref, onnx
 
 
 def _zennit(net: nn.Module, composite, x: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -170,6 +184,38 @@ def test_sign_split_rules_on_one_signed_inputs(kind: str, rule) -> None:
         target = np.array([1, 3])
         ours = ox.explainer(model, method, **params).explain(x, target=target)
         _assert_matches(ours, _zennit(net, _layer_map(zennit_rule(), params.get("stabilizer", 1e-6)), x, target))
+
+
+def _untransposed(model: bytes) -> bytes:
+    """The same graph with every constant-weight Gemm stored as B [K, N] (transB = 0)."""
+    m = onnx.load_from_string(model)
+    inits = {t.name: t for t in m.graph.initializer}
+    for node in m.graph.node:
+        attr = next((a for a in node.attribute if a.name == "transB"), None)
+        if node.op_type == "Gemm" and attr is not None and attr.i == 1 and node.input[1] in inits:
+            w = numpy_helper.to_array(inits[node.input[1]])
+            inits[node.input[1]].CopyFrom(numpy_helper.from_array(np.ascontiguousarray(w.T), node.input[1]))
+            attr.i = 0
+    return m.SerializeToString()
+
+
+@pytest.mark.parametrize("layout", ["transB", "untransposed"])
+@pytest.mark.parametrize("rule", [r for r in RULES if r[0] in ("lrp.alpha_2_beta_1", "lrp.alpha_beta")],
+                         ids=lambda r: _rule_id(r))
+def test_alpha_beta_wide_dense_layers_one_row(rule, layout: str) -> None:
+    """At batch 1 a wide dense layer after a ReLU makes W+x and W-x, and later both VJPs, in one
+    pass over its weight (Op::forward_sign_split / vjp_sign_split), for both weight layouts; a
+    batch of 3 takes the two-product path. Both against Zennit."""
+    method, params, zennit_rule = rule
+    net, exported = _exported("wide_mlp")
+    model = ox.load(exported if layout == "transB" else _untransposed(exported), strip_softmax=False)
+    ex = ox.explainer(model, method, **params)
+    for n, target in ((1, [3]), (3, [0, 4, 2])):
+        x = _input("wide_mlp", n, 5)
+        t = np.array(target)
+        for threads in (1, 2):
+            ours = ex.explain(x, target=t, threads=threads)
+            _assert_matches(ours, _zennit(net, _layer_map(zennit_rule()), x, t))
 
 
 def test_batch_of_one_and_argmax_target() -> None:

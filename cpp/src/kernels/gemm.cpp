@@ -39,12 +39,18 @@ void sgemm_1(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float 
 }
 
 // Sixteen floats as one value: one AVX-512 register, two AVX2 ones, whatever the build targets.
+// GCC notes that passing such a value changes the ABI without AVX-512 (a portable build); these
+// helpers are internal and inlined, so no call across an ABI boundary passes one.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wpsabi"
+#endif
 typedef float Vec16 __attribute__((vector_size(64)));
 inline Vec16 load16(const float* p) {
   Vec16 v;
   std::memcpy(&v, p, sizeof v);
   return v;
 }
+inline void store16(float* p, Vec16 v) { std::memcpy(p, &v, sizeof v); }
 
 // c = alpha op(A) op(B) + beta c for a single row of C (a dense layer at batch 1), columns
 // [n0, n1): one pass over B. The product is bound by reading B, and BLAS's packing of B doubles
@@ -115,7 +121,139 @@ void one_row_gemm(bool trans_b, const float* a, int64_t n0, int64_t n1, int64_t 
   }
 }
 
+// ---- one row against a matrix split by sign ---------------------------------------------------
+
+inline Vec16 pos_part(Vec16 w) {
+  const Vec16 z = {};
+  return w > z ? w : z;
+}
+inline Vec16 neg_part(Vec16 w) {
+  const Vec16 z = {};
+  return w < z ? w : z;
+}
+inline float hsum(Vec16 v) {
+  float s = 0.f;
+  for (int j = 0; j < 16; ++j) s += v[j];
+  return s;
+}
+
+// Output entries [0, n) split over the threads of this thread's sgemm budget in blocks of 64,
+// when there is enough work (n * depth multiply-adds) to pay for a parallel region.
+template <class F>
+void split_outputs(int64_t n, int64_t depth, F f) {
+  blas_once();
+  const int64_t blocks = (n + 63) / 64;
+  const int parts =
+      static_cast<int>(std::min<int64_t>({t_threads, blocks, std::max<int64_t>(1, n * depth / (int64_t{1} << 18))}));
+#pragma omp parallel for num_threads(parts) schedule(static) if (parts > 1)
+  for (int p = 0; p < parts; ++p) {
+    const int64_t b = blocks * p / parts * 64, e = std::min(n, blocks * (p + 1) / parts * 64);
+    if (b < e) f(b, e);
+  }
+}
+
 }  // namespace
+
+void gemv_sign_split(bool trans_b, int64_t N, int64_t K, const float* a, const float* B, int64_t ldb, float* pos,
+                     float* neg) {
+  if (N <= 0) return;
+  if (trans_b) {
+    // op(B)[k, n] = B[n, k]: two dot products (both signs) per contiguous row, two rows at a time.
+    split_outputs(N, K, [&](int64_t n0, int64_t n1) {
+      int64_t n = n0;
+      for (; n + 2 <= n1; n += 2) {
+        const float* b0 = B + n * ldb;
+        const float* b1 = b0 + ldb;
+        Vec16 p0 = {}, q0 = {}, p1 = {}, q1 = {};
+        int64_t k = 0;
+        for (; k + 16 <= K; k += 16) {
+          const Vec16 av = load16(a + k), w0 = load16(b0 + k), w1 = load16(b1 + k);
+          p0 += av * pos_part(w0), q0 += av * neg_part(w0);
+          p1 += av * pos_part(w1), q1 += av * neg_part(w1);
+        }
+        float sp0 = hsum(p0), sq0 = hsum(q0), sp1 = hsum(p1), sq1 = hsum(q1);
+        for (; k < K; ++k) {
+          sp0 += a[k] * std::max(b0[k], 0.f), sq0 += a[k] * std::min(b0[k], 0.f);
+          sp1 += a[k] * std::max(b1[k], 0.f), sq1 += a[k] * std::min(b1[k], 0.f);
+        }
+        pos[n] = sp0, neg[n] = sq0, pos[n + 1] = sp1, neg[n + 1] = sq1;
+      }
+      for (; n < n1; ++n) {
+        const float* bn = B + n * ldb;
+        float sp = 0.f, sq = 0.f;
+        for (int64_t k = 0; k < K; ++k) sp += a[k] * std::max(bn[k], 0.f), sq += a[k] * std::min(bn[k], 0.f);
+        pos[n] = sp, neg[n] = sq;
+      }
+    });
+    return;
+  }
+  // op(B) = B [K, N]: rows of B (both signs) scaled and added, in column blocks that stay in L2.
+  split_outputs(N, K, [&](int64_t n0, int64_t n1) {
+    constexpr int64_t kCols = int64_t{32} << 10;
+    for (int64_t c0 = n0; c0 < n1; c0 += kCols) {
+      const int64_t c1 = std::min(n1, c0 + kCols);
+      std::fill(pos + c0, pos + c1, 0.f);
+      std::fill(neg + c0, neg + c1, 0.f);
+      for (int64_t k = 0; k < K; ++k) {
+        const float s = a[k];
+        if (s == 0.f) continue;  // behind a ReLU about half the row is zero
+        const float* bk = B + k * ldb;
+        int64_t n = c0;
+        const Vec16 sv = Vec16{} + s;
+        for (; n + 16 <= c1; n += 16) {
+          const Vec16 w = load16(bk + n);
+          store16(pos + n, load16(pos + n) + sv * pos_part(w));
+          store16(neg + n, load16(neg + n) + sv * neg_part(w));
+        }
+        for (; n < c1; ++n) pos[n] += s * std::max(bk[n], 0.f), neg[n] += s * std::min(bk[n], 0.f);
+      }
+    }
+  });
+}
+
+void gemv_sign_split_vjp(bool trans_b, int64_t N, int64_t K, const float* g1, const float* g2, const float* B,
+                         int64_t ldb, float* out) {
+  if (K <= 0) return;
+  if (!trans_b) {
+    // op(B) = B [K, N]: out[k] is a dot product of row k of B with g1 or g2 chosen per entry.
+    split_outputs(K, N, [&](int64_t k0, int64_t k1) {
+      for (int64_t k = k0; k < k1; ++k) {
+        const float* bk = B + k * ldb;
+        Vec16 acc = {};
+        int64_t n = 0;
+        const Vec16 z = {};
+        for (; n + 16 <= N; n += 16) {
+          const Vec16 w = load16(bk + n);
+          acc += w * (w > z ? load16(g1 + n) : load16(g2 + n));
+        }
+        float s = hsum(acc);
+        for (; n < N; ++n) s += bk[n] * (bk[n] > 0.f ? g1[n] : g2[n]);
+        out[k] = s;
+      }
+    });
+    return;
+  }
+  // op(B)[k, n] = B[n, k]: rows of B added onto out, each entry scaled by g1 or g2 by its sign.
+  split_outputs(K, N, [&](int64_t k0, int64_t k1) {
+    constexpr int64_t kCols = int64_t{64} << 10;
+    for (int64_t c0 = k0; c0 < k1; c0 += kCols) {
+      const int64_t c1 = std::min(k1, c0 + kCols);
+      std::fill(out + c0, out + c1, 0.f);
+      for (int64_t n = 0; n < N; ++n) {
+        const float s1 = g1[n], s2 = g2[n];
+        if (s1 == 0.f && s2 == 0.f) continue;  // no relevance reached this output
+        const float* bn = B + n * ldb;
+        const Vec16 v1 = Vec16{} + s1, v2 = Vec16{} + s2, z = {};
+        int64_t k = c0;
+        for (; k + 16 <= c1; k += 16) {
+          const Vec16 w = load16(bn + k);
+          store16(out + k, load16(out + k) + w * (w > z ? v1 : v2));
+        }
+        for (; k < c1; ++k) out[k] += bn[k] * (bn[k] > 0.f ? s1 : s2);
+      }
+    }
+  });
+}
 
 void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
            int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {

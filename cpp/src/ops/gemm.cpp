@@ -76,6 +76,46 @@ class Gemm final : public Op {
     kernels::sgemm(trans_a_, trans_b_, M, N, K, alpha_, a.f32(), a.dim(1), b.f32(), b.dim(1), beta, y, N);
   }
 
+  // One row (a dense layer at batch 1) with a bias that is one value per output or none: the
+  // sign-split products in one pass over B (kernels::gemv_sign_split).
+  bool forward_sign_split(const std::vector<const Tensor*>& in, Tensor& pos, Tensor& neg,
+                          ExecContext& ctx) const override {
+    int64_t N = 0, K = 0;
+    const Tensor* c = nullptr;
+    if (!one_row_split(in, &N, &K, &c)) return false;
+    pos = ctx.alloc(DType::Float32, {1, N});
+    neg = ctx.alloc(DType::Float32, {1, N});
+    float* pp = pos.f32();
+    float* pn = neg.f32();
+    kernels::gemv_sign_split(trans_b_, N, K, in[0]->f32(), in[1]->f32(), in[1]->dim(1), pp, pn);
+    const float* pc = c ? c->f32() : nullptr;
+    const bool per_output = c && c->numel() == N && N != 1;
+    // As the op on (x; W+, C+) and (x; W-, C-): alpha * product + beta * C±.
+    for (int64_t n = 0; n < N; ++n) {
+      const float cv = pc ? pc[per_output ? n : 0] : 0.f;
+      pp[n] = alpha_ * pp[n] + (pc ? beta_ * std::max(cv, 0.f) : 0.f);
+      pn[n] = alpha_ * pn[n] + (pc ? beta_ * std::min(cv, 0.f) : 0.f);
+    }
+    return true;
+  }
+
+  bool vjp_sign_split(const std::vector<const Tensor*>& in, const Tensor& g1, const Tensor& g2, Tensor& gx,
+                      ExecContext& ctx) const override {
+    int64_t N = 0, K = 0;
+    const Tensor* c = nullptr;
+    if (!one_row_split(in, &N, &K, &c)) return false;
+    if (g1.dtype() != DType::Float32 || g2.dtype() != DType::Float32 || g1.shape() != Shape{1, N} ||
+        g2.shape() != Shape{1, N})
+      fail_shape("cotangents of shape " + shape_str(g1.shape()) + " and " + shape_str(g2.shape()) +
+                 " do not match the output shape " + shape_str({1, N}));
+    gx = ctx.alloc(DType::Float32, {1, K});
+    float* pg = gx.f32();
+    kernels::gemv_sign_split_vjp(trans_b_, N, K, g1.f32(), g2.f32(), in[1]->f32(), in[1]->dim(1), pg);
+    if (alpha_ != 1.f)
+      for (int64_t k = 0; k < K; ++k) pg[k] *= alpha_;
+    return true;
+  }
+
   void vjp(const std::vector<const Tensor*>& in, const std::vector<const Tensor*>&,
            const std::vector<const Tensor*>& gout, const std::vector<bool>& need, std::vector<Tensor>& gin,
            ExecContext& ctx) const override {
@@ -146,6 +186,26 @@ class Gemm final : public Op {
     }
     if (!ok)
       fail_shape("C of shape " + shape_str(c) + " does not broadcast to the output shape " + shape_str({M, N}));
+  }
+
+  // The inputs forward_sign_split serves: a linear Gemm on one untransposed row, wide enough
+  // to be bound by reading B, with C absent or one value per output (or one for all).
+  bool one_row_split(const std::vector<const Tensor*>& in, int64_t* N, int64_t* K, const Tensor** c) const {
+    if (!linear_ || trans_a_ || in.size() < 2 || !in[0] || !in[1]) return false;
+    const Tensor& a = *in[0];
+    const Tensor& b = *in[1];
+    if (a.dtype() != DType::Float32 || b.dtype() != DType::Float32 || a.rank() != 2 || b.rank() != 2 || a.dim(0) != 1)
+      return false;
+    *K = a.dim(1);
+    *N = b.dim(trans_b_ ? 0 : 1);
+    if (b.dim(trans_b_ ? 1 : 0) != *K || *N * *K < (int64_t{1} << 16)) return false;
+    *c = has_c_ && in.size() > 2 && beta_ != 0.f ? in[2] : nullptr;
+    if (*c) {
+      const Tensor& ct = **c;
+      if (ct.dtype() != DType::Float32 || (ct.numel() != *N && ct.numel() != 1)) return false;
+      if (ct.rank() == 2 && ct.dim(0) != 1) return false;  // [N, 1] with N == 1 only
+    }
+    return true;
   }
 
   static void broadcast_c(const Tensor& c, int64_t M, int64_t N, float* y) {

@@ -113,6 +113,22 @@ class Op {
   /// gives the outputs concatenated along axis 1 (a convolution with more output channels), so
   /// two modified forwards can share one pass over the input (im2col, Winograd transform).
   virtual bool stacks_on_channels() const { return false; }
+  /// Linear ops: pos = op(x; W+, b+) and neg = op(x; W-, b-) (W+ = max(W, 0), W- = min(W, 0),
+  /// the bias likewise) from one read of the weight, where the op has such a kernel for these
+  /// inputs (`in` as for forward); false, writing nothing, elsewhere. A dense layer on one row is
+  /// bound by reading its weight, and the two modified forwards read it twice.
+  virtual bool forward_sign_split(const std::vector<const Tensor*>& in, Tensor& pos, Tensor& neg,
+                                  ExecContext& ctx) const {
+    (void)in, (void)pos, (void)neg, (void)ctx;
+    return false;
+  }
+  /// Linear ops: gx = VJP_{W+}(g1) + VJP_{W-}(g2) with respect to the data input, from one read
+  /// of the weight, where forward_sign_split applies; false, writing nothing, elsewhere.
+  virtual bool vjp_sign_split(const std::vector<const Tensor*>& in, const Tensor& g1, const Tensor& g2, Tensor& gx,
+                              ExecContext& ctx) const {
+    (void)in, (void)g1, (void)g2, (void)gx, (void)ctx;
+    return false;
+  }
 
   const std::string& name() const { return name_; }
   const std::string& op_type() const { return op_type_; }

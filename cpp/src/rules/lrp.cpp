@@ -199,6 +199,16 @@ class LinearNode {
   /// The rule's forward() kept products for this node.
   bool kept_any() const { return v_.kept && !v_.kept->empty(); }
 
+  /// The op's one-pass products op(x; W+, b+) and op(x; W-, b-) on the node's own inputs
+  /// (Op::forward_sign_split); false where the op has no such kernel for them.
+  bool forward_sign_split(Tensor& pos, Tensor& neg, ExecContext& ctx) const {
+    return v_.op->forward_sign_split(v_.in, pos, neg, ctx);
+  }
+  /// VJP_{W+}(g1) + VJP_{W-}(g2) in one pass (Op::vjp_sign_split); false where not offered.
+  bool vjp_sign_split(const Tensor& g1, const Tensor& g2, Tensor& gx, ExecContext& ctx) const {
+    return v_.op->vjp_sign_split(v_.in, g1, g2, gx, ctx);
+  }
+
   Tensor forward(const Tensor& x, const Tensor& w, const Tensor* b, ExecContext& ctx) const {
     Ptrs in = inputs(x, w, b);
     std::vector<Tensor> out(std::max<std::size_t>(1, v_.node ? v_.node->outputs.size() : v_.out.size()));
@@ -588,6 +598,23 @@ bool split_forward(const NodeValues& v, const char* rule, F1 f1, F2 f2, ParamCac
   return true;
 }
 
+/// αβ's two products for an input without negative entries, {W+x + b+, W-x + b-}, from the op's
+/// one-pass kernel (Op::forward_sign_split: a dense layer on one row reads its weight once
+/// instead of once per product), kept like split_forward's separate pair. False where the op
+/// offers none (split_forward then runs).
+bool sign_split_forward(const NodeValues& v, const char* rule, std::vector<Tensor>& out, std::vector<Tensor>& keep,
+                        ExecContext& ctx) {
+  if (v.op->kind() != OpKind::Linear || v.op->weight_input() < 0 || v.op->stacks_on_channels()) return false;
+  LinearNode n(v, rule, false);
+  if (!n.x_nonneg()) return false;
+  Tensor o1, o2;
+  if (!n.forward_sign_split(o1, o2, ctx)) return false;
+  out.resize(std::max<std::size_t>(1, v.node->outputs.size()));
+  out[0] = map2(o1, o2, ctx, [](float p, float q) { return p + q; });
+  keep = {o1, o2};
+  return true;
+}
+
 /// The kept products of split_forward made separately, {o1, o2}.
 bool kept_pair(const LinearNode& n) {
   const std::vector<Tensor>* k = n.kept();
@@ -688,6 +715,7 @@ class AlphaBetaRule final : public LinearRule {
       return split_forward(v, name_.c_str(), same, pos_part, cache_, tags, [](float p, float) { return p; }, true,
                            true, out, keep, ctx);
     }
+    if (sign_split_forward(v, name_.c_str(), out, keep, ctx)) return true;
     int tags[3] = {1, 2, 3};
     return split_forward(v, name_.c_str(), pos_part, neg_part, cache_, tags, [](float p, float q) { return p + q; },
                          false, false, out, keep, ctx);
@@ -716,6 +744,15 @@ class AlphaBetaRule final : public LinearRule {
             s2 = mb * (pr[i] / stabilize(pk[off + per], eps));
           },
           ctx);
+    }
+    if (beta_ != 0.f && kept_pair(n)) {
+      // x- = 0: R_in = x ⊙ (VJP_{W+}(α R / stab(z+)) + VJP_{W-}(−β R / stab(z-))), one pass over
+      // the weight where the op has the kernel (else the branches below, two passes).
+      const float a = alpha_, mb = -beta_, eps = stab_;
+      const Tensor s1 = map2(r, (*n.kept())[0], ctx, [=](float rv, float z) { return a * (rv / stabilize(z, eps)); });
+      const Tensor s2 = map2(r, (*n.kept())[1], ctx, [=](float rv, float z) { return mb * (rv / stabilize(z, eps)); });
+      Tensor g;
+      if (n.vjp_sign_split(s1, s2, g, ctx)) return map2(n.x(), g, ctx, [](float x, float c) { return x * c; });
     }
     const SignSplit xs = split(n, ctx);
     if (beta_ != 0.f && n.stacks() && !n.kept_any()) {
