@@ -152,6 +152,17 @@ void split_outputs(int64_t n, int64_t depth, F f) {
   }
 }
 
+// Rows [0, rows) of a matrix combined onto output columns [b, e) in blocks of `width` that stay
+// in L2 while long runs of each row stream past: clear(c0, c1) per block, then row(r, c0, c1).
+template <class Clear, class Row>
+void rows_in_column_blocks(int64_t b, int64_t e, int64_t rows, int64_t width, Clear clear, Row row) {
+  for (int64_t c0 = b; c0 < e; c0 += width) {
+    const int64_t c1 = std::min(e, c0 + width);
+    clear(c0, c1);
+    for (int64_t r = 0; r < rows; ++r) row(r, c0, c1);
+  }
+}
+
 }  // namespace
 
 void gemv_sign_split(bool trans_b, int64_t N, int64_t K, const float* a, const float* B, int64_t ldb, float* pos,
@@ -189,25 +200,25 @@ void gemv_sign_split(bool trans_b, int64_t N, int64_t K, const float* a, const f
   }
   // op(B) = B [K, N]: rows of B (both signs) scaled and added, in column blocks that stay in L2.
   split_outputs(N, K, [&](int64_t n0, int64_t n1) {
-    constexpr int64_t kCols = int64_t{32} << 10;
-    for (int64_t c0 = n0; c0 < n1; c0 += kCols) {
-      const int64_t c1 = std::min(n1, c0 + kCols);
-      std::fill(pos + c0, pos + c1, 0.f);
-      std::fill(neg + c0, neg + c1, 0.f);
-      for (int64_t k = 0; k < K; ++k) {
-        const float s = a[k];
-        if (s == 0.f) continue;  // behind a ReLU about half the row is zero
-        const float* bk = B + k * ldb;
-        int64_t n = c0;
-        const Vec16 sv = Vec16{} + s;
-        for (; n + 16 <= c1; n += 16) {
-          const Vec16 w = load16(bk + n);
-          store16(pos + n, load16(pos + n) + sv * pos_part(w));
-          store16(neg + n, load16(neg + n) + sv * neg_part(w));
-        }
-        for (; n < c1; ++n) pos[n] += s * std::max(bk[n], 0.f), neg[n] += s * std::min(bk[n], 0.f);
-      }
-    }
+    rows_in_column_blocks(
+        n0, n1, K, int64_t{32} << 10,
+        [&](int64_t c0, int64_t c1) {
+          std::fill(pos + c0, pos + c1, 0.f);
+          std::fill(neg + c0, neg + c1, 0.f);
+        },
+        [&](int64_t k, int64_t c0, int64_t c1) {
+          const float s = a[k];
+          if (s == 0.f) return;  // behind a ReLU about half the row is zero
+          const float* bk = B + k * ldb;
+          const Vec16 sv = Vec16{} + s;
+          int64_t n = c0;
+          for (; n + 16 <= c1; n += 16) {
+            const Vec16 w = load16(bk + n);
+            store16(pos + n, load16(pos + n) + sv * pos_part(w));
+            store16(neg + n, load16(neg + n) + sv * neg_part(w));
+          }
+          for (; n < c1; ++n) pos[n] += s * std::max(bk[n], 0.f), neg[n] += s * std::min(bk[n], 0.f);
+        });
   });
 }
 
@@ -235,23 +246,20 @@ void gemv_sign_split_vjp(bool trans_b, int64_t N, int64_t K, const float* g1, co
   }
   // op(B)[k, n] = B[n, k]: rows of B added onto out, each entry scaled by g1 or g2 by its sign.
   split_outputs(K, N, [&](int64_t k0, int64_t k1) {
-    constexpr int64_t kCols = int64_t{64} << 10;
-    for (int64_t c0 = k0; c0 < k1; c0 += kCols) {
-      const int64_t c1 = std::min(k1, c0 + kCols);
-      std::fill(out + c0, out + c1, 0.f);
-      for (int64_t n = 0; n < N; ++n) {
-        const float s1 = g1[n], s2 = g2[n];
-        if (s1 == 0.f && s2 == 0.f) continue;  // no relevance reached this output
-        const float* bn = B + n * ldb;
-        const Vec16 v1 = Vec16{} + s1, v2 = Vec16{} + s2, z = {};
-        int64_t k = c0;
-        for (; k + 16 <= c1; k += 16) {
-          const Vec16 w = load16(bn + k);
-          store16(out + k, load16(out + k) + w * (w > z ? v1 : v2));
-        }
-        for (; k < c1; ++k) out[k] += bn[k] * (bn[k] > 0.f ? s1 : s2);
-      }
-    }
+    rows_in_column_blocks(
+        k0, k1, N, int64_t{64} << 10, [&](int64_t c0, int64_t c1) { std::fill(out + c0, out + c1, 0.f); },
+        [&](int64_t n, int64_t c0, int64_t c1) {
+          const float s1 = g1[n], s2 = g2[n];
+          if (s1 == 0.f && s2 == 0.f) return;  // no relevance reached this output
+          const float* bn = B + n * ldb;
+          const Vec16 v1 = Vec16{} + s1, v2 = Vec16{} + s2, z = {};
+          int64_t k = c0;
+          for (; k + 16 <= c1; k += 16) {
+            const Vec16 w = load16(bn + k);
+            store16(out + k, load16(out + k) + w * (w > z ? v1 : v2));
+          }
+          for (; k < c1; ++k) out[k] += bn[k] * (bn[k] > 0.f ? s1 : s2);
+        });
   });
 }
 
