@@ -1,0 +1,67 @@
+// What Sigmoid, Tanh, Elu, LeakyRelu and Softplus share: a float32 input, shape inference, the
+// forward map and the VJP with its cotangent checks. Each op file adds its kind, its attributes
+// and two per-element functors, which the base reaches through CRTP so that they inline into the
+// parallel loops (no per-element virtual call):
+//   forward_fn(): float(float x), y = f(x);
+//   vjp_fn():     float(float v, float g), the input gradient f'(v) * g, where v is x or, for
+//                 UnaryGrad::FromOutput, the forward output y (torch's formula for ops whose
+//                 derivative is cheaper from y).
+#pragma once
+
+#include <string>
+
+#include "kernels/elementwise.hpp"
+#include "ops/op.hpp"
+
+namespace onnxplain::ops {
+
+/// What an op's vjp_fn() reads besides the cotangent.
+enum class UnaryGrad { FromInput, FromOutput };
+
+template <class Derived, UnaryGrad kGrad>
+class UnaryOp : public Op {
+ public:
+  using Op::Op;
+
+  std::vector<ValueInfo> infer(const std::vector<ValueInfo>& in) const override {
+    ValueInfo o = in.at(0);
+    check_float32(o.dtype);
+    o.value = nullptr;
+    return {o};
+  }
+
+  void forward(const std::vector<const Tensor*>& in, std::vector<Tensor>& out, ExecContext& ctx) const override {
+    const Tensor& x = *in[0];
+    check_float32(x.dtype());
+    out[0] = ctx.alloc(DType::Float32, x.shape());
+    kernels::unary_map(x, out[0], ctx.threads(), derived().forward_fn());
+  }
+
+  void vjp(const std::vector<const Tensor*>& in, const std::vector<const Tensor*>& out,
+           const std::vector<const Tensor*>& gout, const std::vector<bool>& need, std::vector<Tensor>& gin,
+           ExecContext& ctx) const override {
+    if (!need[0] || kernels::zero_vjp(gout[0], in, need, gin)) return;
+    const Tensor& x = *in[0];
+    const Tensor& g = *gout[0];
+    check_float32(x.dtype());
+    if (g.shape() != x.shape())
+      fail_shape("cotangent of shape " + shape_str(g.shape()) + " for an output of shape " + shape_str(x.shape()));
+    const Tensor* v = &x;
+    if constexpr (kGrad == UnaryGrad::FromOutput) {
+      if (out.empty() || out[0] == nullptr || out[0]->shape() != x.shape())
+        fail_shape("the forward output does not match the input shape " + shape_str(x.shape()));
+      v = out[0];
+    }
+    gin[0] = ctx.alloc(DType::Float32, x.shape());
+    kernels::binary_map(v->f32(), g.f32(), gin[0].f32(), x.numel(), ctx.threads(), derived().vjp_fn());
+  }
+
+ private:
+  const Derived& derived() const { return static_cast<const Derived&>(*this); }
+
+  void check_float32(DType t) const {
+    if (t != DType::Float32) fail_format(std::string("expects a float32 input, got ") + dtype_name(t));
+  }
+};
+
+}  // namespace onnxplain::ops
