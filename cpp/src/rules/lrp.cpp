@@ -35,6 +35,15 @@
 
 #include "kernels/parallel.hpp"
 
+// No loop-carried dependences in the loop that follows (see for_stacked).
+#if defined(__clang__)
+#define ONNXPLAIN_IVDEP _Pragma("clang loop vectorize(assume_safety)")
+#elif defined(__GNUC__)
+#define ONNXPLAIN_IVDEP _Pragma("GCC ivdep")
+#else
+#define ONNXPLAIN_IVDEP
+#endif
+
 namespace onnxplain::rules {
 namespace {
 
@@ -521,22 +530,27 @@ class StackedParams final : public ModParams {
   Tensor w_, b_;
 };
 
-/// Calls f(i, off) for every entry i of a tensor shaped like y (batch axis first), `off` being
-/// where entry i's first half lies in the same shape stacked on axis 1 ([N, 2M, ...]); the second
-/// half is at off + per, per = y's entries per sample.
 /// Entries per sample of a tensor whose axis 0 is the batch (0 for an empty batch).
 int64_t per_sample(const Tensor& y) { return y.dim(0) > 0 ? y.numel() / y.dim(0) : 0; }
 
+/// Calls f(i, off) for every entry i of a tensor shaped like y (batch axis first), `off` being
+/// where entry i's first half lies in the same shape stacked on axis 1 ([N, 2M, ...]); the second
+/// half is at off + per, per = y's entries per sample. f must write only entries of its own i
+/// (or off) and read no entry another call writes: the loop over one sample's run is marked
+/// free of loop-carried dependences so that it vectorises. With the sample wrap tested per entry
+/// it did not, and γ's two divisions per entry ran scalar (7% of VGG-16 εγbox at batch 1).
 template <class F>
 void for_stacked(const Tensor& y, ExecContext& ctx, F f) {
   if (y.numel() == 0) return;
   const int64_t per = per_sample(y);
   kernels::parallel_for(y.numel(), ctx.threads(), [&](int64_t lo, int64_t hi) {
-    int64_t b = lo / per, j = lo - b * per;
-    int64_t off = b * 2 * per + j;
-    for (int64_t i = lo; i < hi; ++i, ++off) {
-      f(i, off);
-      if (++j == per) j = 0, off += per;
+    for (int64_t i0 = lo; i0 < hi;) {
+      const int64_t b = i0 / per, run = std::min(hi - i0, per - (i0 - b * per));
+      const int64_t shift = b * per;  // off = b * 2 per + j = i + b * per within sample b
+      const int64_t end = i0 + run;
+      ONNXPLAIN_IVDEP
+      for (int64_t i = i0; i < end; ++i) f(i, i + shift);
+      i0 = end;
     }
   });
 }
