@@ -52,77 +52,6 @@ inline Vec16 load16(const float* p) {
 }
 inline void store16(float* p, Vec16 v) { std::memcpy(p, &v, sizeof v); }
 
-// c = alpha op(A) op(B) + beta c for a single row of C (a dense layer at batch 1), columns
-// [n0, n1): one pass over B. The product is bound by reading B, and BLAS's packing of B doubles
-// that traffic (measured: half onnxruntime's bandwidth on VGG's 25088x4096 layer). With more rows
-// BLAS's register blocking wins (hand loops over 2..8 rows measured slower than BLAS here).
-void one_row_gemm(bool trans_b, const float* a, int64_t n0, int64_t n1, int64_t K, float alpha, const float* B,
-                  int64_t ldb, float beta, float* c) {
-  if (trans_b) {
-    // op(B)[k, n] = B[n, k]: a dot product of two contiguous rows per output, four outputs at a
-    // time so that each load of a serves four rows of B, with 16 partial sums per row: one
-    // 8-wide sum per row was a chain of dependent FMAs, latency-bound at half the memory
-    // bandwidth (VGG's 25088x4096 layer: 24 ms against numpy's 12 ms gemv).
-    constexpr int kRows = 4, kLanes = 16;
-    int64_t n = n0;
-    for (; n + kRows <= n1; n += kRows) {
-      const float* b0 = B + n * ldb;
-      const float* b1 = b0 + ldb;
-      const float* b2 = b1 + ldb;
-      const float* b3 = b2 + ldb;
-      Vec16 s0 = {}, s1 = {}, s2 = {}, s3 = {};
-      int64_t k = 0;
-      for (; k + kLanes <= K; k += kLanes) {
-        const Vec16 av = load16(a + k);
-        s0 += av * load16(b0 + k);
-        s1 += av * load16(b1 + k);
-        s2 += av * load16(b2 + k);
-        s3 += av * load16(b3 + k);
-      }
-      const Vec16 sums[kRows] = {s0, s1, s2, s3};
-      const float* rows[kRows] = {b0, b1, b2, b3};
-      for (int r = 0; r < kRows; ++r) {
-        float sum = 0.f;
-        for (int j = 0; j < kLanes; ++j) sum += sums[r][j];
-        for (int64_t kk = k; kk < K; ++kk) sum += a[kk] * rows[r][kk];
-        c[n + r] = alpha * sum + (beta == 0.f ? 0.f : beta * c[n + r]);
-      }
-    }
-    for (; n < n1; ++n) {
-      const float* bn = B + n * ldb;
-      float acc[kLanes] = {};
-      int64_t k = 0;
-      for (; k + kLanes <= K; k += kLanes)
-        for (int j = 0; j < kLanes; ++j) acc[j] += a[k + j] * bn[k + j];
-      float sum = 0.f;
-      for (int j = 0; j < kLanes; ++j) sum += acc[j];
-      for (; k < K; ++k) sum += a[k] * bn[k];
-      c[n] = alpha * sum + (beta == 0.f ? 0.f : beta * c[n]);
-    }
-    return;
-  }
-  // op(B) = B [K, N]: rows of B scaled and added onto c, in column blocks that stay in L2 while
-  // long runs of each row of B stream past.
-  constexpr int64_t kCols = int64_t{64} << 10;
-  for (int64_t c0 = n0; c0 < n1; c0 += kCols) {
-    const int64_t c1 = std::min(n1, c0 + kCols);
-    if (beta == 0.f)
-      std::fill(c + c0, c + c1, 0.f);
-    else if (beta != 1.f)
-      for (int64_t n = c0; n < c1; ++n) c[n] *= beta;
-    for (int64_t k = 0; k < K; ++k) {
-      const float s = alpha * a[k];
-      // A zero multiplier adds nothing (as reference BLAS, which skips it too): behind a ReLU
-      // about half of a cotangent row is zero, and skipping those rows of B halves the traffic.
-      if (s == 0.f) continue;
-      const float* bk = B + k * ldb;
-      for (int64_t n = c0; n < c1; ++n) c[n] += s * bk[n];
-    }
-  }
-}
-
-// ---- one row against a matrix split by sign ---------------------------------------------------
-
 inline Vec16 pos_part(Vec16 w) {
   const Vec16 z = {};
   return w > z ? w : z;
@@ -161,6 +90,73 @@ void rows_in_column_blocks(int64_t b, int64_t e, int64_t rows, int64_t width, Cl
     clear(c0, c1);
     for (int64_t r = 0; r < rows; ++r) row(r, c0, c1);
   }
+}
+
+// c = alpha op(A) op(B) + beta c for a single row of C (a dense layer at batch 1), columns
+// [n0, n1): one pass over B. The product is bound by reading B, and BLAS's packing of B doubles
+// that traffic (measured: half onnxruntime's bandwidth on VGG's 25088x4096 layer). With more rows
+// BLAS's register blocking wins (hand loops over 2..8 rows measured slower than BLAS here).
+void one_row_gemm(bool trans_b, const float* a, int64_t n0, int64_t n1, int64_t K, float alpha, const float* B,
+                  int64_t ldb, float beta, float* c) {
+  if (trans_b) {
+    // op(B)[k, n] = B[n, k]: a dot product of two contiguous rows per output, four outputs at a
+    // time so that each load of a serves four rows of B, with 16 partial sums per row: one
+    // 8-wide sum per row was a chain of dependent FMAs, latency-bound at half the memory
+    // bandwidth (VGG's 25088x4096 layer: 24 ms against numpy's 12 ms gemv).
+    constexpr int kRows = 4, kLanes = 16;
+    int64_t n = n0;
+    for (; n + kRows <= n1; n += kRows) {
+      const float* b0 = B + n * ldb;
+      const float* b1 = b0 + ldb;
+      const float* b2 = b1 + ldb;
+      const float* b3 = b2 + ldb;
+      Vec16 s0 = {}, s1 = {}, s2 = {}, s3 = {};
+      int64_t k = 0;
+      for (; k + kLanes <= K; k += kLanes) {
+        const Vec16 av = load16(a + k);
+        s0 += av * load16(b0 + k);
+        s1 += av * load16(b1 + k);
+        s2 += av * load16(b2 + k);
+        s3 += av * load16(b3 + k);
+      }
+      const Vec16 sums[kRows] = {s0, s1, s2, s3};
+      const float* rows[kRows] = {b0, b1, b2, b3};
+      for (int r = 0; r < kRows; ++r) {
+        float sum = hsum(sums[r]);
+        for (int64_t kk = k; kk < K; ++kk) sum += a[kk] * rows[r][kk];
+        c[n + r] = alpha * sum + (beta == 0.f ? 0.f : beta * c[n + r]);
+      }
+    }
+    for (; n < n1; ++n) {
+      const float* bn = B + n * ldb;
+      float acc[kLanes] = {};
+      int64_t k = 0;
+      for (; k + kLanes <= K; k += kLanes)
+        for (int j = 0; j < kLanes; ++j) acc[j] += a[k + j] * bn[k + j];
+      float sum = 0.f;
+      for (int j = 0; j < kLanes; ++j) sum += acc[j];
+      for (; k < K; ++k) sum += a[k] * bn[k];
+      c[n] = alpha * sum + (beta == 0.f ? 0.f : beta * c[n]);
+    }
+    return;
+  }
+  // op(B) = B [K, N]: rows of B scaled and added onto c.
+  rows_in_column_blocks(
+      n0, n1, K, int64_t{64} << 10,
+      [&](int64_t c0, int64_t c1) {
+        if (beta == 0.f)
+          std::fill(c + c0, c + c1, 0.f);
+        else if (beta != 1.f)
+          for (int64_t n = c0; n < c1; ++n) c[n] *= beta;
+      },
+      [&](int64_t k, int64_t c0, int64_t c1) {
+        const float s = alpha * a[k];
+        // A zero multiplier adds nothing (as reference BLAS, which skips it too): behind a ReLU
+        // about half of a cotangent row is zero, and skipping those rows of B halves the traffic.
+        if (s == 0.f) return;
+        const float* bk = B + k * ldb;
+        for (int64_t n = c0; n < c1; ++n) c[n] += s * bk[n];
+      });
 }
 
 }  // namespace
@@ -286,13 +282,7 @@ void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float al
       a = packed.data();
     }
     // Columns split over threads in blocks of 64 (whole cache lines of C and B).
-    const int64_t blocks = (N + 63) / 64;
-    const int parts = static_cast<int>(std::min<int64_t>(threads, std::max<int64_t>(1, N * K / (int64_t{1} << 18))));
-#pragma omp parallel for num_threads(parts) schedule(static) if (parts > 1)
-    for (int p = 0; p < parts; ++p) {
-      const int64_t b = blocks * p / parts * 64, e = std::min(N, blocks * (p + 1) / parts * 64);
-      if (b < e) one_row_gemm(trans_b, a, b, e, K, alpha, B, ldb, beta, C);
-    }
+    split_outputs(N, K, [&](int64_t b, int64_t e) { one_row_gemm(trans_b, a, b, e, K, alpha, B, ldb, beta, C); });
     return;
   }
   // Below ~4 MFLOP a split costs more than it saves.
