@@ -10,6 +10,8 @@
 #include "runtime/model.hpp"
 #include "runtime/reverse.hpp"
 #include "methods/methods.hpp"
+#include "patterns/oxp.hpp"
+#include "patterns/statistics.hpp"
 #include "rules/rule.hpp"
 
 namespace py = pybind11;
@@ -63,6 +65,35 @@ py::list specs(const std::vector<runtime::TensorSpec>& s) {
   }
   return l;
 }
+
+py::array_t<double> vec(const std::vector<double>& v, std::vector<py::ssize_t> shape) {
+  py::array_t<double> a(shape);
+  if (!v.empty()) std::memcpy(a.mutable_data(), v.data(), v.size() * sizeof(double));
+  return a;
+}
+
+py::dict layer_dict(const patterns::LayerStats& l) {
+  const auto M = static_cast<py::ssize_t>(l.neurons), D = static_cast<py::ssize_t>(l.dim),
+             G = static_cast<py::ssize_t>(l.groups);
+  py::dict d;
+  d["rows"] = l.rows;
+  d["count_pos"] = vec(l.count_pos, {M});
+  d["sum_y"] = vec(l.sum_y, {M});
+  d["sum_y_pos"] = vec(l.sum_y_pos, {M});
+  d["sum_yy"] = vec(l.sum_yy, {M});
+  d["sum_yy_pos"] = vec(l.sum_yy_pos, {M});
+  d["sum_x"] = vec(l.sum_x, {G, D});
+  d["sum_x_pos"] = vec(l.sum_x_pos, {M, D});
+  d["sum_xy"] = vec(l.sum_xy, {M, D});
+  d["sum_xy_pos"] = vec(l.sum_xy_pos, {M, D});
+  d["weight_axis"] = l.weight_axis;
+  d["weight_shape"] = py::tuple(py::cast(l.weight_shape));
+  d["groups"] = l.groups;
+  if (!l.sum_xx.empty()) d["sum_xx"] = vec(l.sum_xx, {G, D, D});
+  return d;
+}
+
+py::object maybe(const Tensor& t) { return t.numel() ? py::object(to_numpy(t)) : py::none(); }
 
 }  // namespace
 
@@ -184,6 +215,54 @@ PYBIND11_MODULE(_core, m) {
           "Vector-Jacobian product of the whole model: one cotangent per output (None = zero), one "
           "gradient per input.");
 
+  m.def("model_fingerprint", [](const runtime::Model& mdl) { return patterns::model_fingerprint(mdl); });
+
+  py::class_<patterns::Statistics, std::shared_ptr<patterns::Statistics>>(m, "Statistics")
+      .def(py::init<>())
+      .def_readonly("fingerprint", &patterns::Statistics::fingerprint)
+      .def_property_readonly("nodes",
+                             [](const patterns::Statistics& s) {
+                               std::vector<std::string> v;
+                               for (const auto& l : s.layers) v.push_back(l.node);
+                               return v;
+                             })
+      .def("layer",
+           [](const patterns::Statistics& s, const std::string& node) {
+             const patterns::LayerStats* l = s.find(node);
+             if (!l) throw InvalidArgument("no pattern statistics for node '" + node + "'");
+             return layer_dict(*l);
+           })
+      .def("merge",
+           [](const patterns::Statistics& a, const patterns::Statistics& b) {
+             patterns::Statistics c = a;
+             c.merge(b);
+             return c;
+           })
+      .def("to_bytes", [](const patterns::Statistics& s) { return py::bytes(s.serialize()); })
+      .def_static("from_bytes", [](const py::bytes& b) {
+        std::string s = b;
+        return patterns::Statistics::deserialize(reinterpret_cast<const uint8_t*>(s.data()), s.size());
+      });
+
+  py::class_<patterns::SavedExplainer, std::shared_ptr<patterns::SavedExplainer>>(m, "SavedExplainer")
+      .def_static("from_bytes",
+                  [](const py::bytes& b) {
+                    std::string s = b;
+                    return patterns::read_oxp(reinterpret_cast<const uint8_t*>(s.data()), s.size());
+                  })
+      .def_readonly("method", &patterns::SavedExplainer::method)
+      .def_readonly("numbers", &patterns::SavedExplainer::numbers)
+      .def_readonly("strings", &patterns::SavedExplainer::strings)
+      .def_readonly("fingerprint", &patterns::SavedExplainer::fingerprint)
+      .def_readonly("has_statistics", &patterns::SavedExplainer::has_statistics)
+      .def_readonly("statistics", &patterns::SavedExplainer::statistics)
+      .def_property_readonly("options",
+                             [](const patterns::SavedExplainer& s) {
+                               return py::make_tuple(s.options.strip_softmax, s.options.fold_batch_norm,
+                                                     s.options.winograd);
+                             })
+      .def_property_readonly("model_bytes", [](const patterns::SavedExplainer& s) { return py::bytes(s.model_bytes); });
+
   m.def("methods", [] {
     py::list l;
     for (const auto& mi : methods::method_infos()) {
@@ -216,6 +295,73 @@ PYBIND11_MODULE(_core, m) {
            py::arg("rules"))
       .def_property_readonly("method", &methods::Explainer::method)
       .def_property_readonly("node_rules", &methods::Explainer::node_rules)
+      .def_property_readonly("family", &methods::Explainer::family)
+      .def_property_readonly("learns", &methods::Explainer::learns)
+      .def(
+          "partial_fit",
+          [](methods::Explainer& ex, const std::vector<py::array>& arrays, int threads, int64_t gram_max_dim) {
+            std::vector<Tensor> ins;
+            for (const auto& a : arrays) ins.push_back(from_numpy(a));
+            py::gil_scoped_release nogil;
+            ex.partial_fit(ins, threads, gram_max_dim);
+          },
+          py::arg("inputs"), py::arg("threads") = 1, py::arg("gram_max_dim") = 0)
+      .def("statistics",
+           [](const methods::Explainer& ex) -> py::object {
+             const patterns::Statistics* s = ex.statistics();
+             if (!s) return py::none();
+             return py::cast(patterns::Statistics(*s));
+           })
+      .def("set_statistics", &methods::Explainer::set_statistics)
+      .def("fingerprint", &methods::Explainer::fingerprint)
+      .def(
+          "patterns",
+          [](const methods::Explainer& ex, int threads) {
+            std::vector<patterns::LayerPattern> ps;
+            {
+              py::gil_scoped_release nogil;
+              ps = ex.patterns(threads);
+            }
+            py::list l;
+            for (const auto& p : ps) {
+              py::dict report;
+              report["neurons"] = p.neurons;
+              report["rows"] = p.rows;
+              report["never_fired"] = p.never_fired;
+              report["never_inactive"] = p.never_inactive;
+              report["zero_denominator"] = p.zero_denominator;
+              l.append(py::make_tuple(p.node, maybe(p.a_pos), maybe(p.a_neg), report));
+            }
+            return l;
+          },
+          py::arg("threads") = 1)
+      .def("set_saved_patterns",
+           [](methods::Explainer& ex, const patterns::SavedExplainer& s) {
+             if (s.has_statistics) ex.set_statistics(s.statistics);
+             ex.set_patterns(s.patterns);
+           })
+      .def(
+          "save_bytes",
+          [](const methods::Explainer& ex, const py::bytes& model_bytes, bool with_statistics, int threads) {
+            patterns::SavedExplainer s;
+            s.method = ex.method();
+            s.numbers = ex.params().numbers;
+            s.strings = ex.params().strings;
+            s.options = ex.model().options();
+            s.model_bytes = model_bytes;
+            std::string out;
+            {
+              py::gil_scoped_release nogil;
+              s.fingerprint = ex.fingerprint();
+              const patterns::Statistics* st = ex.statistics();
+              s.has_statistics = with_statistics && st;
+              if (s.has_statistics) s.statistics = *st;
+              if (ex.family() == "pattern") s.patterns = ex.patterns(threads);
+              out = patterns::write_oxp(s);
+            }
+            return py::bytes(out);
+          },
+          py::arg("model_bytes"), py::arg("statistics") = true, py::arg("threads") = 1)
       .def(
           "explain",
           [](const methods::Explainer& ex, const std::vector<py::array>& arrays, const std::vector<int64_t>& targets,

@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 from .errors import InvalidArgument, ModelFormatError, OnnxplainError, ShapeError, UnsupportedModelError
-from .explain import Explainer, MethodInfo, explainer, methods
+from .explain import Explainer, MethodInfo, PatternStatistics, explainer, load_explainer, methods
 from .model import Model, TensorSpec, load, supported_ops
 
 __version__ = "0.1.0"
@@ -21,11 +21,13 @@ __all__ = [
     "Model",
     "ModelFormatError",
     "OnnxplainError",
+    "PatternStatistics",
     "ShapeError",
     "TensorSpec",
     "UnsupportedModelError",
     "explainer",
     "load",
+    "load_explainer",
     "methods",
     "supported_ops",
     "__version__",

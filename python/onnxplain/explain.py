@@ -11,6 +11,7 @@ presents results.
 from __future__ import annotations
 
 import math
+import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -136,9 +137,118 @@ class Explainer:
         """The rule each node gets, by node name."""
         return {name: rule for (name, _op, _kind), rule in zip(self.model.nodes, self._ex.node_rules)}
 
-    def fit(self, data: Any = None, batch_size: int = 64) -> Explainer:
-        """Methods that learn from data (``pattern.*``) fit here; for this method it does nothing."""
+    # ---- learning from data (pattern.*) ----------------------------------------------------------
+
+    @property
+    def learns(self) -> bool:
+        """Whether :meth:`fit` changes the explanations (``pattern.*`` with estimator linear or relu)."""
+        return bool(self._ex.learns)
+
+    def fit(self, data: Any = None, batch_size: int = 64, progress: ProgressLike = None,
+            threads: int | None = None) -> Explainer:
+        """Learns what the method needs from data: the pattern statistics (Kindermans et al. 2018).
+
+        One streaming forward pass; every linear op's statistics are sums that merge by addition,
+        so fitting continues across calls (use :meth:`partial_fit` for one batch at a time).
+        Methods that learn nothing (every method but ``pattern.*`` with estimator ``linear`` or
+        ``relu``) return at once.
+
+        Parameters
+        ----------
+        data : array_like, dict, iterable of batches, or dask array
+            An array of samples (split into batches of ``batch_size`` along axis 0), a dict of
+            arrays for multi-input models, any iterable of batches (arrays, dicts, or tuples/lists
+            whose first element is the input, such as ``(x, y)`` pairs), or a dask array, whose
+            blocks are fitted on the workers and merged (:func:`onnxplain.dask.fit`).
+        batch_size : int
+            Samples per forward pass when ``data`` is an array.
+        progress : None, bool or callable
+            A progress bar (tqdm when installed) on a terminal for ``None``, always for ``True``,
+            never for ``False``; a callable receives ``(done, total)``, total ``None`` when unknown.
+        threads : int, optional
+            Threads for the forward passes (default: the model's).
+        """
+        if not self.learns:
+            return self
+        if data is None:
+            raise ValueError(f"{self.method} learns its patterns from data: fit(data) needs samples")
+        if type(data).__module__.startswith("dask"):
+            from .dask import fit as dask_fit
+
+            return dask_fit(self, data, batch_size=batch_size)
+        if int(batch_size) < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        from ._fit import iter_batches, progress_reporter
+
+        batches, total = iter_batches(data, int(batch_size))
+        report = progress_reporter(progress, f"fit {self.method}", total)
+        done = 0
+        try:
+            for batch in batches:
+                n = self.partial_fit(batch, threads=threads)._last_batch
+                done += n
+                if report is not None:
+                    report(done, total)
+        finally:
+            if report is not None and hasattr(report, "close"):
+                report.close()
+        if done == 0:
+            raise ValueError("fit(data): the data held no samples")
         return self
+
+    def partial_fit(self, batch: Any, threads: int | None = None) -> Explainer:
+        """Adds one batch to the statistics (scikit-learn's convention); returns ``self``."""
+        arrays = self.model._prepare(batch)
+        self._last_batch = int(arrays[0].shape[0]) if arrays[0].ndim else 1
+        if self.learns:
+            self._ex.partial_fit(arrays, threads or self.model.threads)
+        return self
+
+    @property
+    def statistics(self) -> PatternStatistics | None:
+        """The pattern statistics collected so far (``None`` before any fit); picklable, mergeable."""
+        s = self._ex.statistics() if self.info.family == "pattern" else None
+        return None if s is None else PatternStatistics(s)
+
+    @statistics.setter
+    def statistics(self, stats: PatternStatistics | None) -> None:
+        if self.info.family != "pattern":
+            raise ValueError(f"method {self.method!r} does not learn from data")
+        if stats is not None and not isinstance(stats, PatternStatistics):
+            raise ValueError(f"statistics must be an onnxplain.PatternStatistics, got {type(stats).__name__}")
+        self._ex.set_statistics(stats._s if stats is not None else core.Statistics())
+
+    @property
+    def patterns(self) -> dict[str, dict[str, np.ndarray | None]]:
+        """Per linear op: ``a_pos`` (the pattern, shaped like the op's weight) and ``a_neg``
+        (estimator ``relu``: the pattern of the inactive rows; otherwise ``None``)."""
+        self._require_pattern()
+        return {node: {"a_pos": ap, "a_neg": an} for node, ap, an, _ in self._ex.patterns(self.model.threads)}
+
+    @property
+    def fit_report(self) -> dict[str, dict[str, float]]:
+        """Per linear op: neurons, rows seen, neurons that never fired (a+ = 0) or were never
+        inactive (a- = 0), and patterns whose denominator w·cov was 0 (replaced by 1, as iNNvestigate)."""
+        self._require_pattern()
+        return {node: dict(rep) for node, _ap, _an, rep in self._ex.patterns(self.model.threads)}
+
+    def _require_pattern(self) -> None:
+        if self.info.family != "pattern":
+            raise ValueError(f"method {self.method!r} has no patterns (only pattern.net and pattern.attribution do)")
+
+    def save(self, path: str | os.PathLike[str], statistics: bool = True) -> None:
+        """Writes the explainer (model, method, parameters, fitted patterns and, with
+        ``statistics=True``, the statistics so that fitting can go on) to one ``.oxp`` file that
+        :func:`onnxplain.load_explainer` and the C++ library read (format: ARCHITECTURE.md)."""
+        data = self._ex.save_bytes(self.model.to_bytes(), bool(statistics), self.model.threads)
+        tmp = os.fspath(path) + ".tmp"
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, os.fspath(path))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        stats = self.statistics
+        return (_rebuild_explainer, (self.model, self.method, self.params, None if stats is None else stats.to_bytes()))
 
     def _targets(self, target: TargetLike, n: int) -> list[int]:
         if target is None:
@@ -210,6 +320,100 @@ class Explainer:
             raise ValueError(f"return_delta: {self.method} promises no sum (only LRP, Deep Taylor and integrated "
                              "gradients do)")
         return out, delta
+
+
+class PatternStatistics:
+    """Streaming statistics of every linear op, from which the patterns are computed.
+
+    Sums over rows (a dense layer: one per sample; a convolution: one per sample and output
+    position), so they merge by addition: ``s1.merge(s2)`` or ``s1 + s2`` equals fitting both
+    parts at once. Picklable; ``to_bytes`` / ``from_bytes`` give a documented binary.
+
+    ``layer(node)`` returns float64 arrays: ``rows``; per neuron ``count_pos`` (rows where the
+    op's output is > 0), ``sum_y``, ``sum_y_pos``, ``sum_yy``, ``sum_yy_pos`` (y = w·x without
+    bias); ``sum_x`` [G, D] (all rows, per group of a grouped convolution), ``sum_x_pos``,
+    ``sum_xy``, ``sum_xy_pos`` [M, D] (neuron-major: ``np.moveaxis(W, weight_axis, 0).reshape(M, D)``
+    orders the D entries), and ``weight_axis``, ``weight_shape``, ``groups``.
+    """
+
+    def __init__(self, core_stats: Any) -> None:
+        self._s = core_stats
+
+    @property
+    def nodes(self) -> list[str]:
+        """Names of the linear ops, in execution order."""
+        return list(self._s.nodes)
+
+    @property
+    def fingerprint(self) -> int:
+        """Identifies the model (structure and weights) the statistics were collected on."""
+        return int(self._s.fingerprint)
+
+    def layer(self, node: str) -> dict[str, Any]:
+        return dict(self._s.layer(node))
+
+    def merge(self, other: PatternStatistics) -> PatternStatistics:
+        """The sum of both (a new object); ``ValueError`` for statistics of another model."""
+        if not isinstance(other, PatternStatistics):
+            raise ValueError(f"can only merge PatternStatistics, got {type(other).__name__}")
+        return PatternStatistics(self._s.merge(other._s))
+
+    def __add__(self, other: PatternStatistics) -> PatternStatistics:
+        return self.merge(other)
+
+    def to_bytes(self) -> bytes:
+        return bytes(self._s.to_bytes())
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> PatternStatistics:
+        return cls(core.Statistics.from_bytes(bytes(data)))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (PatternStatistics.from_bytes, (self.to_bytes(),))
+
+    def __repr__(self) -> str:
+        rows = [self._s.layer(n)["rows"] for n in self._s.nodes]
+        return f"<PatternStatistics layers={len(rows)} rows={int(rows[0]) if rows else 0}>"
+
+
+def _rebuild_explainer(model: Model, method: str, params: dict[str, Any], stats: bytes | None) -> Explainer:
+    ex = Explainer(model, method, **params)
+    if stats is not None:
+        ex.statistics = PatternStatistics.from_bytes(stats)
+    return ex
+
+
+def load_explainer(path: str | os.PathLike[str] | bytes, model: Model | str | bytes | None = None,
+                   threads: int | None = None) -> Explainer:
+    """Reads an explainer written by :meth:`Explainer.save`.
+
+    Parameters
+    ----------
+    path : path or bytes
+        The ``.oxp`` file (or its bytes).
+    model : Model, path or bytes, optional
+        The model to explain; by default the one saved in the file. A model other than the one the
+        explainer was fitted on (another file, changed weights) is refused with ``ValueError``.
+    """
+    if isinstance(path, (bytes, bytearray, memoryview)):
+        data = bytes(path)
+    else:
+        with open(os.fspath(path), "rb") as f:
+            data = f.read()
+    saved = core.SavedExplainer.from_bytes(data)
+    strip, fold, wino = saved.options
+    if model is None:
+        model = load(saved.model_bytes, strip_softmax=strip, fold_batch_norm=fold, threads=threads, winograd=wino)
+    elif not isinstance(model, Model):
+        model = load(model, strip_softmax=strip, fold_batch_norm=fold, threads=threads, winograd=wino)
+    if int(core.model_fingerprint(model._m)) != int(saved.fingerprint):
+        raise ValueError("this explainer was fitted on another model (a different file or changed weights, or "
+                         "other load options); load it with the model it was saved with")
+    params: dict[str, Any] = {**dict(saved.numbers), **dict(saved.strings)}
+    ex = Explainer(model, saved.method, **params)
+    if ex.info.family == "pattern":
+        ex._ex.set_saved_patterns(saved)
+    return ex
 
 
 def explainer(model: Model | str | bytes, method: str, /, **params: Any) -> Explainer:

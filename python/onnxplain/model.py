@@ -66,9 +66,27 @@ class Model:
     the first output, as onnxruntime would for the same (possibly softmax-stripped) graph.
     """
 
-    def __init__(self, core_model: Any, threads: int | None = None) -> None:
+    def __init__(self, core_model: Any, threads: int | None = None, source: bytes | str | None = None,
+                 options: tuple[bool, bool, bool] = (True, True, True)) -> None:
         self._m = core_model
         self.threads = threads or _default_threads()
+        # What the model was loaded from (the serialized bytes, or the file's path, read when
+        # needed), for saving explainers and for pickling (Dask workers rebuild the model).
+        self._source = source
+        self._options = options
+
+    def to_bytes(self) -> bytes:
+        """The serialized ONNX model this was loaded from (before the load-time rewrites)."""
+        if isinstance(self._source, bytes):
+            return self._source
+        if isinstance(self._source, str):
+            with open(self._source, "rb") as f:
+                return f.read()
+        raise ValueError("this model was not loaded from a file or bytes, so it cannot be serialized")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_unpickle_model, (self.to_bytes(), self._source if isinstance(self._source, str) else None,
+                                  self._options, self.threads))
 
     @property
     def inputs(self) -> list[TensorSpec]:
@@ -252,14 +270,27 @@ def load(
     UnsupportedModelError
         The model uses ops onnxplain cannot run; ``.ops`` lists all of them.
     """
+    options = (bool(strip_softmax), bool(fold_batch_norm), bool(winograd))
+    source: bytes | str
     if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
-        m = core.Model.from_bytes(bytes(path_or_bytes), strip_softmax, fold_batch_norm, winograd)
+        source = bytes(path_or_bytes)
+        m = core.Model.from_bytes(source, strip_softmax, fold_batch_norm, winograd)
     else:
-        path = os.fspath(path_or_bytes)
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"no such model file: '{path}'")
-        m = core.Model.from_file(path, strip_softmax, fold_batch_norm, winograd)
-    return Model(m, threads)
+        source = os.path.abspath(os.fspath(path_or_bytes))
+        if not os.path.exists(source):
+            raise FileNotFoundError(f"no such model file: '{source}'")
+        m = core.Model.from_file(source, strip_softmax, fold_batch_norm, winograd)
+    return Model(m, threads, source, options)
+
+
+def _unpickle_model(data: bytes, path: str | None, options: tuple[bool, bool, bool], threads: int) -> Model:
+    try:
+        return load(data, *options[:2], threads=threads, winograd=options[2])
+    except Exception:
+        # A model with external data loads only from its folder.
+        if path is not None and os.path.exists(path):
+            return load(path, *options[:2], threads=threads, winograd=options[2])
+        raise
 
 
 def supported_ops() -> list[str]:

@@ -9,6 +9,7 @@
 #include "kernels/parallel.hpp"
 #include "rules/lrp.hpp"
 #include "rules/modified_gradient.hpp"
+#include "rules/pattern.hpp"
 #include "runtime/reverse.hpp"
 
 namespace onnxplain::methods {
@@ -21,6 +22,7 @@ using ops::OpKind;
 const char* kBach = "Bach et al. 2015, On pixel-wise explanations by layer-wise relevance propagation";
 const char* kMontavon19 = "Montavon et al. 2019, Layer-wise relevance propagation: an overview";
 const char* kMontavon17 = "Montavon et al. 2017, Explaining nonlinear classification decisions with deep Taylor decomposition";
+const char* kKindermans = "Kindermans et al. 2018, Learning how to explain neural networks: PatternNet and PatternAttribution";
 const char* kLapuschkin = "Kohlbrenner et al. 2020, Towards best practice in explaining neural network decisions with LRP";
 
 std::vector<MethodInfo> build_infos() {
@@ -79,6 +81,16 @@ std::vector<MethodInfo> build_infos() {
        kMontavon17, {stab}},
       {"deep_taylor.bounded", "deep_taylor", "Deep Taylor: z^B on the first linear op (bounded input), z+ elsewhere",
        kMontavon17, {low, high, stab}},
+      {"pattern.net", "pattern",
+       "PatternNet: the signal, backpropagated with each linear op's weight replaced by its pattern A (fit first)",
+       kKindermans,
+       {{"estimator", "'relu'",
+         "relu (S_a+-, two components) | linear (S_a) | filter (S_w, no fit needed); identity (S_x) has no pattern"}}},
+      {"pattern.attribution", "pattern",
+       "PatternAttribution: relevance through A * W at each linear op, DTD with root point x - s (fit first)",
+       kKindermans,
+       {{"estimator", "'relu'",
+         "relu (S_a+-) | linear (S_a) | filter (S_w, no fit needed) | identity (S_x: the z rule, root point 0)"}}},
   };
 }
 
@@ -270,6 +282,15 @@ Explainer::Explainer(std::shared_ptr<const runtime::Model> model, const std::str
     if (num(params, "noise_level", 0.1) < 0) throw InvalidArgument("smoothgrad: noise_level must be >= 0");
   }
 
+  if (family_ == "pattern") {
+    auto it = params.strings.find("estimator");
+    estimator_ = patterns::parse_estimator(it == params.strings.end() ? "relu" : it->second);
+    if (method == "pattern.net" && estimator_ == patterns::Estimator::Identity)
+      throw InvalidArgument("pattern.net has no 'identity' estimator: S_x (signal = x) has no pattern vector to "
+                            "project the signal with; use estimator='relu', 'linear' or 'filter', or "
+                            "pattern.attribution with estimator='identity' (the z rule)");
+    stats_ = std::make_shared<patterns::Statistics>();
+  }
   const float stab = static_cast<float>(num(params, "stabilizer", 1e-6));
   const float eps = static_cast<float>(num(params, "epsilon", method.rfind("lrp.sequential_preset", 0) == 0 ? 0.1 : 1e-6));
   const float gam = static_cast<float>(num(params, "gamma", 0.25));
@@ -372,6 +393,108 @@ Explainer::Explainer(std::shared_ptr<const runtime::Model> model, const std::str
     else if (by_cat.count(cat)) r = by_cat[cat];
     else r = grad;
     node_rule_[i] = r;
+  }
+}
+
+// ---- pattern methods -----------------------------------------------------------------------------
+
+bool Explainer::learns() const { return family_ == "pattern" && patterns::needs_fit(estimator_); }
+
+uint64_t Explainer::fingerprint() const {
+  std::lock_guard<std::recursive_mutex> lock(mu_);
+  if (!fingerprint_) fingerprint_ = patterns::model_fingerprint(*model_);
+  return fingerprint_;
+}
+
+void Explainer::partial_fit(const std::vector<Tensor>& inputs, int threads, int64_t gram_max_dim) {
+  if (family_ != "pattern") return;  // nothing to learn
+  if (!patterns::needs_fit(estimator_)) return;
+  for (const auto& x : inputs)
+    if (x.dtype() != DType::Float32) throw InvalidArgument("fitting needs float inputs");
+  std::lock_guard<std::recursive_mutex> lock(mu_);
+  if (!collector_) collector_ = std::make_unique<patterns::Collector>(model_);
+  collector_->add(inputs, threads, *stats_, gram_max_dim);
+  dirty_ = true;
+}
+
+void Explainer::set_statistics(const patterns::Statistics& s) {
+  if (family_ != "pattern") throw InvalidArgument("method '" + method_ + "' does not learn from data");
+  if (!s.layers.empty() && s.fingerprint != fingerprint())
+    throw InvalidArgument("these pattern statistics were collected on another model (or other weights)");
+  std::lock_guard<std::recursive_mutex> lock(mu_);
+  const std::vector<std::size_t> nodes = patterns::pattern_nodes(model_->graph());
+  if (!s.layers.empty() && s.layers.size() != nodes.size())
+    throw InvalidArgument("these pattern statistics have " + std::to_string(s.layers.size()) +
+                          " layers, the model has " + std::to_string(nodes.size()) + " linear ops");
+  *stats_ = s;
+  dirty_ = true;
+}
+
+void Explainer::set_patterns(std::vector<patterns::LayerPattern> p) {
+  std::lock_guard<std::recursive_mutex> lock(mu_);
+  const Graph& g = model_->graph();
+  const std::vector<std::size_t> nodes = patterns::pattern_nodes(g);
+  if (p.size() != nodes.size()) throw InvalidArgument("saved patterns do not fit this model's linear ops");
+  for (std::size_t k = 0; k < p.size(); ++k) {
+    const Node& n = g.nodes[nodes[k]];
+    const Tensor& w = g.values[static_cast<std::size_t>(n.inputs[static_cast<std::size_t>(n.op->weight_input())])].constant;
+    const bool none = estimator_ == patterns::Estimator::Identity;
+    if (p[k].node != n.name || (!none && p[k].a_pos.shape() != w.shape()) ||
+        (p[k].a_neg.numel() && p[k].a_neg.shape() != w.shape()))
+      throw InvalidArgument("saved pattern " + std::to_string(k) + " ('" + p[k].node + "') does not fit node '" +
+                            n.name + "' with weight " + shape_str(w.shape()));
+    p[k].a_pos = p[k].a_pos.frozen();
+    if (p[k].a_neg.numel()) p[k].a_neg = p[k].a_neg.frozen();
+  }
+  patterns_ = std::move(p);
+  dirty_ = false;
+  set_pattern_rules();
+}
+
+std::vector<patterns::LayerPattern> Explainer::patterns(int threads) const {
+  std::lock_guard<std::recursive_mutex> lock(mu_);
+  prepare(threads);
+  return patterns_;
+}
+
+void Explainer::prepare(int threads) const {
+  if (family_ != "pattern") return;
+  std::lock_guard<std::recursive_mutex> lock(mu_);
+  if (!dirty_) return;
+  if (patterns::needs_fit(estimator_)) {
+    bool rows = stats_ && !stats_->layers.empty();
+    for (const auto& l : stats_->layers) rows = rows && l.rows > 0;
+    if (!rows)
+      throw InvalidArgument(method_ + " with estimator='" + patterns::estimator_name(estimator_) +
+                            "' learns its patterns from data: call fit(data) (or partial_fit) with at least one "
+                            "sample before explain");
+  }
+  patterns_ = patterns::compute_patterns(*model_, stats_.get(), estimator_, threads);
+  dirty_ = false;
+  set_pattern_rules();
+}
+
+void Explainer::set_pattern_rules() const {
+  const Graph& g = model_->graph();
+  const std::vector<std::size_t> nodes = patterns::pattern_nodes(g);
+  auto grad = std::make_shared<rules::GradientRule>();
+  node_rule_.assign(g.nodes.size(), grad);
+  const bool attribution = method_ == "pattern.attribution";
+  for (std::size_t k = 0; k < nodes.size() && k < patterns_.size(); ++k) {
+    const Node& n = g.nodes[nodes[k]];
+    if (estimator_ == patterns::Estimator::Identity) {
+      // S_x: the root point x - ŝ is 0, and PatternAttribution is the z rule (a tiny ε keeps 0/0 away).
+      node_rule_[nodes[k]] = rules::epsilon_rule(1e-9f);
+      continue;
+    }
+    const patterns::LayerPattern& p = patterns_[k];
+    if (!attribution) {
+      node_rule_[nodes[k]] = rules::pattern_rule("pattern", p.a_pos, p.a_neg);
+      continue;
+    }
+    const Tensor& w = g.values[static_cast<std::size_t>(n.inputs[static_cast<std::size_t>(n.op->weight_input())])].constant;
+    node_rule_[nodes[k]] = rules::pattern_rule("pattern_attribution", patterns::times_weight(p.a_pos, w),
+                                               p.a_neg.numel() ? patterns::times_weight(p.a_neg, w) : Tensor());
   }
 }
 
@@ -600,7 +723,8 @@ Explanation Explainer::explain(const std::vector<Tensor>& inputs, const std::vec
     ex.relevance = std::move(acc);
     return ex;
   }
-  Explanation ex = sweep(inputs, targets, threads, relevance);
+  if (family_ == "pattern") prepare(threads);
+  Explanation ex = sweep(inputs, targets, threads, relevance || family_ == "pattern");
   if (method_ == "input_t_gradient")
     for (std::size_t i = 0; i < inputs.size(); ++i) {
       float* r = ex.relevance[i].f32();

@@ -8,9 +8,11 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
+#include "patterns/patterns.hpp"
 #include "rules/rule.hpp"
 #include "runtime/model.hpp"
 
@@ -71,15 +73,46 @@ class Explainer {
   Explanation explain(const std::vector<Tensor>& inputs, const std::vector<int64_t>& targets, int threads,
                       const Progress& progress = nullptr) const;
   const std::string& method() const { return method_; }
+  const std::string& family() const { return family_; }
+  const Params& params() const { return params_; }
+  const runtime::Model& model() const { return *model_; }
   /// The rule each node gets ("" for nodes the sweep never reaches), for display.
   std::vector<std::string> node_rules() const;
+
+  // ---- methods that learn from data (family "pattern") ----
+  /// Whether fit() changes what explain() returns (pattern.* with estimator linear or relu).
+  bool learns() const;
+  /// Adds one batch to the statistics (one forward pass; patterns are recomputed when next needed).
+  /// `gram_max_dim` > 0 also sums x xᵀ per layer with at most that many inputs per neuron (ρ).
+  void partial_fit(const std::vector<Tensor>& inputs, int threads, int64_t gram_max_dim = 0);
+  /// nullptr before the first fit.
+  const patterns::Statistics* statistics() const { return stats_ && !stats_->layers.empty() ? stats_.get() : nullptr; }
+  /// Replaces the statistics (merged from several workers); InvalidArgument if they belong to another model.
+  void set_statistics(const patterns::Statistics& s);
+  /// The patterns of every pattern node, computed from the statistics (or the weights) on first need.
+  std::vector<patterns::LayerPattern> patterns(int threads) const;
+  /// Uses these patterns as they are (a saved explainer), until the statistics change.
+  void set_patterns(std::vector<patterns::LayerPattern> p);
+  /// The model's fingerprint (patterns::model_fingerprint), computed once.
+  uint64_t fingerprint() const;
+  patterns::Estimator estimator() const { return estimator_; }
 
  private:
   std::shared_ptr<const runtime::Model> model_;
   std::string method_;
   std::string family_;
   Params params_;
-  std::vector<rules::RulePtr> node_rule_;  // per node
+  mutable std::vector<rules::RulePtr> node_rule_;  // per node (pattern rules are set once the patterns exist)
+  patterns::Estimator estimator_ = patterns::Estimator::Relu;
+  std::shared_ptr<patterns::Statistics> stats_;
+  std::unique_ptr<patterns::Collector> collector_;
+  mutable std::recursive_mutex mu_;
+  mutable bool dirty_ = true;  // the patterns (and pattern rules) must be recomputed
+  mutable std::vector<patterns::LayerPattern> patterns_;
+  mutable uint64_t fingerprint_ = 0;
+  /// Patterns and node rules up to date with the statistics (pattern family).
+  void prepare(int threads) const;
+  void set_pattern_rules() const;
   /// The multi-pass drivers' step: `batch` holds weights.size() copies of the samples (copy-major),
   /// explained for `targets` (per sample); acc[i] += weights[c] * relevance of copy c.
   void accumulate_copies(const std::vector<Tensor>& batch, const std::vector<int64_t>& targets,

@@ -44,6 +44,9 @@ class Conv final : public Op {
   int weight_input() const override { return 1; }
   int bias_input() const override { return has_bias_ ? 2 : -1; }
   bool stacks_on_channels() const override { return groups_ == 1; }
+  int weight_neuron_axis(int64_t) const override { return 0; }
+  int out_neuron_axis(int64_t) const override { return 1; }
+  int64_t neuron_groups() const override { return groups_; }
 
   std::vector<ValueInfo> infer(const std::vector<ValueInfo>& in) const override {
     const ValueInfo& x = in.at(0);

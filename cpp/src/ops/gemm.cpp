@@ -31,6 +31,9 @@ class Gemm final : public Op {
   OpKind kind() const override { return linear_ ? OpKind::Linear : OpKind::Product; }
   int weight_input() const override { return linear_ ? 1 : -1; }
   int bias_input() const override { return linear_ && has_c_ ? 2 : -1; }
+  int weight_neuron_axis(int64_t) const override { return linear_ ? (trans_b_ ? 0 : 1) : -1; }
+  int out_neuron_axis(int64_t) const override { return linear_ ? 1 : -1; }
+  float bias_scale() const override { return beta_; }
 
   std::vector<ValueInfo> infer(const std::vector<ValueInfo>& in) const override {
     for (std::size_t i = 0; i < in.size() && i < 3; ++i)

@@ -63,6 +63,9 @@ class MatMul final : public Op {
   OpKind kind() const override { return linear_ ? OpKind::Linear : OpKind::Product; }
   int weight_input() const override { return linear_ ? 1 : -1; }
   int bias_input() const override { return linear_ && has_bias_ ? 2 : -1; }
+  // The constant B is [K, N]: neuron n is column n, and Y's last axis.
+  int weight_neuron_axis(int64_t) const override { return linear_ ? 1 : -1; }
+  int out_neuron_axis(int64_t out_rank) const override { return linear_ && out_rank >= 1 ? static_cast<int>(out_rank - 1) : -1; }
 
   std::vector<ValueInfo> infer(const std::vector<ValueInfo>& in) const override {
     for (std::size_t i = 0; i < in.size() && i < 3; ++i)

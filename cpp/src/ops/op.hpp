@@ -109,6 +109,17 @@ class Op {
   /// For OpKind::Linear: which inputs hold the weight and the (optional) bias; -1 if none.
   virtual int weight_input() const { return -1; }
   virtual int bias_input() const { return -1; }
+  /// Linear ops: the axis of the weight (of rank `weight_rank`) that indexes output neurons, and
+  /// the axis of the output (of rank `out_rank`) that does; -1 where the op has no such axis.
+  /// Neuron j's weight vector is the weight's slice j along that axis; the pattern statistics
+  /// (patterns/) and the pattern rules work per neuron through these two axes only.
+  virtual int weight_neuron_axis(int64_t weight_rank) const { (void)weight_rank; return -1; }
+  virtual int out_neuron_axis(int64_t out_rank) const { (void)out_rank; return -1; }
+  /// Linear ops: neurons come in this many groups of equal size, each group reading its own
+  /// slice of the input (a grouped convolution); 1 otherwise.
+  virtual int64_t neuron_groups() const { return 1; }
+  /// Linear ops: the factor the op applies to its bias input (Gemm's beta); 1 elsewhere.
+  virtual float bias_scale() const { return 1.f; }
   /// Linear ops: running with the weight concatenated along its axis 0 (and the bias likewise)
   /// gives the outputs concatenated along axis 1 (a convolution with more output channels), so
   /// two modified forwards can share one pass over the input (im2col, Winograd transform).
