@@ -11,6 +11,7 @@ from __future__ import annotations
 from .errors import InvalidArgument, ModelFormatError, OnnxplainError, ShapeError, UnsupportedModelError
 from .explain import Explainer, MethodInfo, PatternStatistics, explainer, load_explainer, methods
 from .model import Model, TensorSpec, load, supported_ops
+from .quality import signal_quality
 
 __version__ = "0.1.0"
 
@@ -29,6 +30,7 @@ __all__ = [
     "load",
     "load_explainer",
     "methods",
+    "signal_quality",
     "supported_ops",
     "__version__",
 ]

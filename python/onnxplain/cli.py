@@ -1,4 +1,4 @@
-"""Command line: ``onnxplain inspect MODEL`` and ``onnxplain demo``."""
+"""Command line: ``onnxplain inspect|explain|fit|methods|demo``."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ _FAMILIES = [
     ("gradient family", "gradient, input_t_gradient, integrated_gradients, smoothgrad", set()),
     ("DeConvNet / Guided BackProp", "deconvnet, guided_backprop", set()),
     ("LRP / Deep Taylor", "lrp.*, deep_taylor*", {"product"}),
-    ("PatternNet / PatternAttribution", "pattern.net, pattern.attribution", {"product"}),
+    ("PatternNet / PatternAttribution", "pattern.net, pattern.attribution", set()),
     ("DeepLIFT", "deeplift.rescale, deeplift.reveal_cancel", set()),
 ]
 
@@ -54,8 +54,14 @@ def inspect(path: str, strip_softmax: bool) -> int:
         for op, n in sorted(raw.items()):
             print(f"  {op:<28} {n:>4}   {'supported' if op in supported else 'removed by rewrites'}")
     kinds = {k for _, _, k in m.nodes}
+    from .explain import methods
+
+    known = methods()
     print("method families:")
     for family, names, blockers in _FAMILIES:
+        if not any(n.strip().rstrip("*") in known or any(k.startswith(n.strip().rstrip("*")) for k in known)
+                   for n in names.split(",")):
+            continue  # not in this version of onnxplain
         bad = kinds & blockers
         verdict = "applies" if not bad else f"limited: the model has {', '.join(sorted(bad))} ops"
         if family.startswith(("LRP", "PatternNet")) and "linear" not in kinds:
@@ -89,15 +95,27 @@ def explain_cmd(args: argparse.Namespace) -> int:
         params[k.strip()] = _param_value(v.strip())
     try:
         x = np.load(args.input)
-        m = _model.load(args.model, strip_softmax=not args.keep_softmax)
-        ex = explainer(m, args.method, **params)
+        if str(args.model).endswith(".oxp"):
+            from .explain import load_explainer
+
+            ex = load_explainer(args.model)
+            if args.method not in (None, ex.method) or params:
+                print(f"{args.model} holds a fitted {ex.method} explainer; --method/--param do not apply",
+                      file=sys.stderr)
+                return 2
+        else:
+            if args.method is None:
+                print("--method is required with a .onnx model", file=sys.stderr)
+                return 2
+            m = _model.load(args.model, strip_softmax=not args.keep_softmax)
+            ex = explainer(m, args.method, **params)
         target = None if args.target is None else int(args.target)
         rel = ex.explain(x, target=target)
     except (ValueError, OSError, ModelFormatError, UnsupportedModelError) as e:
         print(f"onnxplain explain: {e}", file=sys.stderr)
         return 2
     np.save(args.out, rel)
-    print(f"{args.method}: relevance {rel.shape} written to {args.out}")
+    print(f"{ex.method}: relevance {rel.shape} written to {args.out}")
     if args.png:
         from . import viz
 
@@ -107,6 +125,43 @@ def explain_cmd(args: argparse.Namespace) -> int:
         tiles = [[viz.heatmap(r) for r in np.asarray(rel)[:16]]]
         viz.save_png(args.png, viz.grid(tiles))
         print(f"heatmaps written to {args.png}")
+    return 0
+
+
+def fit_cmd(args: argparse.Namespace) -> int:
+    """Fits a pattern explainer, reports ρ per layer on held-out samples and the fit report, saves it."""
+    import numpy as np
+
+    from .explain import explainer
+    from .quality import signal_quality
+
+    try:
+        x = np.load(args.data, mmap_mode="r")
+        m = _model.load(args.model, strip_softmax=not args.keep_softmax)
+        ex = explainer(m, args.method, estimator=args.estimator)
+        n = int(x.shape[0])
+        cut = n - int(round(n * args.holdout)) if args.holdout > 0 else n
+        if args.holdout > 0 and not 0 < cut < n:
+            print(f"--holdout {args.holdout} leaves no samples to fit or to measure on ({n} samples)", file=sys.stderr)
+            return 2
+        ex.fit(x[:cut], batch_size=args.batch_size)
+        rho = signal_quality(m, x[cut:], explainer=ex, batch_size=args.batch_size) if cut < n else {}
+        if cut < n:
+            ex.fit(x[cut:], batch_size=args.batch_size)  # the saved patterns use every sample
+        report = ex.fit_report
+    except (ValueError, OSError, ModelFormatError, UnsupportedModelError) as e:
+        print(f"onnxplain fit: {e}", file=sys.stderr)
+        return 2
+    ex.save(args.out)
+    print(f"{ex.method} (estimator={args.estimator}) fitted on {n} samples, written to {args.out}")
+    if rho:
+        print(f"rho (Kindermans et al. 2018, eq. 7; 1 is best) measured on the last {n - cut} samples, "
+              f"patterns from the first {cut}:")
+    print(f"  {'layer':<32} {'neurons':>8} {'rows':>10} {'never fired':>12} {'zero denom.':>12} {'rho':>8}")
+    for node, r in report.items():
+        q = rho.get(node, float("nan"))
+        print(f"  {node:<32} {int(r['neurons']):>8} {int(r['rows']):>10} {int(r['never_fired']):>12} "
+              f"{int(r['zero_denominator']):>12} {q:>8.4f}")
     return 0
 
 
@@ -121,15 +176,25 @@ def main(argv: list[str] | None = None) -> int:
     p_demo.add_argument("--out", default="onnxplain_demo.png", help="where to write the picture")
     sub.add_parser("methods", help="list the explanation methods with their parameters and papers")
     p_ex = sub.add_parser("explain", help="explain a batch stored as .npy; writes the relevance as .npy")
-    p_ex.add_argument("model", help="path to a .onnx file")
+    p_ex.add_argument("model", help="path to a .onnx file, or a fitted explainer (.oxp, from `onnxplain fit`)")
     p_ex.add_argument("input", help=".npy file with a batch for the model's (single) input")
-    p_ex.add_argument("--method", required=True, help="a method name (see `onnxplain methods`)")
+    p_ex.add_argument("--method", default=None, help="a method name (see `onnxplain methods`); not with a .oxp")
     p_ex.add_argument("--param", action="append", default=[], metavar="K=V",
                       help="a method parameter, e.g. --param epsilon=0.01 (repeatable)")
     p_ex.add_argument("--target", default=None, help="output index to explain (default: argmax per sample)")
     p_ex.add_argument("--out", required=True, help="output .npy for the relevance (same shape as the input)")
     p_ex.add_argument("--png", default=None, help="also write heatmaps of the first 16 samples as a PNG")
     p_ex.add_argument("--keep-softmax", action="store_true", help="do not strip a final softmax")
+    p_fit = sub.add_parser("fit", help="fit PatternNet/PatternAttribution on data (.npy), report rho, save a .oxp")
+    p_fit.add_argument("model", help="path to a .onnx file")
+    p_fit.add_argument("data", help=".npy file with samples for the model's (single) input")
+    p_fit.add_argument("--out", required=True, help="where to write the fitted explainer (.oxp)")
+    p_fit.add_argument("--method", default="pattern.attribution", choices=["pattern.attribution", "pattern.net"])
+    p_fit.add_argument("--estimator", default="relu", choices=["relu", "linear", "filter"])
+    p_fit.add_argument("--batch-size", type=int, default=64)
+    p_fit.add_argument("--holdout", type=float, default=0.2,
+                       help="share of the samples rho is measured on (0: no rho); they are fitted afterwards")
+    p_fit.add_argument("--keep-softmax", action="store_true", help="do not strip a final softmax")
     args = parser.parse_args(argv)
     if args.command == "inspect":
         return inspect(args.model, strip_softmax=not args.keep_softmax)
@@ -145,6 +210,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "explain":
         return explain_cmd(args)
+    if args.command == "fit":
+        return fit_cmd(args)
     return 1
 
 
