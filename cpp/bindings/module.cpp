@@ -338,7 +338,7 @@ PYBIND11_MODULE(_core, m) {
       .def("set_saved_patterns",
            [](methods::Explainer& ex, const patterns::SavedExplainer& s) {
              if (s.has_statistics) ex.set_statistics(s.statistics);
-             ex.set_patterns(s.patterns);
+             if (!s.patterns.empty()) ex.set_patterns(s.patterns);
            })
       .def(
           "save_bytes",
@@ -356,7 +356,8 @@ PYBIND11_MODULE(_core, m) {
               const patterns::Statistics* st = ex.statistics();
               s.has_statistics = with_statistics && st;
               if (s.has_statistics) s.statistics = *st;
-              if (ex.family() == "pattern") s.patterns = ex.patterns(threads);
+              // An explainer not fitted yet is saved (or pickled) without patterns.
+              if (ex.family() == "pattern" && (!ex.learns() || st)) s.patterns = ex.patterns(threads);
               out = patterns::write_oxp(s);
             }
             return py::bytes(out);

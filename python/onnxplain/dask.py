@@ -74,8 +74,6 @@ def _cached_explainer(token: str, payload: bytes) -> Explainer:
 def _fit_block(shipped: tuple[str, bytes], block: Any, batch_size: int, threads: int | None) -> Any:
     """Fits a fresh explainer on one block; returns its statistics (``None`` for an empty block)."""
     template = _cached_explainer(*shipped)
-    if threads is not None:
-        template.model.threads = threads
     n = _rows(block)
     if n == 0:
         return None
@@ -83,9 +81,9 @@ def _fit_block(shipped: tuple[str, bytes], block: Any, batch_size: int, threads:
     ex = type(template)(template.model, template.method, **template.params)
     if isinstance(block, Mapping):
         for start in range(0, n, batch_size):
-            ex.partial_fit({k: v[start:start + batch_size] for k, v in block.items()})
+            ex.partial_fit({k: v[start:start + batch_size] for k, v in block.items()}, threads=threads)
     else:
-        ex.fit(block, batch_size=batch_size, progress=False)
+        ex.fit(block, batch_size=batch_size, progress=False, threads=threads)
     return ex.statistics
 
 
@@ -228,7 +226,8 @@ def fit(explainer: Explainer, array: Any, *, batch_size: int = 64, client: Any =
     Returns
     -------
     Explainer
-        ``explainer`` itself, with ``explainer.statistics`` set.
+        ``explainer`` itself, with ``explainer.statistics`` set (unchanged for a method that learns
+        nothing, as :meth:`Explainer.fit`).
     """
     if not isinstance(explainer, Explainer):
         raise TypeError(f"fit takes an onnxplain Explainer, got {type(explainer).__name__}")
@@ -237,6 +236,8 @@ def fit(explainer: Explainer, array: Any, *, batch_size: int = 64, client: Any =
     if isinstance(split_every, bool) or not isinstance(split_every, (int, np.integer)) or split_every < 2:
         raise ValueError(f"split_every must be an int >= 2, got {split_every!r}")
     blocks, rows = _input_blocks(explainer, array)
+    if not explainer.learns:  # as Explainer.fit: methods that learn nothing return at once
+        return explainer
     if rows == 0:
         raise ValueError("the dask array holds no samples to fit on")
     # Ship a copy without statistics: each task's statistics then hold its own block alone.

@@ -172,10 +172,11 @@ class Explainer:
             return self
         if data is None:
             raise ValueError(f"{self.method} learns its patterns from data: fit(data) needs samples")
-        if type(data).__module__.startswith("dask"):
+        if _is_dask(data):
+            # Each block is fitted on a worker and the statistics are merged here; no progress bar.
             from .dask import fit as dask_fit
 
-            return dask_fit(self, data, batch_size=batch_size)
+            return dask_fit(self, data, batch_size=batch_size, threads=threads)
         if int(batch_size) < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         from ._fit import iter_batches, progress_reporter
@@ -247,8 +248,12 @@ class Explainer:
         os.replace(tmp, os.fspath(path))
 
     def __reduce__(self) -> tuple[Any, ...]:
-        stats = self.statistics
-        return (_rebuild_explainer, (self.model, self.method, self.params, None if stats is None else stats.to_bytes()))
+        if self.info.family == "pattern":
+            # The .oxp bytes: the model once, the fitted patterns (not recomputed on the other
+            # side) and the statistics.
+            return (_explainer_from_oxp, (self._ex.save_bytes(self.model.to_bytes(), True, self.model.threads),
+                                          self.model.threads))
+        return (_rebuild_explainer, (self.model, self.method, self.params, None))
 
     def _targets(self, target: TargetLike, n: int) -> list[int]:
         if target is None:
@@ -374,6 +379,16 @@ class PatternStatistics:
     def __repr__(self) -> str:
         rows = [self._s.layer(n)["rows"] for n in self._s.nodes]
         return f"<PatternStatistics layers={len(rows)} rows={int(rows[0]) if rows else 0}>"
+
+
+def _is_dask(data: Any) -> bool:
+    if isinstance(data, Mapping):
+        return any(type(v).__module__.startswith("dask") for v in data.values())
+    return type(data).__module__.startswith("dask")
+
+
+def _explainer_from_oxp(data: bytes, threads: int) -> Explainer:
+    return load_explainer(data, threads=threads)
 
 
 def _rebuild_explainer(model: Model, method: str, params: dict[str, Any], stats: bytes | None) -> Explainer:

@@ -1,6 +1,8 @@
 #include "patterns/patterns.hpp"
 
 #include <cmath>
+#include <algorithm>
+#include <cstring>
 
 #include "kernels/parallel.hpp"
 #include "onnxplain/errors.hpp"
@@ -18,7 +20,6 @@ struct Layout {
     }
     M = s[static_cast<std::size_t>(axis)];
   }
-  int64_t at(int64_t j, int64_t d) const { return ((d / inner) * M + j) * inner + d % inner; }
 };
 
 }  // namespace
@@ -78,53 +79,91 @@ std::vector<LayerPattern> compute_patterns(const runtime::Model& m, const Statis
     const bool two = e == Estimator::Relu;
     Tensor ap(DType::Float32, w.shape()), an;
     if (two) an = Tensor(DType::Float32, w.shape());
-    const float* pw = w.f32();
     const int64_t Mg = s ? M / s->groups : M;
-    int64_t zero_den = 0, never_fired = 0, never_inactive = 0;
-    std::vector<double> cov(static_cast<std::size_t>(D));
-    // One neuron at a time: a pattern is O(D) work; layers have few enough neurons that the
-    // loop is cheap next to the fit, and serial keeps the counts simple.
-    (void)threads;
+    // Neuron-major copies (row j = neuron j's D entries) so that every neuron is one contiguous
+    // row; neurons are independent and split over threads.
+    std::vector<float> wn(static_cast<std::size_t>(M * D)), apn(static_cast<std::size_t>(M * D)),
+        ann(two ? static_cast<std::size_t>(M * D) : 0);
+    const float* pw = w.f32();
+    for (int64_t o = 0; o < L.outer; ++o)
+      for (int64_t j = 0; j < M; ++j)
+        std::memcpy(wn.data() + j * D + o * L.inner, pw + (o * M + j) * L.inner, sizeof(float) * static_cast<std::size_t>(L.inner));
+    std::vector<int64_t> zero_den(static_cast<std::size_t>(M), 0);
+    kernels::parallel_for(
+        M, threads,
+        [&](int64_t jb, int64_t je) {
+          std::vector<double> cov(static_cast<std::size_t>(D));
+          for (int64_t j = jb; j < je; ++j) {
+            const float* wj = wn.data() + j * D;
+            // a = cov / (w·cov), a zero denominator replaced by 1; returns whether it was zero.
+            auto finish = [&](float* dst) {
+              double den = 0;
+              for (int64_t d = 0; d < D; ++d) den += static_cast<double>(wj[d]) * cov[static_cast<std::size_t>(d)];
+              const bool zero = den == 0.0;
+              if (zero) den = 1.0;
+              for (int64_t d = 0; d < D; ++d) dst[d] = static_cast<float>(cov[static_cast<std::size_t>(d)] / den);
+              return zero;
+            };
+            float* aj = apn.data() + j * D;
+            auto& zd = zero_den[static_cast<std::size_t>(j)];
+            if (e == Estimator::Filter) {
+              for (int64_t d = 0; d < D; ++d) cov[static_cast<std::size_t>(d)] = wj[d];
+              zd += finish(aj);
+              continue;
+            }
+            const double rows = s->rows;
+            const double ey = rows > 0 ? s->sum_y[static_cast<std::size_t>(j)] / rows : 0.0;
+            const double* sx = s->sum_x.data() + (j / Mg) * D;
+            const double* sxp = s->sum_x_pos.data() + j * D;
+            const double* sxy = s->sum_xy.data() + j * D;
+            const double* sxyp = s->sum_xy_pos.data() + j * D;
+            if (e == Estimator::Linear) {
+              const double c = rows > 0 ? rows : 1.0;
+              for (int64_t d = 0; d < D; ++d) cov[static_cast<std::size_t>(d)] = sxy[d] / c - (sx[d] / c) * ey;
+              zd += finish(aj);
+              continue;
+            }
+            // A component with no rows gets a = 0 (iNNvestigate's x/0 -> x/1 on sums that are 0);
+            // set, not computed: the inactive sums are differences (all - active) whose rounding
+            // would otherwise be divided by an equally tiny w·cov.
+            const double cp = s->count_pos[static_cast<std::size_t>(j)], cn = rows - cp;
+            if (cp > 0) {
+              for (int64_t d = 0; d < D; ++d) cov[static_cast<std::size_t>(d)] = sxyp[d] / cp - (sxp[d] / cp) * ey;
+              zd += finish(aj);
+            } else {
+              std::fill(aj, aj + D, 0.f);
+            }
+            float* anj = ann.data() + j * D;
+            if (cn > 0) {
+              for (int64_t d = 0; d < D; ++d)
+                cov[static_cast<std::size_t>(d)] = (sxy[d] - sxyp[d]) / cn - ((sx[d] - sxp[d]) / cn) * ey;
+              zd += finish(anj);
+            } else {
+              std::fill(anj, anj + D, 0.f);
+            }
+          }
+        },
+        std::max<int64_t>(1, (1 << 15) / std::max<int64_t>(1, D)));
+    auto back = [&](const std::vector<float>& src, Tensor& dst) {
+      float* q = dst.f32();
+      for (int64_t o = 0; o < L.outer; ++o)
+        for (int64_t j = 0; j < M; ++j)
+          std::memcpy(q + (o * M + j) * L.inner, src.data() + j * D + o * L.inner, sizeof(float) * static_cast<std::size_t>(L.inner));
+    };
+    back(apn, ap);
+    if (two) back(ann, an);
+    int64_t never_fired = 0, never_inactive = 0, zd_total = 0;
     for (int64_t j = 0; j < M; ++j) {
-      auto finish = [&](float* dst, bool zero_counted) {
-        double den = 0;
-        for (int64_t d = 0; d < D; ++d) den += static_cast<double>(pw[L.at(j, d)]) * cov[static_cast<std::size_t>(d)];
-        if (den == 0.0) {
-          den = 1.0;
-          if (zero_counted) ++zero_den;
-        }
-        for (int64_t d = 0; d < D; ++d) dst[L.at(j, d)] = static_cast<float>(cov[static_cast<std::size_t>(d)] / den);
-      };
-      if (e == Estimator::Filter) {
-        for (int64_t d = 0; d < D; ++d) cov[static_cast<std::size_t>(d)] = pw[L.at(j, d)];
-        finish(ap.f32(), true);
-        continue;
+      zd_total += zero_den[static_cast<std::size_t>(j)];
+      if (two) {
+        const double cp = s->count_pos[static_cast<std::size_t>(j)];
+        never_fired += cp == 0;
+        never_inactive += cp == s->rows;
       }
-      const double rows = s->rows;
-      const double ey = rows > 0 ? s->sum_y[static_cast<std::size_t>(j)] / rows : 0.0;
-      const double* sx = s->sum_x.data() + (j / Mg) * D;
-      const double* sxp = s->sum_x_pos.data() + j * D;
-      const double* sxy = s->sum_xy.data() + j * D;
-      const double* sxyp = s->sum_xy_pos.data() + j * D;
-      if (e == Estimator::Linear) {
-        const double c = rows > 0 ? rows : 1.0;
-        for (int64_t d = 0; d < D; ++d) cov[static_cast<std::size_t>(d)] = sxy[d] / c - (sx[d] / c) * ey;
-        finish(ap.f32(), true);
-        continue;
-      }
-      const double cp = s->count_pos[static_cast<std::size_t>(j)], cn = rows - cp;
-      if (cp == 0) ++never_fired;
-      if (cn == 0) ++never_inactive;
-      const double dp = cp > 0 ? cp : 1.0, dn = cn > 0 ? cn : 1.0;
-      for (int64_t d = 0; d < D; ++d) cov[static_cast<std::size_t>(d)] = sxyp[d] / dp - (sxp[d] / dp) * ey;
-      finish(ap.f32(), cp > 0);
-      for (int64_t d = 0; d < D; ++d)
-        cov[static_cast<std::size_t>(d)] = (sxy[d] - sxyp[d]) / dn - ((sx[d] - sxp[d]) / dn) * ey;
-      finish(an.f32(), cn > 0);
     }
+    p.zero_denominator = zd_total;
     p.a_pos = ap.frozen();
     if (two) p.a_neg = an.frozen();
-    p.zero_denominator = zero_den;
     p.never_fired = never_fired;
     p.never_inactive = never_inactive;
     out.push_back(std::move(p));
