@@ -474,6 +474,29 @@ void conv_backward(const ConvShape& s, const float* x, const float* w, const flo
         grain_for(N * P));
   }
   if (N == 0 || M == 0 || P == 0 || CgK == 0) return;
+  if (dw && !dx && threads > 1 && N >= threads) {
+    // dW alone (the pattern statistics): images split over threads as in the forward, each thread
+    // summing its images into its own dW with single-threaded products, the partial sums added at
+    // the end. Per-tile regions (im2col, then a split product) left threads waiting at every tile.
+    const int64_t wsize = M * CgK, per_in = C * IN, per_out = M * P;
+    std::vector<float> part(static_cast<std::size_t>((threads - 1) * wsize));
+    per_thread_images(s, threads, [&](const ConvShape& sub, int64_t b) {
+      // The range's own index (not omp_get_thread_num(): a smaller team runs several ranges on one
+      // thread, and each range overwrites its dW); b = N * t / threads is strictly increasing in t.
+      int t = 0;
+      while (N * t / threads != b) ++t;
+      float* dst = t == 0 ? dw : part.data() + (t - 1) * wsize;
+      float* buf = thread_scratch(static_cast<std::size_t>(conv_backward_scratch_floats(sub)), ScratchSlot::ConvWorker);
+      conv_backward(sub, x + b * per_in, w, dy + b * per_out, nullptr, dst, nullptr, buf, 1);
+    });
+    parallel_for(wsize, threads, [&](int64_t b, int64_t e) {
+      for (int t = 1; t < threads; ++t) {
+        const float* q = part.data() + (t - 1) * wsize;
+        for (int64_t i = b; i < e; ++i) dw[i] += q[i];
+      }
+    });
+    return;
+  }
   if (dx && is_depthwise(s)) {
     depthwise_backward_input(s, w, dy, dx, threads);
     dx = nullptr;
@@ -500,6 +523,35 @@ void conv_backward(const ConvShape& s, const float* x, const float* w, const flo
         sgemm(true, false, CgK, ld, Mg, 1.f, w + g * Mg * CgK, CgK, packed, ld, 0.f, col, ld);
         for (int64_t i = 0; i < k; ++i)
           col2im_rows_add(col + i * P, Cg, win, 0, rows, ld, dx + ((n0 + i) * C + g * Cg) * IN, threads);
+      }
+    }
+    return;
+  }
+  if (dw && !dx && N > 1 && P < kPackNarrow) {
+    // dW alone on a small map (ResNet's 7x7 and 14x14 stages, the pattern statistics' stacked
+    // weight gradients): per image the product's depth is only P, and dW itself, read and
+    // written by every product, outweighs the multiply; several images' columns side by side
+    // make one product of depth nb·P.
+    const int64_t nb = std::min(N, std::max<int64_t>(2, 4 * kColTile / std::max<int64_t>(1, CgK * P)));
+    std::vector<float> buf(static_cast<std::size_t>((CgK + Mg) * nb * P));
+    float* col = buf.data();
+    float* packed = col + CgK * nb * P;
+    for (int64_t n0 = 0; n0 < N; n0 += nb) {
+      const int64_t k = std::min(nb, N - n0), ld = k * P;
+      for (int64_t g = 0; g < G; ++g) {
+        for (int64_t i = 0; i < k; ++i)
+          im2col_rows(x + ((n0 + i) * C + g * Cg) * IN, Cg, win, 0, rows, col + i * P, ld, threads);
+        parallel_for(
+            k * Mg, threads,
+            [&](int64_t rb, int64_t re) {
+              for (int64_t r = rb; r < re; ++r) {
+                const int64_t i = r / Mg, m = r % Mg;
+                std::memcpy(packed + m * ld + i * P, dy + ((n0 + i) * M + g * Mg + m) * P,
+                            sizeof(float) * static_cast<std::size_t>(P));
+              }
+            },
+            grain_for(P));
+        sgemm(false, true, Mg, CgK, ld, 1.f, packed, ld, col, ld, 1.f, dw + g * Mg * CgK, CgK);
       }
     }
     return;
