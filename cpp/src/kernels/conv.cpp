@@ -19,6 +19,8 @@ constexpr int64_t kColTile = int64_t{1} << 19;
 // Pointwise convs read the input directly; several images are packed into one GEMM (a copy) only
 // when one image's GEMM is this narrow.
 constexpr int64_t kPackNarrow = 256;
+// Positions per product of a weight gradient computed alone (conv_backward with dW only).
+constexpr int64_t kDwDepth = 2048;
 
 int64_t grain_for(int64_t work_per_item) {
   return std::max<int64_t>(1, kParallelGrain / std::max<int64_t>(1, work_per_item));
@@ -479,19 +481,20 @@ void conv_backward(const ConvShape& s, const float* x, const float* w, const flo
     // summing its images into its own dW with single-threaded products, the partial sums added at
     // the end. Per-tile regions (im2col, then a split product) left threads waiting at every tile.
     const int64_t wsize = M * CgK, per_in = C * IN, per_out = M * P;
-    std::vector<float> part(static_cast<std::size_t>((threads - 1) * wsize));
+    // Kept across calls: a fresh buffer of this size cost a page fault per 4 KiB on every batch.
+    float* part = thread_scratch(static_cast<std::size_t>((threads - 1) * wsize), ScratchSlot::Partial);
     per_thread_images(s, threads, [&](const ConvShape& sub, int64_t b) {
       // The range's own index (not omp_get_thread_num(): a smaller team runs several ranges on one
       // thread, and each range overwrites its dW); b = N * t / threads is strictly increasing in t.
       int t = 0;
       while (N * t / threads != b) ++t;
-      float* dst = t == 0 ? dw : part.data() + (t - 1) * wsize;
+      float* dst = t == 0 ? dw : part + (t - 1) * wsize;
       float* buf = thread_scratch(static_cast<std::size_t>(conv_backward_scratch_floats(sub)), ScratchSlot::ConvWorker);
       conv_backward(sub, x + b * per_in, w, dy + b * per_out, nullptr, dst, nullptr, buf, 1);
     });
     parallel_for(wsize, threads, [&](int64_t b, int64_t e) {
       for (int t = 1; t < threads; ++t) {
-        const float* q = part.data() + (t - 1) * wsize;
+        const float* q = part + (t - 1) * wsize;
         for (int64_t i = b; i < e; ++i) dw[i] += q[i];
       }
     });
@@ -532,9 +535,9 @@ void conv_backward(const ConvShape& s, const float* x, const float* w, const flo
     // weight gradients): per image the product's depth is only P, and dW itself, read and
     // written by every product, outweighs the multiply; several images' columns side by side
     // make one product of depth nb·P.
-    const int64_t nb = std::min(N, std::max<int64_t>(2, 4 * kColTile / std::max<int64_t>(1, CgK * P)));
-    std::vector<float> buf(static_cast<std::size_t>((CgK + Mg) * nb * P));
-    float* col = buf.data();
+    const int64_t nb = std::min(
+        N, std::max<int64_t>({2, (kDwDepth + P - 1) / P, 4 * kColTile / std::max<int64_t>(1, CgK * P)}));
+    float* col = thread_scratch(static_cast<std::size_t>((CgK + Mg) * nb * P), ScratchSlot::Pack);
     float* packed = col + CgK * nb * P;
     for (int64_t n0 = 0; n0 < N; n0 += nb) {
       const int64_t k = std::min(nb, N - n0), ld = k * P;
@@ -556,7 +559,14 @@ void conv_backward(const ConvShape& s, const float* x, const float* w, const flo
     }
     return;
   }
-  const int64_t tile = backward_rows_per_tile(s);
+  int64_t tile = backward_rows_per_tile(s);
+  float* wcol = scratch;
+  if (dw && !dx && !pw) {
+    // dW alone: products of depth >= kDwDepth positions, so that dW, read and written by every
+    // product, is amortised over more of them (at 224 columns per tile it was half the time).
+    tile = std::min(rows, std::max(tile, (kDwDepth + out2 - 1) / out2));
+    wcol = thread_scratch(static_cast<std::size_t>(CgK * tile * out2), ScratchSlot::Pack);
+  }
   for (int64_t n = 0; n < N; ++n)
     for (int64_t g = 0; g < G; ++g) {
       const float* dyg = dy + (n * M + g * Mg) * P;
@@ -577,8 +587,8 @@ void conv_backward(const ConvShape& s, const float* x, const float* w, const flo
           col2im_rows_add(scratch, Cg, win, r0, r1, cols, dxg, threads);
         }
         if (dwg) {
-          im2col_rows(xg, Cg, win, r0, r1, scratch, cols, threads);
-          sgemm(false, true, Mg, CgK, cols, 1.f, dyg + r0 * out2, P, scratch, cols, 1.f, dwg, CgK);
+          im2col_rows(xg, Cg, win, r0, r1, wcol, cols, threads);
+          sgemm(false, true, Mg, CgK, cols, 1.f, dyg + r0 * out2, P, wcol, cols, 1.f, dwg, CgK);
         }
       }
     }

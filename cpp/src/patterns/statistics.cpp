@@ -373,7 +373,9 @@ void Collector::layer(std::size_t idx, const std::vector<const Tensor*>& ins, co
     wst[0] = S;
     const Tensor wstack = Tensor::zeros(DType::Float32, wst);
     const int64_t per_x = outer ? x.numel() / outer : 0;
-    const int64_t chunk = std::max<int64_t>(1, std::min<int64_t>(outer, (int64_t{16} << 20) / std::max<int64_t>(1, S * inner)));
+    // At least one sample per thread, so that the weight gradient splits samples over threads.
+    const int64_t chunk = std::max<int64_t>(
+        threads, std::min<int64_t>(outer, (int64_t{16} << 20) / std::max<int64_t>(1, S * inner)));
     for (int64_t o0 = 0; o0 < outer; o0 += chunk) {
       const int64_t k = std::min(chunk, outer - o0);
       Shape xsh = x.shape();
