@@ -319,11 +319,11 @@ class Explainer:
         fx = np.asarray(res["target_values"], np.float64)
         if fam in ("lrp", "deep_taylor"):
             delta = total - fx
-        elif self.method == "integrated_gradients":
+        elif self.method == "integrated_gradients" or fam == "deeplift":
             delta = total - (fx - np.asarray(res["reference_values"], np.float64))
         else:
-            raise ValueError(f"return_delta: {self.method} promises no sum (only LRP, Deep Taylor and integrated "
-                             "gradients do)")
+            raise ValueError(f"return_delta: {self.method} promises no sum (only LRP, Deep Taylor, DeepLIFT and "
+                             "integrated gradients do)")
         return out, delta
 
 

@@ -23,6 +23,7 @@ const char* kBach = "Bach et al. 2015, On pixel-wise explanations by layer-wise 
 const char* kMontavon19 = "Montavon et al. 2019, Layer-wise relevance propagation: an overview";
 const char* kMontavon17 = "Montavon et al. 2017, Explaining nonlinear classification decisions with deep Taylor decomposition";
 const char* kKindermans = "Kindermans et al. 2018, Learning how to explain neural networks: PatternNet and PatternAttribution";
+const char* kShrikumar = "Shrikumar et al. 2017, Learning important features through propagating activation differences";
 const char* kLapuschkin = "Kohlbrenner et al. 2020, Towards best practice in explaining neural network decisions with LRP";
 
 std::vector<MethodInfo> build_infos() {
@@ -81,6 +82,11 @@ std::vector<MethodInfo> build_infos() {
        kMontavon17, {stab}},
       {"deep_taylor.bounded", "deep_taylor", "Deep Taylor: z^B on the first linear op (bounded input), z+ elsewhere",
        kMontavon17, {low, high, stab}},
+      {"deeplift.rescale", "deeplift",
+       "DeepLIFT, Rescale rule: contributions m * (x - reference) summing to f(x) - f(reference)", kShrikumar,
+       {{"reference", "None",
+         "None (zeros), a scalar, an array shaped like one sample or like x, or K references (K, *sample) "
+         "whose contributions are averaged (DeepSHAP)"}}},
       {"pattern.net", "pattern",
        "PatternNet: the signal, backpropagated with each linear op's weight replaced by its pattern A (fit first)",
        kKindermans,
@@ -723,6 +729,7 @@ Explanation Explainer::explain(const std::vector<Tensor>& inputs, const std::vec
     ex.relevance = std::move(acc);
     return ex;
   }
+  if (family_ == "deeplift") return explain_deeplift(inputs, targets, threads, progress);
   if (family_ == "pattern") prepare(threads);
   Explanation ex = sweep(inputs, targets, threads, relevance || family_ == "pattern");
   if (method_ == "input_t_gradient")

@@ -117,6 +117,10 @@ class Explainer {
   /// explained for `targets` (per sample); acc[i] += weights[c] * relevance of copy c.
   void accumulate_copies(const std::vector<Tensor>& batch, const std::vector<int64_t>& targets,
                          const std::vector<float>& weights, std::vector<Tensor>& acc, int threads) const;
+  /// DeepLIFT (methods/deeplift.cpp): inputs and references stacked in one forward pass, one
+  /// sweep of multipliers, contributions averaged over the references.
+  Explanation explain_deeplift(const std::vector<Tensor>& inputs, const std::vector<int64_t>& targets, int threads,
+                               const Progress& progress) const;
   /// Forward, targets (argmax where not given) and f_t(x); then, when `reverse`, the sweep from
   /// the one-hot (times f_t(x) when `scale_by_output`) start.
   Explanation sweep(const std::vector<Tensor>& inputs, const std::vector<int64_t>& targets, int threads,

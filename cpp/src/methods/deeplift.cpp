@@ -1,0 +1,190 @@
+// The DeepLIFT driver (Shrikumar et al. 2017): references, the stacked forward pass, the sweep of
+// multipliers with the DeepLIFT rules (rules/deeplift.hpp), contributions and their average over
+// several references (DeepSHAP's expected contributions, Lundberg & Lee 2017).
+#include <algorithm>
+#include <cstring>
+
+#include "methods/methods.hpp"
+#include "rules/deeplift.hpp"
+#include "runtime/reverse.hpp"
+
+namespace onnxplain::methods {
+namespace {
+
+using ops::OpKind;
+
+// Stacked passes hold this many samples (inputs and references together) at most.
+constexpr int64_t kStackBatch = 16;
+
+/// The references for input x: [K, *sample] with `per_sample` when there is one per sample (K = N).
+struct References {
+  Tensor refs;
+  bool per_sample = false;
+};
+
+References references_for(const Tensor& x, const Params& p) {
+  const int64_t n = x.rank() ? x.dim(0) : 1;
+  const Shape sample(x.shape().begin() + (x.rank() ? 1 : 0), x.shape().end());
+  int64_t m = 1;
+  for (int64_t d : sample) m *= d;
+  References r;
+  auto it = p.arrays.find("reference");
+  const auto num = p.numbers.find("reference");
+  Shape one = sample;
+  one.insert(one.begin(), 1);
+  if (it == p.arrays.end()) {
+    r.refs = Tensor::zeros(DType::Float32, one);
+    if (num != p.numbers.end()) std::fill(r.refs.f32(), r.refs.f32() + m, static_cast<float>(num->second));
+    return r;
+  }
+  const Tensor& a = it->second;
+  if (a.numel() == 1) {
+    r.refs = Tensor::zeros(DType::Float32, one);
+    std::fill(r.refs.f32(), r.refs.f32() + m, a.f32()[0]);
+  } else if (a.shape() == sample) {
+    r.refs = a.reshaped(one);
+  } else if (a.shape() == x.shape()) {
+    r.refs = a;
+    r.per_sample = true;
+  } else if (a.rank() == x.rank() && a.rank() >= 1 && Shape(a.shape().begin() + 1, a.shape().end()) == sample &&
+             a.dim(0) >= 1) {
+    r.refs = a;  // K references for every sample, averaged
+  } else {
+    throw InvalidArgument("reference has shape " + shape_str(a.shape()) + "; give None (zeros), a scalar, an array "
+                          "shaped like one sample " + shape_str(sample) + ", like x " + shape_str(x.shape()) +
+                          " (one reference per sample), or K references shaped (K, " +
+                          shape_str(sample).substr(1) + " whose contributions are averaged");
+  }
+  (void)n;
+  return r;
+}
+
+}  // namespace
+
+Explanation Explainer::explain_deeplift(const std::vector<Tensor>& inputs, const std::vector<int64_t>& targets_in,
+                                        int threads, const Progress& progress) const {
+  const runtime::Model& mdl = *model_;
+  const Graph& g = mdl.graph();
+  if (inputs.empty() || inputs[0].rank() < 1) throw InvalidArgument("DeepLIFT needs inputs with a batch axis");
+  const int64_t n = inputs[0].dim(0);
+  for (const auto& x : inputs)
+    if (x.rank() < 1 || x.dim(0) != n) throw InvalidArgument("DeepLIFT needs every input with the same batch size");
+  if (params_.arrays.count("reference") && inputs.size() > 1)
+    throw InvalidArgument("reference: a model with several inputs takes zeros as its references only");
+  std::vector<References> refs;
+  for (const auto& x : inputs) refs.push_back(references_for(x, params_));
+  const int64_t K = refs[0].per_sample ? 1 : refs[0].refs.dim(0);
+
+  Explanation ex;
+  ex.start = "one-hot";
+  // Targets from f(x) where not given.
+  {
+    const Tensor y = mdl.run(inputs, threads).at(0);
+    if (y.dtype() != DType::Float32 || y.rank() < 1 || y.dim(0) != n)
+      throw InvalidArgument("the first output has shape " + shape_str(y.shape()) + "; explanations need a batch axis");
+    const int64_t k = n ? y.numel() / n : 0;
+    ex.targets = targets_in;
+    if (ex.targets.empty())
+      for (int64_t b = 0; b < n; ++b) {
+        const float* row = y.f32() + b * k;
+        ex.targets.push_back(static_cast<int64_t>(std::max_element(row, row + k) - row));
+      }
+    if (static_cast<int64_t>(ex.targets.size()) != n)
+      throw InvalidArgument(std::to_string(ex.targets.size()) + " targets for a batch of " + std::to_string(n));
+    for (int64_t b = 0; b < n; ++b) {
+      const int64_t t = ex.targets[static_cast<std::size_t>(b)];
+      if (t < 0 || t >= k)
+        throw InvalidArgument("target " + std::to_string(t) + " is out of range: the output has " + std::to_string(k) +
+                              " values per sample");
+      ex.target_values.push_back(y.f32()[b * k + t]);
+    }
+  }
+  ex.reference_values.assign(static_cast<std::size_t>(n), 0.f);
+  std::vector<Tensor> acc;
+  for (const auto& x : inputs) acc.push_back(Tensor::zeros(DType::Float32, x.shape()));
+  if (n == 0) {
+    ex.relevance = std::move(acc);
+    return ex;
+  }
+
+  // (sample, reference) pairs in stacked passes: [x_b for each pair; ref for each pair].
+  const int64_t pairs = n * K;
+  const int64_t chunk = std::max<int64_t>(1, std::min<int64_t>(pairs, kStackBatch / 2));
+  std::vector<double> fref(static_cast<std::size_t>(n), 0.0);
+  for (int64_t p0 = 0; p0 < pairs; p0 += chunk) {
+    const int64_t c = std::min(chunk, pairs - p0), B = 2 * c;
+    std::vector<Tensor> stacked;
+    for (std::size_t i = 0; i < inputs.size(); ++i) {
+      const Tensor& x = inputs[i];
+      const int64_t m = x.numel() / n;
+      Shape s = x.shape();
+      s[0] = B;
+      Tensor t(DType::Float32, s);
+      float* q = t.f32();
+      for (int64_t j = 0; j < c; ++j) {
+        const int64_t pair = p0 + j, b = pair % n, k = pair / n;
+        std::memcpy(q + j * m, x.f32() + b * m, sizeof(float) * static_cast<std::size_t>(m));
+        const float* r = refs[i].refs.f32() + (refs[i].per_sample ? b : k) * m;
+        std::memcpy(q + (c + j) * m, r, sizeof(float) * static_cast<std::size_t>(m));
+      }
+      stacked.push_back(t);
+    }
+    std::vector<Tensor> values;
+    std::vector<Tensor> outs = mdl.run(stacked, threads, &values);
+    const Tensor& y = outs.at(0);
+    const int64_t k = y.numel() / B;
+    Tensor start = Tensor::zeros(DType::Float32, y.shape());
+    for (int64_t j = 0; j < c; ++j) {
+      const int64_t b = (p0 + j) % n, t = ex.targets[static_cast<std::size_t>(b)];
+      start.f32()[j * k + t] = 1.f;
+      fref[static_cast<std::size_t>(b)] += y.f32()[(c + j) * k + t];
+    }
+    // Rules for this stacked batch size.
+    const rules::RulePtr rescale = rules::deeplift_rescale_rule(B), maxpool = rules::deeplift_maxpool_rule(B);
+    const rules::RulePtr softmax = rules::refuse_rule(
+        "DeepLIFT has no rule for a softmax inside the model; load it with strip_softmax=True (the default) so that "
+        "explanations start from the logits");
+    const rules::RulePtr product = rules::refuse_rule(
+        "DeepLIFT (Rescale) has no rule for a product of two activations, so contributions would not sum to the "
+        "difference of the outputs; explain a model without it, or use integrated_gradients");
+    const rules::GradientRule grad;
+    std::vector<rules::RulePtr> rule(g.nodes.size());
+    for (std::size_t i = 0; i < g.nodes.size(); ++i) {
+      switch (g.nodes[i].op->kind()) {
+        case OpKind::Activation: rule[i] = rescale; break;
+        case OpKind::MaxPool: rule[i] = maxpool; break;
+        case OpKind::Softmax: rule[i] = softmax; break;
+        case OpKind::Product: rule[i] = product; break;
+        default: break;
+      }
+    }
+    std::vector<Tensor> starts(g.outputs.size());
+    starts[0] = start;
+    const std::vector<Tensor> mult = runtime::reverse_sweep(
+        mdl, values, starts,
+        [&](std::size_t i) -> const rules::Rule& { return rule[i] ? *rule[i] : static_cast<const rules::Rule&>(grad); },
+        threads);
+    for (std::size_t i = 0; i < inputs.size(); ++i) {
+      const int64_t m = inputs[i].numel() / n;
+      const float* pm = mult[i].f32();
+      const float* pst = stacked[i].f32();
+      float* pa = acc[i].f32();
+      const float w = 1.f / static_cast<float>(K);
+      for (int64_t j = 0; j < c; ++j) {
+        const int64_t b = (p0 + j) % n;
+        const float* mj = pm + j * m;
+        const float* xj = pst + j * m;
+        const float* rj = pst + (c + j) * m;
+        float* aj = pa + b * m;
+        for (int64_t e = 0; e < m; ++e) aj[e] += w * mj[e] * (xj[e] - rj[e]);
+      }
+    }
+    if (progress) progress(p0 + c, pairs);
+  }
+  for (int64_t b = 0; b < n; ++b)
+    ex.reference_values[static_cast<std::size_t>(b)] = static_cast<float>(fref[static_cast<std::size_t>(b)] / static_cast<double>(K));
+  ex.relevance = std::move(acc);
+  return ex;
+}
+
+}  // namespace onnxplain::methods
