@@ -6,6 +6,7 @@
 
 #include "methods/methods.hpp"
 #include "rules/deeplift.hpp"
+#include "rules/linear_node.hpp"
 #include "runtime/reverse.hpp"
 
 namespace onnxplain::methods {
@@ -133,14 +134,38 @@ Explanation Explainer::explain_deeplift(const std::vector<Tensor>& inputs, const
     std::vector<Tensor> outs = mdl.run(stacked, threads, &values);
     const Tensor& y = outs.at(0);
     const int64_t k = y.numel() / B;
+    // Both parts' multipliers start at one-hot (rules/deeplift.hpp: the halves are [M+; M-]).
     Tensor start = Tensor::zeros(DType::Float32, y.shape());
     for (int64_t j = 0; j < c; ++j) {
       const int64_t b = (p0 + j) % n, t = ex.targets[static_cast<std::size_t>(b)];
       start.f32()[j * k + t] = 1.f;
+      start.f32()[(c + j) * k + t] = 1.f;
       fref[static_cast<std::size_t>(b)] += y.f32()[(c + j) * k + t];
     }
-    // Rules for this stacked batch size.
-    const rules::RulePtr rescale = rules::deeplift_rescale_rule(B), maxpool = rules::deeplift_maxpool_rule(B);
+    // Rules for this stacked batch size; RevealCancel's positive parts of the nonlinearities'
+    // inputs from the linear ops that produce them.
+    auto dctx = std::make_shared<rules::DeepLiftContext>();
+    dctx->batch = B;
+    const bool reveal = method_ == "deeplift.reveal_cancel";
+    if (reveal) {
+      ExecContext ectx(threads, mdl.options().winograd);
+      for (std::size_t i = 0; i < g.nodes.size(); ++i) {
+        const Node& nd = g.nodes[i];
+        if (nd.op->kind() != OpKind::Activation || nd.inputs.empty() || nd.inputs[0] < 0) continue;
+        const int p = g.values[static_cast<std::size_t>(nd.inputs[0])].producer;
+        if (p < 0) continue;
+        const Node& pn = g.nodes[static_cast<std::size_t>(p)];
+        if (pn.op->kind() != OpKind::Linear || pn.op->weight_input() < 0) continue;
+        rules::NodeValues nv;
+        nv.node = &pn;
+        nv.op = pn.op.get();
+        for (int in : pn.inputs) nv.in.push_back(in >= 0 ? &values[static_cast<std::size_t>(in)] : nullptr);
+        for (int o : pn.outputs) nv.out.push_back(o >= 0 ? &values[static_cast<std::size_t>(o)] : nullptr);
+        dctx->dz_pos[&nd] = rules::deeplift_positive_part(nv, B, ectx);
+      }
+    }
+    const rules::RulePtr nonlinear = rules::deeplift_nonlinear_rule(dctx), maxpool = rules::deeplift_maxpool_rule(dctx);
+    const rules::RulePtr linear = reveal ? rules::deeplift_linear_rule(dctx) : nullptr;
     const rules::RulePtr softmax = rules::refuse_rule(
         "DeepLIFT has no rule for a softmax inside the model; load it with strip_softmax=True (the default) so that "
         "explanations start from the logits");
@@ -151,7 +176,8 @@ Explanation Explainer::explain_deeplift(const std::vector<Tensor>& inputs, const
     std::vector<rules::RulePtr> rule(g.nodes.size());
     for (std::size_t i = 0; i < g.nodes.size(); ++i) {
       switch (g.nodes[i].op->kind()) {
-        case OpKind::Activation: rule[i] = rescale; break;
+        case OpKind::Activation: rule[i] = nonlinear; break;
+        case OpKind::Linear: rule[i] = linear; break;
         case OpKind::MaxPool: rule[i] = maxpool; break;
         case OpKind::Softmax: rule[i] = softmax; break;
         case OpKind::Product: rule[i] = product; break;

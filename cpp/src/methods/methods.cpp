@@ -87,6 +87,11 @@ std::vector<MethodInfo> build_infos() {
        {{"reference", "None",
          "None (zeros), a scalar, an array shaped like one sample or like x, or K references (K, *sample) "
          "whose contributions are averaged (DeepSHAP)"}}},
+      {"deeplift.reveal_cancel", "deeplift",
+       "DeepLIFT, RevealCancel rule: positive and negative parts of each neuron's input kept apart", kShrikumar,
+       {{"reference", "None",
+         "None (zeros), a scalar, an array shaped like one sample or like x, or K references (K, *sample) "
+         "whose contributions are averaged"}}},
       {"pattern.net", "pattern",
        "PatternNet: the signal, backpropagated with each linear op's weight replaced by its pattern A (fit first)",
        kKindermans,

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 
 #include "kernels/parallel.hpp"
 #include "rules/linear_node.hpp"
@@ -11,13 +12,19 @@ namespace {
 
 constexpr float kNearZero = 1e-10f;
 
-/// Elements of the input half of a stacked tensor (the reference of element i is at i + half).
+/// Elements of one half of a stacked tensor (the reference of element i is at i + half).
 int64_t half_of(const Tensor& t, int64_t batch, const NodeValues& v) {
   if (t.rank() < 1 || t.dim(0) != batch)
     throw ShapeError(v.op->context() + ": DeepLIFT runs inputs and references stacked on axis 0 (batch " +
                      std::to_string(batch) + "), but this node sees shape " + shape_str(t.shape()) +
                      "; models whose values do not keep the batch on axis 0 are not supported");
   return t.numel() / 2;
+}
+
+Shape half_shape(const Tensor& t) {
+  Shape s = t.shape();
+  s[0] /= 2;
+  return s;
 }
 
 /// The op's VJP for the data input 0 only.
@@ -31,10 +38,23 @@ Tensor vjp0(const NodeValues& v, const Tensor& g, ExecContext& ctx) {
   return gin[0];
 }
 
-class RescaleRule final : public Rule {
+bool halves_equal(const Tensor& r) {
+  const int64_t n = r.numel() / 2;
+  return std::memcmp(r.f32(), r.f32() + n, sizeof(float) * static_cast<std::size_t>(n)) == 0;
+}
+
+Tensor clamp_sign(const Tensor& w, bool positive) {
+  Tensor t(DType::Float32, w.shape());
+  const float* p = w.f32();
+  float* q = t.f32();
+  for (int64_t i = 0; i < w.numel(); ++i) q[i] = positive ? std::max(p[i], 0.f) : std::min(p[i], 0.f);
+  return t;
+}
+
+class NonlinearRule final : public Rule {
  public:
-  explicit RescaleRule(int64_t batch) : batch_(batch) {}
-  std::string name() const override { return "deeplift.rescale"; }
+  explicit NonlinearRule(DeepLiftContextPtr c) : c_(std::move(c)) {}
+  std::string name() const override { return "deeplift"; }
   void backward(const NodeValues& v, const std::vector<const Tensor*>& rout, const std::vector<bool>& need,
                 std::vector<Tensor>& rin, ExecContext& ctx) const override {
     if (rin.size() < need.size()) rin.resize(need.size());
@@ -42,33 +62,72 @@ class RescaleRule final : public Rule {
     const Tensor& x = *v.in[0];
     const Tensor& y = *v.out[0];
     if (x.shape() != y.shape())
-      throw ShapeError(v.op->context() + ": the Rescale rule needs an element-wise op (input " + shape_str(x.shape()) +
-                       ", output " + shape_str(y.shape()) + ")");
-    const int64_t n = half_of(x, batch_, v);
-    // The gradient, for the entries whose input barely moved from the reference.
-    Tensor g = vjp0(v, *rout[0], ctx);
+      throw ShapeError(v.op->context() + ": DeepLIFT's nonlinear rules need an element-wise op (input " +
+                       shape_str(x.shape()) + ", output " + shape_str(y.shape()) + ")");
+    const int64_t n = half_of(x, c_->batch, v);
+    // f'(x), for the entries whose input barely moved from the reference.
+    Tensor ones(DType::Float32, y.shape());
+    std::fill(ones.f32(), ones.f32() + ones.numel(), 1.f);
+    const Tensor slope = vjp0(v, ones, ctx);
     const float* px = x.f32();
     const float* py = y.f32();
     const float* pr = rout[0]->f32();
-    float* pg = g.f32();
-    kernels::parallel_for(n, ctx.threads(), [&](int64_t b, int64_t e) {
-      for (int64_t i = b; i < e; ++i) {
-        const float dx = px[i] - px[i + n];
-        if (std::fabs(dx) >= kNearZero) pg[i] = pr[i] * ((py[i] - py[i + n]) / dx);
+    const float* ps = slope.f32();
+    Tensor out(DType::Float32, x.shape());
+    float* q = out.f32();
+    auto it = c_->dz_pos.find(v.node);
+    if (it == c_->dz_pos.end()) {
+      // Rescale: one multiplier Δy/Δx for both parts.
+      kernels::parallel_for(n, ctx.threads(), [&](int64_t b, int64_t e) {
+        for (int64_t i = b; i < e; ++i) {
+          const float dx = px[i] - px[i + n];
+          const float s = std::fabs(dx) >= kNearZero ? (py[i] - py[i + n]) / dx : ps[i];
+          q[i] = pr[i] * s;
+          q[i + n] = pr[i + n] * s;
+        }
+      });
+    } else {
+      // RevealCancel: f at z₀ + Δz+ and z₀ + Δz- in one call on the stacked shape.
+      const float* pp = it->second.f32();
+      if (it->second.numel() != n)
+        throw ShapeError(v.op->context() + ": internal: RevealCancel's positive part has " +
+                         std::to_string(it->second.numel()) + " entries for " + std::to_string(n));
+      Tensor shifted(DType::Float32, x.shape());
+      float* sh = shifted.f32();
+      for (int64_t i = 0; i < n; ++i) {
+        const float dz = px[i] - px[i + n];
+        sh[i] = px[i + n] + pp[i];
+        sh[i + n] = px[i + n] + (dz - pp[i]);
       }
-    });
-    std::fill(pg + n, pg + 2 * n, 0.f);
-    rin[0] = g;
+      std::vector<const Tensor*> in = v.in;
+      in[0] = &shifted;
+      std::vector<Tensor> fo(v.out.size());
+      v.op->forward(in, fo, ctx);
+      const float* pf = fo.at(0).f32();
+      kernels::parallel_for(n, ctx.threads(), [&](int64_t b, int64_t e) {
+        for (int64_t i = b; i < e; ++i) {
+          const float fr = py[i + n], fx = py[i], fp = pf[i], fn = pf[i + n];
+          const float dzp = pp[i], dzn = (px[i] - px[i + n]) - pp[i];
+          const float dyp = 0.5f * ((fp - fr) + (fx - fn)), dyn = 0.5f * ((fn - fr) + (fx - fp));
+          const float mp = std::fabs(dzp) >= kNearZero ? dyp / dzp : ps[i];
+          const float mn = std::fabs(dzn) >= kNearZero ? dyn / dzn : ps[i];
+          // The multiplier of y as a whole (its consumers treat both parts alike).
+          q[i] = pr[i] * mp;
+          q[i + n] = pr[i] * mn;
+        }
+      });
+    }
+    rin[0] = out;
     zero_missing(v, need, rin);
   }
 
  private:
-  int64_t batch_;
+  DeepLiftContextPtr c_;
 };
 
 class MaxPoolRule final : public Rule {
  public:
-  explicit MaxPoolRule(int64_t batch) : batch_(batch) {}
+  explicit MaxPoolRule(DeepLiftContextPtr c) : c_(std::move(c)) {}
   std::string name() const override { return "deeplift.maxpool"; }
   void backward(const NodeValues& v, const std::vector<const Tensor*>& rout, const std::vector<bool>& need,
                 std::vector<Tensor>& rin, ExecContext& ctx) const override {
@@ -77,38 +136,89 @@ class MaxPoolRule final : public Rule {
     const Tensor& x = *v.in[0];
     const Tensor& y = *v.out[0];
     const Tensor& r = *rout[0];
-    const int64_t m = half_of(x, batch_, v), n = half_of(y, batch_, v);
+    const int64_t m = half_of(x, c_->batch, v), n = half_of(y, c_->batch, v);
     const float* py = y.f32();
-    const float* pr = r.f32();
-    // Δy split at the cross maximum c: the input half carries r·(c − y_ref) to the input's
-    // argmax, the reference half r·(y − c) to the reference's.
-    Tensor gs(DType::Float32, y.shape());
-    float* q = gs.f32();
-    kernels::parallel_for(n, ctx.threads(), [&](int64_t b, int64_t e) {
-      for (int64_t i = b; i < e; ++i) {
-        const float c = std::max(py[i], py[i + n]);
-        q[i] = pr[i] * (c - py[i + n]);
-        q[i + n] = pr[i] * (py[i] - c);
-      }
-    });
-    const Tensor u = vjp0(v, gs, ctx);
-    Tensor g = vjp0(v, r, ctx);  // the plain gradient, where the input did not move
     const float* px = x.f32();
-    const float* pu = u.f32();
-    float* pg = g.f32();
-    kernels::parallel_for(m, ctx.threads(), [&](int64_t b, int64_t e) {
-      for (int64_t i = b; i < e; ++i) {
-        const float dx = px[i] - px[i + m];
-        if (std::fabs(dx) >= kNearZero) pg[i] = (pu[i] + pu[i + m]) / dx;
-      }
-    });
-    std::fill(pg + m, pg + 2 * m, 0.f);
-    rin[0] = g;
+    Tensor out(DType::Float32, x.shape());
+    // One part's multipliers rr (n entries) to the input part dst (m entries): Δy split at the
+    // cross maximum c, c − y_ref through the input's argmax and y − c through the reference's.
+    auto one = [&](const float* rr, float* dst) {
+      Tensor gs(DType::Float32, y.shape()), gx = Tensor::zeros(DType::Float32, y.shape());
+      float* q = gs.f32();
+      kernels::parallel_for(n, ctx.threads(), [&](int64_t b, int64_t e) {
+        for (int64_t i = b; i < e; ++i) {
+          const float c = std::max(py[i], py[i + n]);
+          q[i] = rr[i] * (c - py[i + n]);
+          q[i + n] = rr[i] * (py[i] - c);
+        }
+      });
+      std::memcpy(gx.f32(), rr, sizeof(float) * static_cast<std::size_t>(n));
+      const Tensor u = vjp0(v, gs, ctx);
+      const Tensor gg = vjp0(v, gx, ctx);  // the plain gradient, where the input did not move
+      const float* pu = u.f32();
+      const float* pg = gg.f32();
+      kernels::parallel_for(m, ctx.threads(), [&](int64_t b, int64_t e) {
+        for (int64_t i = b; i < e; ++i) {
+          const float dx = px[i] - px[i + m];
+          dst[i] = std::fabs(dx) >= kNearZero ? (pu[i] + pu[i + m]) / dx : pg[i];
+        }
+      });
+    };
+    one(r.f32(), out.f32());
+    if (halves_equal(r))
+      std::memcpy(out.f32() + m, out.f32(), sizeof(float) * static_cast<std::size_t>(m));
+    else
+      one(r.f32() + n, out.f32() + m);
+    rin[0] = out;
     zero_missing(v, need, rin);
   }
 
  private:
-  int64_t batch_;
+  DeepLiftContextPtr c_;
+};
+
+class LinearRevealCancelRule final : public Rule {
+ public:
+  explicit LinearRevealCancelRule(DeepLiftContextPtr c) : c_(std::move(c)) {}
+  std::string name() const override { return "deeplift.reveal_cancel"; }
+  void backward(const NodeValues& v, const std::vector<const Tensor*>& rout, const std::vector<bool>& need,
+                std::vector<Tensor>& rin, ExecContext& ctx) const override {
+    LinearNode node(v, "deeplift");
+    if (rin.size() < need.size()) rin.resize(need.size());
+    const auto d = static_cast<std::size_t>(node.data());
+    if (d >= need.size() || !need[d] || rout.empty() || !rout[0]) return zero_missing(v, need, rin);
+    const Tensor& r = *rout[0];
+    if (halves_equal(r)) {
+      rin[d] = node.vjp(node.x(), node.w(), node.b(), node.y(), r, ctx);
+      return zero_missing(v, need, rin);
+    }
+    const Tensor& x = node.x();
+    const int64_t m = half_of(x, c_->batch, v), n = half_of(r, c_->batch, v);
+    const Tensor xh = x.view(half_shape(x), 0);
+    const Tensor mp = r.view(half_shape(r), 0), mn = r.view(half_shape(r), n);
+    const Tensor wp = clamp_sign(node.w(), true), wn = clamp_sign(node.w(), false);
+    // Terms w_ij Δx_i > 0 take M+: Δx_i >= 0 with W+, Δx_i < 0 with W-; the others M-.
+    Tensor a = node.vjp(xh, wp, nullptr, mp, mp, ctx);
+    const Tensor a2 = node.vjp(xh, wn, nullptr, mn, mn, ctx);
+    Tensor b = node.vjp(xh, wp, nullptr, mn, mn, ctx);
+    const Tensor b2 = node.vjp(xh, wn, nullptr, mp, mp, ctx);
+    Tensor out(DType::Float32, x.shape());
+    const float* px = x.f32();
+    const float *pa = a.f32(), *pa2 = a2.f32(), *pb = b.f32(), *pb2 = b2.f32();
+    float* q = out.f32();
+    kernels::parallel_for(m, ctx.threads(), [&](int64_t s, int64_t e) {
+      for (int64_t i = s; i < e; ++i) {
+        const float mult = px[i] - px[i + m] >= 0.f ? pa[i] + pa2[i] : pb[i] + pb2[i];
+        q[i] = mult;
+        q[i + m] = mult;
+      }
+    });
+    rin[d] = out;
+    zero_missing(v, need, rin);
+  }
+
+ private:
+  DeepLiftContextPtr c_;
 };
 
 class RefuseRule final : public Rule {
@@ -126,8 +236,30 @@ class RefuseRule final : public Rule {
 
 }  // namespace
 
-RulePtr deeplift_rescale_rule(int64_t batch) { return std::make_shared<RescaleRule>(batch); }
-RulePtr deeplift_maxpool_rule(int64_t batch) { return std::make_shared<MaxPoolRule>(batch); }
+Tensor deeplift_positive_part(const NodeValues& v, int64_t batch, ExecContext& ctx) {
+  LinearNode node(v, "deeplift", false);
+  const Tensor& x = node.x();
+  const int64_t m = half_of(x, batch, v);
+  Tensor dp(DType::Float32, half_shape(x)), dn(DType::Float32, half_shape(x));
+  const float* px = x.f32();
+  float* pp = dp.f32();
+  float* pn = dn.f32();
+  for (int64_t i = 0; i < m; ++i) {
+    const float d = px[i] - px[i + m];
+    pp[i] = d > 0.f ? d : 0.f;
+    pn[i] = d < 0.f ? d : 0.f;
+  }
+  Tensor z = node.forward(dp, clamp_sign(node.w(), true), nullptr, ctx);
+  const Tensor z2 = node.forward(dn, clamp_sign(node.w(), false), nullptr, ctx);
+  float* pz = z.f32();
+  const float* pz2 = z2.f32();
+  for (int64_t i = 0; i < z.numel(); ++i) pz[i] += pz2[i];
+  return z;
+}
+
+RulePtr deeplift_nonlinear_rule(DeepLiftContextPtr ctx) { return std::make_shared<NonlinearRule>(std::move(ctx)); }
+RulePtr deeplift_maxpool_rule(DeepLiftContextPtr ctx) { return std::make_shared<MaxPoolRule>(std::move(ctx)); }
+RulePtr deeplift_linear_rule(DeepLiftContextPtr ctx) { return std::make_shared<LinearRevealCancelRule>(std::move(ctx)); }
 RulePtr refuse_rule(std::string why) { return std::make_shared<RefuseRule>(std::move(why)); }
 
 }  // namespace onnxplain::rules
