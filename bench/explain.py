@@ -36,7 +36,8 @@ import onnxplain as ox  # noqa: E402
 from onnxplain._native import blas_core  # noqa: E402
 from tests.helpers.zennit_compat import import_zennit  # noqa: E402
 
-METHODS = ["lrp.epsilon_plus_flat", "lrp.alpha_2_beta_1", "lrp.epsilon_gamma_box", "gradient", "integrated_gradients"]
+METHODS = ["lrp.epsilon_plus_flat", "lrp.alpha_2_beta_1", "lrp.epsilon_gamma_box", "gradient", "integrated_gradients",
+           "deeplift.rescale", "deeplift.reveal_cancel"]
 BOX = {"low": -3.0, "high": 3.0}
 
 
@@ -136,6 +137,13 @@ def main() -> int:
                             # LRP starts from f_t(x): one-hot times the output (DESIGN.md).
                             out, r = attributor(xt, lambda y, tt=tt: torch.eye(y.shape[1])[tt] * y)
                             return r.detach().numpy()
+                elif method.startswith("deeplift."):
+                    # Captum has Rescale only: RevealCancel is timed against it for its cost, and
+                    # its rel diff is against Rescale's result (not a check).
+                    peer = "Captum"
+
+                    def run_peer(xt=xt, tt=tt, tmodel=tmodel):
+                        return ca.DeepLift(tmodel).attribute(xt.clone(), target=tt).detach().numpy()
                 elif method == "gradient":
                     peer = "Captum"
 

@@ -17,7 +17,7 @@ _FAMILIES = [
     ("DeConvNet / Guided BackProp", "deconvnet, guided_backprop", set()),
     ("LRP / Deep Taylor", "lrp.*, deep_taylor*", {"product"}),
     ("PatternNet / PatternAttribution", "pattern.net, pattern.attribution", set()),
-    ("DeepLIFT", "deeplift.rescale, deeplift.reveal_cancel", set()),
+    ("DeepLIFT", "deeplift.rescale, deeplift.reveal_cancel", {"product", "softmax"}),
 ]
 
 

@@ -78,28 +78,13 @@ Explanation Explainer::explain_deeplift(const std::vector<Tensor>& inputs, const
 
   Explanation ex;
   ex.start = "one-hot";
-  // Targets from f(x) where not given.
-  {
-    const Tensor y = mdl.run(inputs, threads).at(0);
-    if (y.dtype() != DType::Float32 || y.rank() < 1 || y.dim(0) != n)
-      throw InvalidArgument("the first output has shape " + shape_str(y.shape()) + "; explanations need a batch axis");
-    const int64_t k = n ? y.numel() / n : 0;
-    ex.targets = targets_in;
-    if (ex.targets.empty())
-      for (int64_t b = 0; b < n; ++b) {
-        const float* row = y.f32() + b * k;
-        ex.targets.push_back(static_cast<int64_t>(std::max_element(row, row + k) - row));
-      }
-    if (static_cast<int64_t>(ex.targets.size()) != n)
-      throw InvalidArgument(std::to_string(ex.targets.size()) + " targets for a batch of " + std::to_string(n));
-    for (int64_t b = 0; b < n; ++b) {
-      const int64_t t = ex.targets[static_cast<std::size_t>(b)];
-      if (t < 0 || t >= k)
-        throw InvalidArgument("target " + std::to_string(t) + " is out of range: the output has " + std::to_string(k) +
-                              " values per sample");
-      ex.target_values.push_back(y.f32()[b * k + t]);
-    }
-  }
+  // Targets (argmax of f(x) where not given) and f_t(x) come from the stacked passes' input half.
+  ex.targets = targets_in;
+  if (!ex.targets.empty() && static_cast<int64_t>(ex.targets.size()) != n)
+    throw InvalidArgument(std::to_string(ex.targets.size()) + " targets for a batch of " + std::to_string(n));
+  const bool argmax = ex.targets.empty();
+  if (argmax) ex.targets.assign(static_cast<std::size_t>(n), -1);
+  ex.target_values.assign(static_cast<std::size_t>(n), 0.f);
   ex.reference_values.assign(static_cast<std::size_t>(n), 0.f);
   std::vector<Tensor> acc;
   for (const auto& x : inputs) acc.push_back(Tensor::zeros(DType::Float32, x.shape()));
@@ -133,7 +118,19 @@ Explanation Explainer::explain_deeplift(const std::vector<Tensor>& inputs, const
     std::vector<Tensor> values;
     std::vector<Tensor> outs = mdl.run(stacked, threads, &values);
     const Tensor& y = outs.at(0);
+    if (y.dtype() != DType::Float32 || y.rank() < 1 || y.dim(0) != B)
+      throw InvalidArgument("the first output has shape " + shape_str(y.shape()) + "; explanations need a batch axis");
     const int64_t k = y.numel() / B;
+    for (int64_t j = 0; j < c; ++j) {
+      const int64_t b = (p0 + j) % n;
+      int64_t& t = ex.targets[static_cast<std::size_t>(b)];
+      const float* row = y.f32() + j * k;
+      if (argmax && t < 0) t = static_cast<int64_t>(std::max_element(row, row + k) - row);
+      if (t < 0 || t >= k)
+        throw InvalidArgument("target " + std::to_string(t) + " is out of range: the output has " + std::to_string(k) +
+                              " values per sample");
+      ex.target_values[static_cast<std::size_t>(b)] = row[t];
+    }
     // Both parts' multipliers start at one-hot (rules/deeplift.hpp: the halves are [M+; M-]).
     Tensor start = Tensor::zeros(DType::Float32, y.shape());
     for (int64_t j = 0; j < c; ++j) {
@@ -165,13 +162,14 @@ Explanation Explainer::explain_deeplift(const std::vector<Tensor>& inputs, const
       }
     }
     const rules::RulePtr nonlinear = rules::deeplift_nonlinear_rule(dctx), maxpool = rules::deeplift_maxpool_rule(dctx);
-    const rules::RulePtr linear = reveal ? rules::deeplift_linear_rule(dctx) : nullptr;
+    const rules::RulePtr linear = rules::deeplift_linear_rule(dctx);
     const rules::RulePtr softmax = rules::refuse_rule(
         "DeepLIFT has no rule for a softmax inside the model; load it with strip_softmax=True (the default) so that "
         "explanations start from the logits");
     const rules::RulePtr product = rules::refuse_rule(
         "DeepLIFT (Rescale) has no rule for a product of two activations, so contributions would not sum to the "
-        "difference of the outputs; explain a model without it, or use integrated_gradients");
+        "difference of the outputs; explain a model without it, or use integrated_gradients",
+        /*unless_linear=*/true);
     const rules::GradientRule grad;
     std::vector<rules::RulePtr> rule(g.nodes.size());
     for (std::size_t i = 0; i < g.nodes.size(); ++i) {

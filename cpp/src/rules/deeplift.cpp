@@ -65,17 +65,28 @@ class NonlinearRule final : public Rule {
       throw ShapeError(v.op->context() + ": DeepLIFT's nonlinear rules need an element-wise op (input " +
                        shape_str(x.shape()) + ", output " + shape_str(y.shape()) + ")");
     const int64_t n = half_of(x, c_->batch, v);
-    // f'(x), for the entries whose input barely moved from the reference.
-    Tensor ones(DType::Float32, y.shape());
-    std::fill(ones.f32(), ones.f32() + ones.numel(), 1.f);
-    const Tensor slope = vjp0(v, ones, ctx);
     const float* px = x.f32();
     const float* py = y.f32();
     const float* pr = rout[0]->f32();
-    const float* ps = slope.f32();
+    auto it = c_->dz_pos.find(v.node);
+    // f'(x), only where some input (or, for RevealCancel, some part) barely moved from the
+    // reference: an element-wise VJP on ones.
+    bool tiny = false;
+    const float* pp0 = it != c_->dz_pos.end() ? it->second.f32() : nullptr;
+    for (int64_t i = 0; i < n && !tiny; ++i) {
+      const float dx = px[i] - px[i + n];
+      tiny = std::fabs(dx) < kNearZero ||
+             (pp0 && (std::fabs(pp0[i]) < kNearZero || std::fabs(dx - pp0[i]) < kNearZero));
+    }
+    Tensor slope;
+    if (tiny) {
+      Tensor ones(DType::Float32, y.shape());
+      std::fill(ones.f32(), ones.f32() + ones.numel(), 1.f);
+      slope = vjp0(v, ones, ctx);
+    }
+    const float* ps = tiny ? slope.f32() : nullptr;
     Tensor out(DType::Float32, x.shape());
     float* q = out.f32();
-    auto it = c_->dz_pos.find(v.node);
     if (it == c_->dz_pos.end()) {
       // Rescale: one multiplier Δy/Δx for both parts.
       kernels::parallel_for(n, ctx.threads(), [&](int64_t b, int64_t e) {
@@ -143,7 +154,7 @@ class MaxPoolRule final : public Rule {
     // One part's multipliers rr (n entries) to the input part dst (m entries): Δy split at the
     // cross maximum c, c − y_ref through the input's argmax and y − c through the reference's.
     auto one = [&](const float* rr, float* dst) {
-      Tensor gs(DType::Float32, y.shape()), gx = Tensor::zeros(DType::Float32, y.shape());
+      Tensor gs(DType::Float32, y.shape()), gx;
       float* q = gs.f32();
       kernels::parallel_for(n, ctx.threads(), [&](int64_t b, int64_t e) {
         for (int64_t i = b; i < e; ++i) {
@@ -152,11 +163,17 @@ class MaxPoolRule final : public Rule {
           q[i + n] = rr[i] * (py[i] - c);
         }
       });
-      std::memcpy(gx.f32(), rr, sizeof(float) * static_cast<std::size_t>(n));
       const Tensor u = vjp0(v, gs, ctx);
-      const Tensor gg = vjp0(v, gx, ctx);  // the plain gradient, where the input did not move
+      bool tiny = false;
+      for (int64_t i = 0; i < m && !tiny; ++i) tiny = std::fabs(px[i] - px[i + m]) < kNearZero;
+      Tensor gg;
+      if (tiny) {  // the plain gradient, where the input did not move
+        gx = Tensor::zeros(DType::Float32, y.shape());
+        std::memcpy(gx.f32(), rr, sizeof(float) * static_cast<std::size_t>(n));
+        gg = vjp0(v, gx, ctx);
+      }
       const float* pu = u.f32();
-      const float* pg = gg.f32();
+      const float* pg = tiny ? gg.f32() : nullptr;
       kernels::parallel_for(m, ctx.threads(), [&](int64_t b, int64_t e) {
         for (int64_t i = b; i < e; ++i) {
           const float dx = px[i] - px[i + m];
@@ -188,14 +205,19 @@ class LinearRevealCancelRule final : public Rule {
     const auto d = static_cast<std::size_t>(node.data());
     if (d >= need.size() || !need[d] || rout.empty() || !rout[0]) return zero_missing(v, need, rin);
     const Tensor& r = *rout[0];
-    if (halves_equal(r)) {
-      rin[d] = node.vjp(node.x(), node.w(), node.b(), node.y(), r, ctx);
-      return zero_missing(v, need, rin);
-    }
     const Tensor& x = node.x();
     const int64_t m = half_of(x, c_->batch, v), n = half_of(r, c_->batch, v);
     const Tensor xh = x.view(half_shape(x), 0);
     const Tensor mp = r.view(half_shape(r), 0), mn = r.view(half_shape(r), n);
+    if (halves_equal(r)) {
+      // Both parts alike: one VJP on the input half (the op is linear: half the work of both).
+      const Tensor gh = node.vjp(xh, node.w(), node.b(), mp, mp, ctx);
+      Tensor out(DType::Float32, x.shape());
+      std::memcpy(out.f32(), gh.f32(), sizeof(float) * static_cast<std::size_t>(m));
+      std::memcpy(out.f32() + m, gh.f32(), sizeof(float) * static_cast<std::size_t>(m));
+      rin[d] = out;
+      return zero_missing(v, need, rin);
+    }
     const Tensor wp = clamp_sign(node.w(), true), wn = clamp_sign(node.w(), false);
     // Terms w_ij Δx_i > 0 take M+: Δx_i >= 0 with W+, Δx_i < 0 with W-; the others M-.
     Tensor a = node.vjp(xh, wp, nullptr, mp, mp, ctx);
@@ -223,15 +245,28 @@ class LinearRevealCancelRule final : public Rule {
 
 class RefuseRule final : public Rule {
  public:
-  explicit RefuseRule(std::string why) : why_(std::move(why)) {}
+  RefuseRule(std::string why, bool unless_linear) : why_(std::move(why)), unless_linear_(unless_linear) {}
   std::string name() const override { return "refuse"; }
-  void backward(const NodeValues& v, const std::vector<const Tensor*>&, const std::vector<bool>&,
-                std::vector<Tensor>&, ExecContext&) const override {
+  void backward(const NodeValues& v, const std::vector<const Tensor*>& rout, const std::vector<bool>& need,
+                std::vector<Tensor>& rin, ExecContext& ctx) const override {
+    if (unless_linear_) {
+      // A product with at most one non-constant operand (x * 0.5, x / std) is linear in it:
+      // multipliers pass as through the VJP.
+      int varying = 0;
+      for (std::size_t i = 0; i < v.in.size(); ++i)
+        varying += v.in[i] && v.in[i]->dtype() == DType::Float32 &&
+                   !(i < v.in_constant.size() && v.in_constant[i]);
+      if (varying <= 1) {
+        v.op->vjp(v.in, v.out, rout, need, rin, ctx);
+        return;
+      }
+    }
     throw InvalidArgument(v.op->context() + ": " + why_);
   }
 
  private:
   std::string why_;
+  bool unless_linear_;
 };
 
 }  // namespace
@@ -260,6 +295,8 @@ Tensor deeplift_positive_part(const NodeValues& v, int64_t batch, ExecContext& c
 RulePtr deeplift_nonlinear_rule(DeepLiftContextPtr ctx) { return std::make_shared<NonlinearRule>(std::move(ctx)); }
 RulePtr deeplift_maxpool_rule(DeepLiftContextPtr ctx) { return std::make_shared<MaxPoolRule>(std::move(ctx)); }
 RulePtr deeplift_linear_rule(DeepLiftContextPtr ctx) { return std::make_shared<LinearRevealCancelRule>(std::move(ctx)); }
-RulePtr refuse_rule(std::string why) { return std::make_shared<RefuseRule>(std::move(why)); }
+RulePtr refuse_rule(std::string why, bool unless_linear) {
+  return std::make_shared<RefuseRule>(std::move(why), unless_linear);
+}
 
 }  // namespace onnxplain::rules

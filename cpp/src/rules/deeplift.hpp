@@ -38,13 +38,15 @@ using DeepLiftContextPtr = std::shared_ptr<const DeepLiftContext>;
 /// Element-wise nonlinearities: RevealCancel where the context has Δz+ for the node, else Rescale.
 RulePtr deeplift_nonlinear_rule(DeepLiftContextPtr ctx);
 RulePtr deeplift_maxpool_rule(DeepLiftContextPtr ctx);
-/// Linear ops under RevealCancel: M+ / M- by the sign of each term w_ij Δx_i.
+/// Linear ops: both parts alike as one VJP on the input half; under RevealCancel, where the parts
+/// differ, M+ / M- by the sign of each term w_ij Δx_i.
 RulePtr deeplift_linear_rule(DeepLiftContextPtr ctx);
 /// Δz+ = Σ_i [w_ij Δx_i > 0] w_ij Δx_i of a linear node for the stacked input (B samples) of
 /// node values `v` (v.out may be empty), H = B/2 samples.
 Tensor deeplift_positive_part(const NodeValues& v, int64_t batch, ExecContext& ctx);
 /// A node DeepLIFT has no rule for (Softmax kept, Mul of two activations): refuses when reached,
-/// saying why and what to do.
-RulePtr refuse_rule(std::string why);
+/// saying why and what to do; with `unless_linear`, a node with at most one non-constant float
+/// input (a product by a constant) passes multipliers through its VJP instead.
+RulePtr refuse_rule(std::string why, bool unless_linear = false);
 
 }  // namespace onnxplain::rules
