@@ -13,8 +13,11 @@
 //     output: Δz+ / Δz- are the sums of the terms w_ij Δx_i of that op with positive / negative
 //     sign (§3.5.1, the total Δx_i of its input; bias excluded), Δy+ = ½[(f(z₀+Δz+) − f(z₀)) +
 //     (f(z₀+Δz−+Δz+) − f(z₀+Δz−))], Δy− likewise, m± = Δy±/Δz± (the gradient below 1e-10); the
-//     linear op then takes M+ for the terms with w_ij Δx_i > 0 and M- for the others. Other
-//     nonlinearities (after a sum or a pooling) use Rescale.
+//     linear op then sends M+ through the terms with w_ij Δx_i > 0 and M- through those < 0; an
+//     input with Δx_i = 0 is taken as positive (M+ through w_ij > 0, M- through w_ij < 0: its own
+//     contribution is 0, but its multiplier reaches the layers below; kundajelab/deeplift gives
+//     it ½(M+ + M-) instead, so the two differ by percents on deep ReLU nets, never in the sum).
+//     Other nonlinearities (after a sum or a pooling) use Rescale.
 //   - Max pooling: DeepSHAP's cross-max rule (Captum and shap alike): with c = max(y, y_ref),
 //     Δy is split into c − y_ref credited through the input's argmax and y − c through the
 //     reference's, so that summation-to-delta holds where the argmax moves.
