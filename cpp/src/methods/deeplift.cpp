@@ -94,6 +94,24 @@ Explanation Explainer::explain_deeplift(const std::vector<Tensor>& inputs, const
   }
 
   // (sample, reference) pairs in stacked passes: [x_b for each pair; ref for each pair].
+  // One reference for every sample (zeros by default): its forward values are kept per explainer.
+  bool shared = K == 1;
+  for (const auto& r : refs) shared = shared && !r.per_sample;
+  std::vector<Tensor> ref_values;
+  if (shared) {
+    std::vector<Shape> key;
+    for (const auto& x : inputs) key.push_back(Shape(x.shape().begin() + 1, x.shape().end()));
+    std::lock_guard<std::mutex> lock(ref_mu_);
+    if (key != ref_key_) {
+      std::vector<Tensor> rin;
+      for (const auto& r : refs) rin.push_back(r.refs);
+      std::vector<Tensor> rv;
+      mdl.run(rin, threads, &rv);
+      ref_values_ = std::move(rv);
+      ref_key_ = key;
+    }
+    ref_values = ref_values_;
+  }
   const int64_t pairs = n * K;
   const int64_t chunk = std::max<int64_t>(1, std::min<int64_t>(pairs, kStackBatch / 2));
   std::vector<double> fref(static_cast<std::size_t>(n), 0.0);
@@ -116,8 +134,40 @@ Explanation Explainer::explain_deeplift(const std::vector<Tensor>& inputs, const
       stacked.push_back(t);
     }
     std::vector<Tensor> values;
-    std::vector<Tensor> outs = mdl.run(stacked, threads, &values);
-    const Tensor& y = outs.at(0);
+    if (shared) {
+      // The reference's values come from the cache: run the inputs alone and stack each value
+      // with c copies of the reference's (graph constants and non-batch values as they are).
+      std::vector<Tensor> xs, xv;
+      for (const auto& x : inputs) {
+        Shape s = x.shape();
+        s[0] = c;
+        xs.push_back(x.view(s, p0 * (x.numel() / n)));
+      }
+      mdl.run(xs, threads, &xv);
+      values.resize(xv.size());
+      for (std::size_t v = 0; v < xv.size(); ++v) {
+        const Tensor& a = xv[v];
+        const Tensor& r = ref_values[v];
+        const bool batched = !g.values[v].is_constant && a.dtype() == DType::Float32 && a.rank() >= 1 &&
+                             a.dim(0) == c && r.dtype() == DType::Float32 && r.rank() == a.rank() && r.dim(0) == 1 &&
+                             Shape(a.shape().begin() + 1, a.shape().end()) == Shape(r.shape().begin() + 1, r.shape().end());
+        if (!batched) {
+          values[v] = a;
+          continue;
+        }
+        Shape s = a.shape();
+        s[0] = B;
+        Tensor t(DType::Float32, s);
+        const int64_t per = r.numel();
+        std::memcpy(t.f32(), a.f32(), a.nbytes());
+        for (int64_t j = 0; j < c; ++j)
+          std::memcpy(t.f32() + (c + j) * per, r.f32(), sizeof(float) * static_cast<std::size_t>(per));
+        values[v] = t;
+      }
+    } else {
+      mdl.run(stacked, threads, &values);
+    }
+    const Tensor& y = values.at(static_cast<std::size_t>(g.outputs.at(0)));
     if (y.dtype() != DType::Float32 || y.rank() < 1 || y.dim(0) != B)
       throw InvalidArgument("the first output has shape " + shape_str(y.shape()) + "; explanations need a batch axis");
     const int64_t k = y.numel() / B;

@@ -110,6 +110,10 @@ class Explainer {
   mutable bool dirty_ = true;  // the patterns (and pattern rules) must be recomputed
   mutable std::vector<patterns::LayerPattern> patterns_;
   mutable uint64_t fingerprint_ = 0;
+  // DeepLIFT with one reference for every sample: its forward values (batch 1), per input shape.
+  mutable std::mutex ref_mu_;
+  mutable std::vector<Shape> ref_key_;
+  mutable std::vector<Tensor> ref_values_;
   /// Patterns and node rules up to date with the statistics (pattern family).
   void prepare(int threads) const;
   void set_pattern_rules() const;
