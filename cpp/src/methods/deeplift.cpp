@@ -193,6 +193,24 @@ Explanation Explainer::explain_deeplift(const std::vector<Tensor>& inputs, const
     // inputs from the linear ops that produce them.
     auto dctx = std::make_shared<rules::DeepLiftContext>();
     dctx->batch = B;
+    dctx->sign_split = [this](const Tensor& w) -> std::pair<Tensor, Tensor> {
+      auto split = [&w] {
+        Tensor p(DType::Float32, w.shape()), q(DType::Float32, w.shape());
+        for (int64_t i = 0; i < w.numel(); ++i) {
+          p.f32()[i] = std::max(w.f32()[i], 0.f);
+          q.f32()[i] = std::min(w.f32()[i], 0.f);
+        }
+        return std::make_pair(p.frozen(), q.frozen());
+      };
+      if (!w.is_frozen()) return split();  // a weight fed as a graph input changes
+      std::lock_guard<std::mutex> lock(ref_mu_);
+      auto it = sign_split_.find(w.raw());
+      if (it == sign_split_.end()) {
+        auto pq = split();
+        it = sign_split_.emplace(w.raw(), std::array<Tensor, 3>{w, pq.first, pq.second}).first;
+      }
+      return {it->second[1], it->second[2]};
+    };
     const bool reveal = method_ == "deeplift.reveal_cancel";
     if (reveal) {
       ExecContext ectx(threads, mdl.options().winograd);
@@ -208,7 +226,7 @@ Explanation Explainer::explain_deeplift(const std::vector<Tensor>& inputs, const
         nv.op = pn.op.get();
         for (int in : pn.inputs) nv.in.push_back(in >= 0 ? &values[static_cast<std::size_t>(in)] : nullptr);
         for (int o : pn.outputs) nv.out.push_back(o >= 0 ? &values[static_cast<std::size_t>(o)] : nullptr);
-        dctx->dz_pos[&nd] = rules::deeplift_positive_part(nv, B, ectx);
+        dctx->dz_pos[&nd] = rules::deeplift_positive_part(nv, *dctx, ectx);
       }
     }
     const rules::RulePtr nonlinear = rules::deeplift_nonlinear_rule(dctx), maxpool = rules::deeplift_maxpool_rule(dctx);

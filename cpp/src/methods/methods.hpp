@@ -5,6 +5,7 @@
 // names/op types a user gives explicitly.
 #pragma once
 
+#include <array>
 #include <functional>
 #include <map>
 #include <memory>
@@ -114,6 +115,9 @@ class Explainer {
   mutable std::mutex ref_mu_;
   mutable std::vector<Shape> ref_key_;
   mutable std::vector<Tensor> ref_values_;
+  // RevealCancel: W+ / W- of the graph's constant weights, keyed by storage (the original kept
+  // alongside, so the address cannot be reused while the entry lives).
+  mutable std::map<const void*, std::array<Tensor, 3>> sign_split_;
   /// Patterns and node rules up to date with the statistics (pattern family).
   void prepare(int threads) const;
   void set_pattern_rules() const;

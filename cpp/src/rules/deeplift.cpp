@@ -43,6 +43,8 @@ bool halves_equal(const Tensor& r) {
   return std::memcmp(r.f32(), r.f32() + n, sizeof(float) * static_cast<std::size_t>(n)) == 0;
 }
 
+std::pair<Tensor, Tensor> split_of(const DeepLiftContext& c, const Tensor& w);
+
 Tensor clamp_sign(const Tensor& w, bool positive) {
   Tensor t(DType::Float32, w.shape());
   const float* p = w.f32();
@@ -218,7 +220,7 @@ class LinearRevealCancelRule final : public Rule {
       rin[d] = out;
       return zero_missing(v, need, rin);
     }
-    const Tensor wp = clamp_sign(node.w(), true), wn = clamp_sign(node.w(), false);
+    const auto [wp, wn] = split_of(*c_, node.w());
     // Terms w_ij Δx_i > 0 take M+: Δx_i >= 0 with W+, Δx_i < 0 with W-; the others M-.
     Tensor a = node.vjp(xh, wp, nullptr, mp, mp, ctx);
     const Tensor a2 = node.vjp(xh, wn, nullptr, mn, mn, ctx);
@@ -271,10 +273,17 @@ class RefuseRule final : public Rule {
 
 }  // namespace
 
-Tensor deeplift_positive_part(const NodeValues& v, int64_t batch, ExecContext& ctx) {
+namespace {
+std::pair<Tensor, Tensor> split_of(const DeepLiftContext& c, const Tensor& w) {
+  if (c.sign_split) return c.sign_split(w);
+  return {clamp_sign(w, true), clamp_sign(w, false)};
+}
+}  // namespace
+
+Tensor deeplift_positive_part(const NodeValues& v, const DeepLiftContext& dctx, ExecContext& ctx) {
   LinearNode node(v, "deeplift", false);
   const Tensor& x = node.x();
-  const int64_t m = half_of(x, batch, v);
+  const int64_t m = half_of(x, dctx.batch, v);
   Tensor dp(DType::Float32, half_shape(x)), dn(DType::Float32, half_shape(x));
   const float* px = x.f32();
   float* pp = dp.f32();
@@ -284,8 +293,9 @@ Tensor deeplift_positive_part(const NodeValues& v, int64_t batch, ExecContext& c
     pp[i] = d > 0.f ? d : 0.f;
     pn[i] = d < 0.f ? d : 0.f;
   }
-  Tensor z = node.forward(dp, clamp_sign(node.w(), true), nullptr, ctx);
-  const Tensor z2 = node.forward(dn, clamp_sign(node.w(), false), nullptr, ctx);
+  const auto [wp, wn] = split_of(dctx, node.w());
+  Tensor z = node.forward(dp, wp, nullptr, ctx);
+  const Tensor z2 = node.forward(dn, wn, nullptr, ctx);
   float* pz = z.f32();
   const float* pz2 = z2.f32();
   for (int64_t i = 0; i < z.numel(); ++i) pz[i] += pz2[i];

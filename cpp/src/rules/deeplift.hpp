@@ -23,7 +23,9 @@
 //     reference's, so that summation-to-delta holds where the argmax moves.
 #pragma once
 
+#include <functional>
 #include <map>
+#include <utility>
 #include <memory>
 #include <string>
 
@@ -35,6 +37,8 @@ struct DeepLiftContext {
   int64_t batch = 0;  // the stacked batch B (inputs then references)
   /// RevealCancel: per nonlinearity node, Δz+ of its input (H = B/2 samples); absent: Rescale.
   std::map<const Node*, Tensor> dz_pos;
+  /// W+ and W- of a weight (cached by the caller for graph constants; computed when empty).
+  std::function<std::pair<Tensor, Tensor>(const Tensor& w)> sign_split;
 };
 using DeepLiftContextPtr = std::shared_ptr<const DeepLiftContext>;
 
@@ -46,7 +50,7 @@ RulePtr deeplift_maxpool_rule(DeepLiftContextPtr ctx);
 RulePtr deeplift_linear_rule(DeepLiftContextPtr ctx);
 /// Δz+ = Σ_i [w_ij Δx_i > 0] w_ij Δx_i of a linear node for the stacked input (B samples) of
 /// node values `v` (v.out may be empty), H = B/2 samples.
-Tensor deeplift_positive_part(const NodeValues& v, int64_t batch, ExecContext& ctx);
+Tensor deeplift_positive_part(const NodeValues& v, const DeepLiftContext& dctx, ExecContext& ctx);
 /// A node DeepLIFT has no rule for (Softmax kept, Mul of two activations): refuses when reached,
 /// saying why and what to do; with `unless_linear`, a node with at most one non-constant float
 /// input (a product by a constant) passes multipliers through its VJP instead.
