@@ -430,6 +430,22 @@ int64_t backward_images(const ConvShape& s) {
   return std::min(s.batch, std::max<int64_t>(1, 4 * kColTile / std::max<int64_t>(1, CgK * P)));
 }
 
+/// dY of images [n0, n0 + k), channels [c0, c0 + Mg), side by side: packed[m, i * P + p] (rows of
+/// k * P), so that one product covers several images of a small map.
+void pack_images(const float* dy, int64_t n0, int64_t k, int64_t M, int64_t c0, int64_t Mg, int64_t P, float* packed,
+                 int threads) {
+  const int64_t ld = k * P;
+  parallel_for(
+      k * Mg, threads,
+      [&](int64_t rb, int64_t re) {
+        for (int64_t r = rb; r < re; ++r) {
+          const int64_t i = r / Mg, m = r % Mg;
+          std::memcpy(packed + m * ld + i * P, dy + ((n0 + i) * M + c0 + m) * P, sizeof(float) * static_cast<std::size_t>(P));
+        }
+      },
+      grain_for(P));
+}
+
 }  // namespace
 
 int64_t conv_backward_scratch_floats(const ConvShape& s) {
@@ -513,16 +529,7 @@ void conv_backward(const ConvShape& s, const float* x, const float* w, const flo
     for (int64_t n0 = 0; n0 < N; n0 += nb) {
       const int64_t k = std::min(nb, N - n0), ld = k * P;
       for (int64_t g = 0; g < G; ++g) {
-        parallel_for(
-            k * Mg, threads,
-            [&](int64_t rb, int64_t re) {
-              for (int64_t r = rb; r < re; ++r) {
-                const int64_t i = r / Mg, m = r % Mg;
-                std::memcpy(packed + m * ld + i * P, dy + ((n0 + i) * M + g * Mg + m) * P,
-                            sizeof(float) * static_cast<std::size_t>(P));
-              }
-            },
-            grain_for(P));
+        pack_images(dy, n0, k, M, g * Mg, Mg, P, packed, threads);
         sgemm(true, false, CgK, ld, Mg, 1.f, w + g * Mg * CgK, CgK, packed, ld, 0.f, col, ld);
         for (int64_t i = 0; i < k; ++i)
           col2im_rows_add(col + i * P, Cg, win, 0, rows, ld, dx + ((n0 + i) * C + g * Cg) * IN, threads);
@@ -544,16 +551,7 @@ void conv_backward(const ConvShape& s, const float* x, const float* w, const flo
       for (int64_t g = 0; g < G; ++g) {
         for (int64_t i = 0; i < k; ++i)
           im2col_rows(x + ((n0 + i) * C + g * Cg) * IN, Cg, win, 0, rows, col + i * P, ld, threads);
-        parallel_for(
-            k * Mg, threads,
-            [&](int64_t rb, int64_t re) {
-              for (int64_t r = rb; r < re; ++r) {
-                const int64_t i = r / Mg, m = r % Mg;
-                std::memcpy(packed + m * ld + i * P, dy + ((n0 + i) * M + g * Mg + m) * P,
-                            sizeof(float) * static_cast<std::size_t>(P));
-              }
-            },
-            grain_for(P));
+        pack_images(dy, n0, k, M, g * Mg, Mg, P, packed, threads);
         sgemm(false, true, Mg, CgK, ld, 1.f, packed, ld, col, ld, 1.f, dw + g * Mg * CgK, CgK);
       }
     }

@@ -43,6 +43,14 @@ void add_neuron_major(const float* src, const Shape& ws, int axis, int64_t j0, i
       std::max<int64_t>(1, (1 << 14) / std::max<int64_t>(1, D)));
 }
 
+/// The data input of a linear op: the first present input that is neither weight nor bias.
+int data_input(const ops::Op& op, const std::vector<const Tensor*>& ins) {
+  for (std::size_t i = 0; i < ins.size(); ++i)
+    if (ins[i] && static_cast<int>(i) != op.weight_input() && static_cast<int>(i) != op.bias_input())
+      return static_cast<int>(i);
+  throw ShapeError(op.context() + ": pattern statistics found no data input");
+}
+
 }  // namespace
 
 // ---- LayerStats / Statistics ---------------------------------------------------------------------
@@ -255,16 +263,9 @@ void Collector::layer(std::size_t idx, const std::vector<const Tensor*>& ins, co
                       ExecContext& ctx) {
   const Node& node = model_->graph().nodes[idx];
   const ops::Op& op = *node.op;
-  const int wi = op.weight_input(), bi = op.bias_input();
-  int di = -1;
-  for (std::size_t i = 0; i < ins.size(); ++i)
-    if (ins[i] && static_cast<int>(i) != wi && static_cast<int>(i) != bi) {
-      di = static_cast<int>(i);
-      break;
-    }
+  const int wi = op.weight_input(), bi = op.bias_input(), di = data_input(op, ins);
   const Tensor& w = *ins.at(static_cast<std::size_t>(wi));
   const Tensor* b = bi >= 0 && static_cast<std::size_t>(bi) < ins.size() ? ins[static_cast<std::size_t>(bi)] : nullptr;
-  if (di < 0) throw ShapeError(op.context() + ": pattern statistics found no data input");
   const Tensor& x = *ins[static_cast<std::size_t>(di)];
   const int ao = op.out_neuron_axis(out.rank()), aw = s.weight_axis;
   const int64_t M = s.neurons;
@@ -415,12 +416,6 @@ void Collector::gram(std::size_t idx, const std::vector<const Tensor*>& ins, Lay
   const Node& node = model_->graph().nodes[idx];
   const ops::Op& op = *node.op;
   const int wi = op.weight_input(), bi = op.bias_input();
-  int di = -1;
-  for (std::size_t i = 0; i < ins.size(); ++i)
-    if (ins[i] && static_cast<int>(i) != wi && static_cast<int>(i) != bi) {
-      di = static_cast<int>(i);
-      break;
-    }
   const int64_t G = s.groups, D = s.dim, GD = G * D;
   if (s.sum_xx.empty()) s.sum_xx.assign(static_cast<std::size_t>(G * D * D), 0.0);
   // The identity weight: neuron g*D + d reads entry d of group g's input.
@@ -464,7 +459,6 @@ void Collector::gram(std::size_t idx, const std::vector<const Tensor*>& ins, Lay
       for (std::size_t k = 0; k < acc.size(); ++k) dst[k] += acc[k];
     }
   }
-  (void)di;
 }
 
 }  // namespace onnxplain::patterns
