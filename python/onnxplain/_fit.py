@@ -48,24 +48,32 @@ def iter_batches(data: Any, batch_size: int) -> tuple[Iterator[Any], int | None]
     return items(), None
 
 
-class _TextBar:
-    """A one-line progress bar on stderr, for when tqdm is not installed."""
+class TextBar:
+    """A one-line text progress bar on stderr (no dependency): ``label [#####.....] 12/32``, or
+    ``label: 12 samples`` when the total is not known. With ``always=False`` it stays silent when
+    the work finished in one step (nothing worth a bar)."""
 
-    def __init__(self, label: str) -> None:
-        self.label = label
+    def __init__(self, label: str, always: bool = True) -> None:
+        self.label, self.always, self.shown, self.ended = label, always, False, False
 
     def __call__(self, done: int, total: int | None) -> None:
+        if total is not None and not self.shown and done >= total and not self.always:
+            return
+        self.shown = True
         if total:
             width = 30
             filled = width * done // max(total, 1)
-            sys.stderr.write(f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}")
+            self.ended = done >= total
+            end = "\n" if self.ended else ""
+            sys.stderr.write(f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}{end}")
         else:
             sys.stderr.write(f"\r{self.label}: {done} samples")
         sys.stderr.flush()
 
     def close(self) -> None:
-        sys.stderr.write("\n")
-        sys.stderr.flush()
+        if self.shown and not self.ended:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
 
 
 class _TqdmBar:
@@ -96,4 +104,4 @@ def progress_reporter(progress: Any, label: str, total: int | None) -> Callable[
     try:
         return _TqdmBar(label, total)
     except ImportError:
-        return _TextBar(label)
+        return TextBar(label)

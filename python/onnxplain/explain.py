@@ -19,28 +19,12 @@ from typing import Any, Union
 
 import numpy as np
 
+from ._fit import TextBar as _Bar
 from ._native import core
 from .model import Model, load
 
 TargetLike = Union[None, int, Sequence[int], np.ndarray]
 ProgressLike = Union[None, bool, Callable[[int, int], Any]]
-
-
-class _Bar:
-    """A one-line text progress bar on stderr (no dependency): ``method [#####.....] 12/32``."""
-
-    def __init__(self, label: str, always: bool) -> None:
-        self.label, self.always, self.shown = label, always, False
-
-    def __call__(self, done: int, total: int) -> None:
-        if not self.shown and done >= total and not self.always:
-            return  # finished in one batch: nothing worth a bar
-        self.shown = True
-        width = 30
-        filled = width * done // max(total, 1)
-        end = "\n" if done >= total else ""
-        sys.stderr.write(f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}{end}")
-        sys.stderr.flush()
 
 
 def _progress_callback(progress: ProgressLike, method: str) -> Callable[[int, int], Any] | None:
@@ -186,8 +170,7 @@ class Explainer:
         done = 0
         try:
             for batch in batches:
-                n = self.partial_fit(batch, threads=threads)._last_batch
-                done += n
+                done += self._fit_batch(batch, threads)
                 if report is not None:
                     report(done, total)
         finally:
@@ -199,11 +182,15 @@ class Explainer:
 
     def partial_fit(self, batch: Any, threads: int | None = None) -> Explainer:
         """Adds one batch to the statistics (scikit-learn's convention); returns ``self``."""
+        self._fit_batch(batch, threads)
+        return self
+
+    def _fit_batch(self, batch: Any, threads: int | None) -> int:
+        """Adds one batch to the statistics; returns its number of samples."""
         arrays = self.model._prepare(batch)
-        self._last_batch = int(arrays[0].shape[0]) if arrays[0].ndim else 1
         if self.learns:
             self._ex.partial_fit(arrays, threads or self.model.threads)
-        return self
+        return int(arrays[0].shape[0]) if arrays[0].ndim else 1
 
     @property
     def statistics(self) -> PatternStatistics | None:
@@ -253,7 +240,7 @@ class Explainer:
             # side) and the statistics.
             return (_explainer_from_oxp, (self._ex.save_bytes(self.model.to_bytes(), True, self.model.threads),
                                           self.model.threads))
-        return (_rebuild_explainer, (self.model, self.method, self.params, None))
+        return (_rebuild_explainer, (self.model, self.method, self.params))
 
     def _targets(self, target: TargetLike, n: int) -> list[int]:
         if target is None:
@@ -391,11 +378,8 @@ def _explainer_from_oxp(data: bytes, threads: int) -> Explainer:
     return load_explainer(data, threads=threads)
 
 
-def _rebuild_explainer(model: Model, method: str, params: dict[str, Any], stats: bytes | None) -> Explainer:
-    ex = Explainer(model, method, **params)
-    if stats is not None:
-        ex.statistics = PatternStatistics.from_bytes(stats)
-    return ex
+def _rebuild_explainer(model: Model, method: str, params: dict[str, Any]) -> Explainer:
+    return Explainer(model, method, **params)
 
 
 def load_explainer(path: str | os.PathLike[str] | bytes, model: Model | str | bytes | None = None,

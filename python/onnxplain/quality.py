@@ -77,7 +77,8 @@ def _rho_layer(stats: dict[str, Any], a_pos: np.ndarray, a_neg: np.ndarray | Non
             syyn = stats["sum_yy"][js] / n - syyp
             var_u, var_v, cov_uv = syyp - eu**2, syyn - ev**2, -eu * ev
             cov_uy, cov_vy = syyp - eu * ey[js], syyn - ev * ey[js]
-            assert an is not None
+            if an is None:
+                raise ValueError("signal_quality: the relu estimator's patterns have no a_neg component")
             U = np.stack([ap[js], an[js], c_xu, c_xv], axis=2)  # [Mg, D, 4]
             B = np.zeros((len(js), 4, 4))
             B[:, 0, 0], B[:, 1, 1] = var_u, var_v

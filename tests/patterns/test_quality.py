@@ -79,10 +79,10 @@ def test_rho_equals_least_squares_on_the_rows(estimator: str) -> None:
         H = net[:4](torch.tensor(test)).double().numpy()
     Wd = net[4].weight.detach().double().numpy()
     bd = net[4].bias.detach().double().numpy()
-    an = pats[dense]["a_neg"]
-    want = _rho_rows(H, Wd, bd, pats[dense]["a_pos"].T.astype(np.float64) if pats[dense]["a_pos"].shape[0] != 5
-                     else pats[dense]["a_pos"].astype(np.float64),
-                     None if an is None else (an.T if an.shape[0] != 5 else an).astype(np.float64))
+    # torch exports Linear as Gemm with transB=1: the pattern is shaped like its weight, [5, 64].
+    ap, an = pats[dense]["a_pos"], pats[dense]["a_neg"]
+    assert ap.shape == Wd.shape
+    want = _rho_rows(H, Wd, bd, ap.astype(np.float64), None if an is None else an.astype(np.float64))
     np.testing.assert_allclose(got[dense], want, atol=2e-4)
     assert np.all((want > 0) & (want < 1))
 

@@ -24,7 +24,6 @@ struct References {
 };
 
 References references_for(const Tensor& x, const Params& p) {
-  const int64_t n = x.rank() ? x.dim(0) : 1;
   const Shape sample(x.shape().begin() + (x.rank() ? 1 : 0), x.shape().end());
   int64_t m = 1;
   for (int64_t d : sample) m *= d;
@@ -56,7 +55,6 @@ References references_for(const Tensor& x, const Params& p) {
                           " (one reference per sample), or K references shaped (K, " +
                           shape_str(sample).substr(1) + " whose contributions are averaged");
   }
-  (void)n;
   return r;
 }
 
@@ -193,15 +191,8 @@ Explanation Explainer::explain_deeplift(const std::vector<Tensor>& inputs, const
     // inputs from the linear ops that produce them.
     auto dctx = std::make_shared<rules::DeepLiftContext>();
     dctx->batch = B;
-    dctx->sign_split = [this](const Tensor& w) -> std::pair<Tensor, Tensor> {
-      auto split = [&w] {
-        Tensor p(DType::Float32, w.shape()), q(DType::Float32, w.shape());
-        for (int64_t i = 0; i < w.numel(); ++i) {
-          p.f32()[i] = std::max(w.f32()[i], 0.f);
-          q.f32()[i] = std::min(w.f32()[i], 0.f);
-        }
-        return std::make_pair(p.frozen(), q.frozen());
-      };
+    dctx->sign_split = [this, threads](const Tensor& w) -> std::pair<Tensor, Tensor> {
+      auto split = [&w, threads] { return rules::weight_sign_split(w, threads); };
       if (!w.is_frozen()) return split();  // a weight fed as a graph input changes
       std::lock_guard<std::mutex> lock(ref_mu_);
       auto it = sign_split_.find(w.raw());
@@ -214,6 +205,7 @@ Explanation Explainer::explain_deeplift(const std::vector<Tensor>& inputs, const
     const bool reveal = method_ == "deeplift.reveal_cancel";
     if (reveal) {
       ExecContext ectx(threads, mdl.options().winograd);
+      const std::vector<char> nonneg = runtime::nonneg_values(g);
       for (std::size_t i = 0; i < g.nodes.size(); ++i) {
         const Node& nd = g.nodes[i];
         if (nd.op->kind() != OpKind::Activation || nd.inputs.empty() || nd.inputs[0] < 0) continue;
@@ -221,11 +213,10 @@ Explanation Explainer::explain_deeplift(const std::vector<Tensor>& inputs, const
         if (p < 0) continue;
         const Node& pn = g.nodes[static_cast<std::size_t>(p)];
         if (pn.op->kind() != OpKind::Linear || pn.op->weight_input() < 0) continue;
+        std::vector<const Tensor*> ins;
+        for (int in : pn.inputs) ins.push_back(in >= 0 ? &values[static_cast<std::size_t>(in)] : nullptr);
         rules::NodeValues nv;
-        nv.node = &pn;
-        nv.op = pn.op.get();
-        for (int in : pn.inputs) nv.in.push_back(in >= 0 ? &values[static_cast<std::size_t>(in)] : nullptr);
-        for (int o : pn.outputs) nv.out.push_back(o >= 0 ? &values[static_cast<std::size_t>(o)] : nullptr);
+        runtime::node_inputs(g, static_cast<std::size_t>(p), ins, nonneg, &nv);
         dctx->dz_pos[&nd] = rules::deeplift_positive_part(nv, *dctx, ectx);
       }
     }

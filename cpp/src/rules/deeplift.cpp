@@ -38,18 +38,46 @@ Tensor vjp0(const NodeValues& v, const Tensor& g, ExecContext& ctx) {
   return gin[0];
 }
 
+/// Whether pred(i) holds for some i in [0, n), scanned in parallel blocks that stop once found.
+template <class P>
+bool any_index(int64_t n, int threads, P pred) {
+  int found = 0;
+  kernels::parallel_for(n, threads, [&](int64_t b, int64_t e) {
+    bool f = false;
+    for (int64_t i = b; i < e && !f; ++i) f = pred(i);
+    if (f) {
+#pragma omp atomic write
+      found = 1;
+    }
+  });
+  return found != 0;
+}
+
+/// The shared start of the element-wise rules: false (zeros filled in) when input 0 gets nothing.
+bool reaches_input0(const NodeValues& v, const std::vector<const Tensor*>& rout, const std::vector<bool>& need,
+                    std::vector<Tensor>& rin) {
+  if (rin.size() < need.size()) rin.resize(need.size());
+  if (need.empty() || !need[0] || rout.empty() || !rout[0] || !v.in[0]) {
+    zero_missing(v, need, rin);
+    return false;
+  }
+  return true;
+}
+
 bool halves_equal(const Tensor& r) {
   const int64_t n = r.numel() / 2;
   return std::memcmp(r.f32(), r.f32() + n, sizeof(float) * static_cast<std::size_t>(n)) == 0;
 }
 
-std::pair<Tensor, Tensor> split_of(const DeepLiftContext& c, const Tensor& w);
+std::pair<Tensor, Tensor> split_of(const DeepLiftContext& c, const Tensor& w, int threads);
 
-Tensor clamp_sign(const Tensor& w, bool positive) {
+Tensor clamp_sign(const Tensor& w, bool positive, int threads) {
   Tensor t(DType::Float32, w.shape());
   const float* p = w.f32();
   float* q = t.f32();
-  for (int64_t i = 0; i < w.numel(); ++i) q[i] = positive ? std::max(p[i], 0.f) : std::min(p[i], 0.f);
+  kernels::parallel_for(w.numel(), threads, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) q[i] = positive ? std::max(p[i], 0.f) : std::min(p[i], 0.f);
+  });
   return t;
 }
 
@@ -59,8 +87,7 @@ class NonlinearRule final : public Rule {
   std::string name() const override { return "deeplift"; }
   void backward(const NodeValues& v, const std::vector<const Tensor*>& rout, const std::vector<bool>& need,
                 std::vector<Tensor>& rin, ExecContext& ctx) const override {
-    if (rin.size() < need.size()) rin.resize(need.size());
-    if (need.empty() || !need[0] || rout.empty() || !rout[0] || !v.in[0]) return zero_missing(v, need, rin);
+    if (!reaches_input0(v, rout, need, rin)) return;
     const Tensor& x = *v.in[0];
     const Tensor& y = *v.out[0];
     if (x.shape() != y.shape())
@@ -73,13 +100,11 @@ class NonlinearRule final : public Rule {
     auto it = c_->dz_pos.find(v.node);
     // f'(x), only where some input (or, for RevealCancel, some part) barely moved from the
     // reference: an element-wise VJP on ones.
-    bool tiny = false;
     const float* pp0 = it != c_->dz_pos.end() ? it->second.f32() : nullptr;
-    for (int64_t i = 0; i < n && !tiny; ++i) {
+    const bool tiny = any_index(n, ctx.threads(), [&](int64_t i) {
       const float dx = px[i] - px[i + n];
-      tiny = std::fabs(dx) < kNearZero ||
-             (pp0 && (std::fabs(pp0[i]) < kNearZero || std::fabs(dx - pp0[i]) < kNearZero));
-    }
+      return std::fabs(dx) < kNearZero || (pp0 && (std::fabs(pp0[i]) < kNearZero || std::fabs(dx - pp0[i]) < kNearZero));
+    });
     Tensor slope;
     if (tiny) {
       Tensor ones(DType::Float32, y.shape());
@@ -107,11 +132,13 @@ class NonlinearRule final : public Rule {
                          std::to_string(it->second.numel()) + " entries for " + std::to_string(n));
       Tensor shifted(DType::Float32, x.shape());
       float* sh = shifted.f32();
-      for (int64_t i = 0; i < n; ++i) {
-        const float dz = px[i] - px[i + n];
-        sh[i] = px[i + n] + pp[i];
-        sh[i + n] = px[i + n] + (dz - pp[i]);
-      }
+      kernels::parallel_for(n, ctx.threads(), [&](int64_t b, int64_t e) {
+        for (int64_t i = b; i < e; ++i) {
+          const float dz = px[i] - px[i + n];
+          sh[i] = px[i + n] + pp[i];
+          sh[i + n] = px[i + n] + (dz - pp[i]);
+        }
+      });
       std::vector<const Tensor*> in = v.in;
       in[0] = &shifted;
       std::vector<Tensor> fo(v.out.size());
@@ -144,8 +171,7 @@ class MaxPoolRule final : public Rule {
   std::string name() const override { return "deeplift.maxpool"; }
   void backward(const NodeValues& v, const std::vector<const Tensor*>& rout, const std::vector<bool>& need,
                 std::vector<Tensor>& rin, ExecContext& ctx) const override {
-    if (rin.size() < need.size()) rin.resize(need.size());
-    if (need.empty() || !need[0] || rout.empty() || !rout[0] || !v.in[0]) return zero_missing(v, need, rin);
+    if (!reaches_input0(v, rout, need, rin)) return;
     const Tensor& x = *v.in[0];
     const Tensor& y = *v.out[0];
     const Tensor& r = *rout[0];
@@ -166,8 +192,7 @@ class MaxPoolRule final : public Rule {
         }
       });
       const Tensor u = vjp0(v, gs, ctx);
-      bool tiny = false;
-      for (int64_t i = 0; i < m && !tiny; ++i) tiny = std::fabs(px[i] - px[i + m]) < kNearZero;
+      const bool tiny = any_index(m, ctx.threads(), [&](int64_t i) { return std::fabs(px[i] - px[i + m]) < kNearZero; });
       Tensor gg;
       if (tiny) {  // the plain gradient, where the input did not move
         gx = Tensor::zeros(DType::Float32, y.shape());
@@ -220,7 +245,7 @@ class LinearRevealCancelRule final : public Rule {
       rin[d] = out;
       return zero_missing(v, need, rin);
     }
-    const auto [wp, wn] = split_of(*c_, node.w());
+    const auto [wp, wn] = split_of(*c_, node.w(), ctx.threads());
     // Terms w_ij Δx_i > 0 take M+: Δx_i >= 0 with W+, Δx_i < 0 with W-; the others M-.
     Tensor a = node.vjp(xh, wp, nullptr, mp, mp, ctx);
     const Tensor a2 = node.vjp(xh, wn, nullptr, mn, mn, ctx);
@@ -274,9 +299,9 @@ class RefuseRule final : public Rule {
 }  // namespace
 
 namespace {
-std::pair<Tensor, Tensor> split_of(const DeepLiftContext& c, const Tensor& w) {
+std::pair<Tensor, Tensor> split_of(const DeepLiftContext& c, const Tensor& w, int threads) {
   if (c.sign_split) return c.sign_split(w);
-  return {clamp_sign(w, true), clamp_sign(w, false)};
+  return weight_sign_split(w, threads);
 }
 }  // namespace
 
@@ -288,18 +313,26 @@ Tensor deeplift_positive_part(const NodeValues& v, const DeepLiftContext& dctx, 
   const float* px = x.f32();
   float* pp = dp.f32();
   float* pn = dn.f32();
-  for (int64_t i = 0; i < m; ++i) {
-    const float d = px[i] - px[i + m];
-    pp[i] = d > 0.f ? d : 0.f;
-    pn[i] = d < 0.f ? d : 0.f;
-  }
-  const auto [wp, wn] = split_of(dctx, node.w());
+  kernels::parallel_for(m, ctx.threads(), [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) {
+      const float d = px[i] - px[i + m];
+      pp[i] = d > 0.f ? d : 0.f;
+      pn[i] = d < 0.f ? d : 0.f;
+    }
+  });
+  const auto [wp, wn] = split_of(dctx, node.w(), ctx.threads());
   Tensor z = node.forward(dp, wp, nullptr, ctx);
   const Tensor z2 = node.forward(dn, wn, nullptr, ctx);
   float* pz = z.f32();
   const float* pz2 = z2.f32();
-  for (int64_t i = 0; i < z.numel(); ++i) pz[i] += pz2[i];
+  kernels::parallel_for(z.numel(), ctx.threads(), [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) pz[i] += pz2[i];
+  });
   return z;
+}
+
+std::pair<Tensor, Tensor> weight_sign_split(const Tensor& w, int threads) {
+  return {clamp_sign(w, true, threads).frozen(), clamp_sign(w, false, threads).frozen()};
 }
 
 RulePtr deeplift_nonlinear_rule(DeepLiftContextPtr ctx) { return std::make_shared<NonlinearRule>(std::move(ctx)); }

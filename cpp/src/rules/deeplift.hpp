@@ -51,6 +51,8 @@ RulePtr deeplift_linear_rule(DeepLiftContextPtr ctx);
 /// Δz+ = Σ_i [w_ij Δx_i > 0] w_ij Δx_i of a linear node for the stacked input (B samples) of
 /// node values `v` (v.out may be empty), H = B/2 samples.
 Tensor deeplift_positive_part(const NodeValues& v, const DeepLiftContext& dctx, ExecContext& ctx);
+/// W+ = max(W, 0) and W- = min(W, 0), frozen.
+std::pair<Tensor, Tensor> weight_sign_split(const Tensor& w, int threads);
 /// A node DeepLIFT has no rule for (Softmax kept, Mul of two activations): refuses when reached,
 /// saying why and what to do; with `unless_linear`, a node with at most one non-constant float
 /// input (a product by a constant) passes multipliers through its VJP instead.

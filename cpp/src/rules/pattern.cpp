@@ -1,6 +1,7 @@
 #include "rules/pattern.hpp"
 
 #include <cstring>
+#include <mutex>
 
 #include "kernels/parallel.hpp"
 #include "rules/linear_node.hpp"
@@ -15,15 +16,6 @@ class PatternRule final : public Rule {
     if (neg_.numel() && neg_.shape() != pos_.shape())
       throw InvalidArgument("pattern rule: a+ " + shape_str(pos_.shape()) + " and a- " + shape_str(neg_.shape()) +
                             " differ in shape");
-    if (neg_.numel() && pos_.rank() >= 1) {
-      // [a+; a-] along axis 0: one VJP for both on ops that stack on channels.
-      Shape s = pos_.shape();
-      s[0] *= 2;
-      Tensor t(DType::Float32, s);
-      std::memcpy(t.f32(), pos_.f32(), pos_.nbytes());
-      std::memcpy(t.f32() + pos_.numel(), neg_.f32(), neg_.nbytes());
-      stacked_ = t.frozen();
-    }
   }
   std::string name() const override { return name_; }
 
@@ -103,7 +95,7 @@ class PatternRule final : public Rule {
           }
         }
       }, std::max<int64_t>(1, (1 << 15) / std::max<int64_t>(1, inner)));
-      rin[d] = node.vjp(node.x(), stacked_, nullptr, g, g, ctx);
+      rin[d] = node.vjp(node.x(), stacked(), nullptr, g, g, ctx);
       return zero_missing(v, need, rin);
     }
     Tensor gp(DType::Float32, r.shape()), gn(DType::Float32, r.shape());
@@ -128,8 +120,23 @@ class PatternRule final : public Rule {
   }
 
  private:
+  /// [a+; a-] along axis 0, made on first use (only ops that stack on channels need it; a dense
+  /// layer's would double the memory its patterns take).
+  const Tensor& stacked() const {
+    std::call_once(stacked_once_, [this] {
+      Shape s = pos_.shape();
+      s[0] *= 2;
+      Tensor t(DType::Float32, s);
+      std::memcpy(t.f32(), pos_.f32(), pos_.nbytes());
+      std::memcpy(t.f32() + pos_.numel(), neg_.f32(), neg_.nbytes());
+      stacked_ = t.frozen();
+    });
+    return stacked_;
+  }
   std::string name_;
-  Tensor pos_, neg_, stacked_;
+  Tensor pos_, neg_;
+  mutable Tensor stacked_;
+  mutable std::once_flag stacked_once_;
 };
 
 }  // namespace
