@@ -190,6 +190,28 @@ PYBIND11_MODULE(_core, m) {
             return l;
           },
           py::arg("inputs"), py::arg("threads") = 1)
+      .def("linear_params",
+           [](const runtime::Model& mdl) {
+             py::list l;
+             for (const auto& p : mdl.linear_params()) {
+               const auto& vals = mdl.graph().values;
+               py::object b = p.bias >= 0 ? py::object(to_numpy(vals[static_cast<std::size_t>(p.bias)].constant))
+                                          : py::object(py::none());
+               l.append(py::make_tuple(p.node, p.weight, p.bias,
+                                       to_numpy(vals[static_cast<std::size_t>(p.weight)].constant), b,
+                                       p.neuron_axis));
+             }
+             return l;
+           },
+           "(node, weight value id, bias value id or -1, weight, bias or None, neuron axis) per linear op with "
+           "constant parameters.")
+      .def("with_constants",
+           [](const runtime::Model& mdl, const std::map<int, py::array>& replace) {
+             std::map<int, Tensor> r;
+             for (const auto& [id, a] : replace) r[id] = from_numpy(a);
+             return mdl.with_constants(r);
+           },
+           py::arg("replace"), "A copy with the constants (value id -> array of the same shape) replaced.")
       .def(
           "vjp",
           [](const runtime::Model& mdl, const std::vector<py::array>& arrays, const std::vector<py::object>& cot,

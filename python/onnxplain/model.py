@@ -74,9 +74,14 @@ class Model:
         # needed), for saving explainers and for pickling (Dask workers rebuild the model).
         self._source = source
         self._options = options
+        # Weights replaced by with_weights (node -> {"weight"/"bias": array}), reapplied on unpickling.
+        self._replaced: dict[str, dict[str, np.ndarray]] = {}
 
     def to_bytes(self) -> bytes:
         """The serialized ONNX model this was loaded from (before the load-time rewrites)."""
+        if self._replaced:
+            raise ValueError("this model's weights were replaced (Model.with_weights) after loading; the file it "
+                             "came from no longer describes it, so it cannot be serialized")
         if isinstance(self._source, bytes):
             return self._source
         if isinstance(self._source, str):
@@ -85,8 +90,67 @@ class Model:
         raise ValueError("this model was not loaded from a file or bytes, so it cannot be serialized")
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_unpickle_model, (self.to_bytes(), self._source if isinstance(self._source, str) else None,
-                                  self._options, self.threads))
+        original = Model(self._m, self.threads, self._source, self._options)
+        return (_unpickle_model, (original.to_bytes(), self._source if isinstance(self._source, str) else None,
+                                  self._options, self.threads, self._replaced))
+
+    def layers(self) -> list[tuple[str, dict[str, np.ndarray]]]:
+        """Every linear op (Conv, Gemm, MatMul, after the load-time rewrites such as BatchNorm
+        folding) whose weight and bias are constants, in execution order: ``(node name,
+        {"weight": array, "bias": array})`` (no ``"bias"`` key without a bias), copies of the
+        values the engine uses, plus ``"neuron_axis"``: the weight axis of the output neurons."""
+        out = []
+        for node, _w, _b, w, b, axis in self._m.linear_params():
+            d: dict[str, Any] = {"weight": np.array(w, copy=True), "neuron_axis": int(axis)}
+            if b is not None:
+                d["bias"] = np.array(b, copy=True)
+            out.append((str(node), d))
+        return out
+
+    def with_weights(self, weights: Mapping[str, Mapping[str, Any]]) -> Model:
+        """A copy of this model with some linear ops' weights and biases replaced.
+
+        Used by :func:`onnxplain.metrics.model_randomisation` (Adebayo et al. 2018) to re-draw
+        layers; ``self`` is unchanged.
+
+        Parameters
+        ----------
+        weights : dict
+            Node name (as in :meth:`layers`) -> ``{"weight": array, "bias": array}`` (either key
+            may be left out), each shaped like the value it replaces.
+
+        Returns
+        -------
+        Model
+            The copy; it pickles (the replacements travel with it) but cannot be saved as ONNX.
+        """
+        params = {str(node): (w_id, b_id) for node, w_id, b_id, _w, _b, _a in self._m.linear_params()}
+        replace: dict[int, np.ndarray] = {}
+        for node, d in weights.items():
+            if node not in params:
+                raise ValueError(f"'{node}' is not a linear op with constant weights; the model's are "
+                                 f"{sorted(params)}")
+            unknown = set(d) - {"weight", "bias", "neuron_axis"}
+            if unknown:
+                raise ValueError(f"with_weights['{node}']: unknown keys {sorted(unknown)} (use 'weight' and 'bias')")
+            w_id, b_id = params[node]
+            if "weight" in d:
+                replace[int(w_id)] = _as_float32(d["weight"], f"{node}.weight")
+            if "bias" in d:
+                if b_id < 0:
+                    raise ValueError(f"node '{node}' has no bias to replace")
+                replace[int(b_id)] = _as_float32(d["bias"], f"{node}.bias")
+        try:
+            core_model = self._m.with_constants({k: np.require(v, requirements="C") for k, v in replace.items()})
+        except ValueError as e:
+            raise ValueError(f"with_weights: {e}") from None
+        m = Model(core_model, self.threads, self._source, self._options)
+        m._replaced = {**self._replaced}
+        for node, d in weights.items():
+            m._replaced[str(node)] = {**m._replaced.get(str(node), {}),
+                                      **{k: np.array(v, dtype=np.float32, copy=True) for k, v in d.items()
+                                         if k in ("weight", "bias")}}
+        return m
 
     @property
     def inputs(self) -> list[TensorSpec]:
@@ -283,14 +347,17 @@ def load(
     return Model(m, threads, source, options)
 
 
-def _unpickle_model(data: bytes, path: str | None, options: tuple[bool, bool, bool], threads: int) -> Model:
+def _unpickle_model(data: bytes, path: str | None, options: tuple[bool, bool, bool], threads: int,
+                    replaced: dict[str, dict[str, np.ndarray]] | None = None) -> Model:
     try:
-        return load(data, *options[:2], threads=threads, winograd=options[2])
+        m = load(data, *options[:2], threads=threads, winograd=options[2])
     except Exception:
         # A model with external data loads only from its folder.
         if path is not None and os.path.exists(path):
-            return load(path, *options[:2], threads=threads, winograd=options[2])
-        raise
+            m = load(path, *options[:2], threads=threads, winograd=options[2])
+        else:
+            raise
+    return m.with_weights(replaced) if replaced else m
 
 
 def supported_ops() -> list[str]:

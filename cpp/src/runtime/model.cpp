@@ -73,6 +73,36 @@ std::map<std::string, int> Model::op_counts() const {
   return c;
 }
 
+std::vector<Model::LinearParams> Model::linear_params() const {
+  std::vector<LinearParams> out;
+  for (const auto& n : graph_.nodes) {
+    if (!n.op || n.op->kind() != ops::OpKind::Linear) continue;
+    const int wi = n.op->weight_input(), bi = n.op->bias_input();
+    auto value_at = [&](int i) { return i >= 0 && static_cast<std::size_t>(i) < n.inputs.size() ? n.inputs[static_cast<std::size_t>(i)] : -1; };
+    const int w = value_at(wi), b = value_at(bi);
+    if (w < 0 || !graph_.values[static_cast<std::size_t>(w)].is_constant) continue;
+    if (b >= 0 && !graph_.values[static_cast<std::size_t>(b)].is_constant) continue;
+    const Tensor& wt = graph_.values[static_cast<std::size_t>(w)].constant;
+    out.push_back({n.name, w, b, n.op->weight_neuron_axis(wt.rank())});
+  }
+  return out;
+}
+
+std::shared_ptr<Model> Model::with_constants(const std::map<int, Tensor>& replace) const {
+  auto m = std::make_shared<Model>(*this);
+  for (const auto& [id, t] : replace) {
+    if (id < 0 || static_cast<std::size_t>(id) >= graph_.values.size() || !graph_.values[static_cast<std::size_t>(id)].is_constant)
+      throw InvalidArgument("value " + std::to_string(id) + " is not a constant of this model");
+    Value& v = m->graph_.values[static_cast<std::size_t>(id)];
+    if (t.dtype() != v.constant.dtype() || t.shape() != v.constant.shape())
+      throw InvalidArgument("the replacement for '" + v.name + "' must have shape " + shape_str(v.constant.shape()) +
+                            " and the same dtype, got " + shape_str(t.shape()));
+    // A fresh frozen copy: ops cache data derived from frozen constants by their storage.
+    v.constant = t.clone().frozen();
+  }
+  return m;
+}
+
 std::vector<Tensor> Model::run(const std::vector<Tensor>& inputs, int threads, std::vector<Tensor>* keep,
                                const ForwardHook& hook) const {
   const Graph& g = graph_;

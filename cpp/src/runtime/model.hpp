@@ -48,6 +48,21 @@ class Model {
   /// Op types present (after rewrites) with their node counts.
   std::map<std::string, int> op_counts() const;
 
+  /// A linear op whose weight (and bias, if any) are graph constants: what a sanity check that
+  /// re-draws weights (Adebayo et al. 2018) may replace.
+  struct LinearParams {
+    std::string node;
+    int weight = -1;  // value id
+    int bias = -1;    // value id, -1 without a bias
+    int neuron_axis = -1;  // the weight's output-neuron axis
+  };
+  /// Every such op, in execution order.
+  std::vector<LinearParams> linear_params() const;
+  /// A copy of this model whose constants `replace` (value id -> tensor of the same shape) are
+  /// replaced; the original is unchanged. InvalidArgument for a value that is not a constant or a
+  /// tensor of another shape.
+  std::shared_ptr<Model> with_constants(const std::map<int, Tensor>& replace) const;
+
  private:
   Graph graph_;
   LoadOptions opts_;
