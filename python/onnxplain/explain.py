@@ -56,9 +56,13 @@ class MethodInfo:
 
 def methods() -> dict[str, MethodInfo]:
     """Every method by name, with its family, description, the paper and its parameters."""
+    from .perturbation import PYTHON_METHODS
+
     out = {}
     for name, family, desc, ref, params in core.methods():
         out[name] = MethodInfo(name, family, desc, ref, {p: (d, doc) for p, d, doc in params})
+    for name, cls in PYTHON_METHODS.items():
+        out[name] = MethodInfo(name, cls.family, cls.description, cls.reference, dict(cls.params))
     return out
 
 
@@ -92,14 +96,22 @@ class Explainer:
         self.method = method
         self.info = info
         self.params = dict(params)
+        for k in params:
+            if k not in info.params:
+                names = ", ".join(info.params) or "none"
+                raise ValueError(f"method {method!r} has no parameter {k!r} (its parameters: {names})")
+        from .perturbation import PYTHON_METHODS
+
+        # Methods computed in Python on batched forward passes (perturbation.py); no core explainer.
+        self._py = PYTHON_METHODS[method](model, **params) if method in PYTHON_METHODS else None
+        self._ex: Any = None
+        if self._py is not None:
+            return
         numbers: dict[str, float] = {}
         strings: dict[str, str] = {}
         arrays: dict[str, np.ndarray] = {}
         rules: list[tuple[str, str, dict[str, float], dict[str, np.ndarray]]] = []
         for k, v in params.items():
-            if k not in info.params:
-                names = ", ".join(info.params) or "none"
-                raise ValueError(f"method {method!r} has no parameter {k!r} (its parameters: {names})")
             if v is None:
                 continue
             if k == "rules":
@@ -119,6 +131,8 @@ class Explainer:
     @property
     def node_rules(self) -> dict[str, str]:
         """The rule each node gets, by node name."""
+        if self._py is not None:
+            return {}
         return {name: rule for (name, _op, _kind), rule in zip(self.model.nodes, self._ex.node_rules)}
 
     # ---- learning from data (pattern.*) ----------------------------------------------------------
@@ -126,7 +140,7 @@ class Explainer:
     @property
     def learns(self) -> bool:
         """Whether :meth:`fit` changes the explanations (``pattern.*`` with estimator linear or relu)."""
-        return bool(self._ex.learns)
+        return bool(self._py.learns) if self._py is not None else bool(self._ex.learns)
 
     def fit(self, data: Any = None, batch_size: int = 64, progress: ProgressLike = None,
             threads: int | None = None) -> Explainer:
@@ -155,7 +169,7 @@ class Explainer:
         if not self.learns:
             return self
         if data is None:
-            raise ValueError(f"{self.method} learns its patterns from data: fit(data) needs samples")
+            raise ValueError(f"{self.method} learns from data: fit(data) needs samples")
         if _is_dask(data):
             # Each block is fitted on a worker and the statistics are merged here; no progress bar.
             from .dask import fit as dask_fit
@@ -188,7 +202,10 @@ class Explainer:
     def _fit_batch(self, batch: Any, threads: int | None) -> int:
         """Adds one batch to the statistics; returns its number of samples."""
         arrays = self.model._prepare(batch)
-        if self.learns:
+        if self._py is not None:
+            if self._py.learns:
+                self._py.fit_batch(arrays)
+        elif self.learns:
             self._ex.partial_fit(arrays, threads or self.model.threads)
         return int(arrays[0].shape[0]) if arrays[0].ndim else 1
 
@@ -228,6 +245,9 @@ class Explainer:
         """Writes the explainer (model, method, parameters, fitted patterns and, with
         ``statistics=True``, the statistics so that fitting can go on) to one ``.oxp`` file that
         :func:`onnxplain.load_explainer` and the C++ library read (format: ARCHITECTURE.md)."""
+        if self._py is not None:
+            raise ValueError(f"{self.method} explainers are not saved to .oxp files (they are computed in Python); "
+                             "pickle the explainer instead")
         data = self._ex.save_bytes(self.model.to_bytes(), bool(statistics), self.model.threads)
         tmp = os.fspath(path) + ".tmp"
         with open(tmp, "wb") as f:
@@ -235,6 +255,8 @@ class Explainer:
         os.replace(tmp, os.fspath(path))
 
     def __reduce__(self) -> tuple[Any, ...]:
+        if self._py is not None:
+            return (_rebuild_python_explainer, (self.model, self.method, self.params, self._py))
         if self.info.family == "pattern":
             # The .oxp bytes: the model once, the fitted patterns (not recomputed on the other
             # side) and the statistics.
@@ -296,6 +318,18 @@ class Explainer:
         n = arrays[0].shape[0] if arrays[0].ndim else 1
         targets = self._targets(target, n)
         report = _progress_callback(progress, self.method)
+        if self._py is not None:
+            if return_delta:
+                raise ValueError(f"return_delta: {self.method} promises no sum (only LRP, Deep Taylor, DeepLIFT and "
+                                 "integrated gradients do)")
+            if not targets:
+                targets = [int(t) for t in self._argmax(arrays, threads)]
+            try:
+                return self._py.explain(arrays, np.asarray(targets, dtype=np.int64), threads or self.model.threads,
+                                        report)
+            finally:
+                if report is not None and hasattr(report, "close"):
+                    report.close()
         res = self._ex.explain(arrays, targets, threads or self.model.threads, report)
         rel = list(res["relevance"])
         out: Any = rel[0] if len(rel) == 1 else rel
@@ -312,6 +346,11 @@ class Explainer:
             raise ValueError(f"return_delta: {self.method} promises no sum (only LRP, Deep Taylor, DeepLIFT and "
                              "integrated gradients do)")
         return out, delta
+
+
+    def _argmax(self, arrays: list[np.ndarray], threads: int | None) -> np.ndarray:
+        y = self.model._m.run(arrays, threads or self.model.threads)[0]
+        return np.asarray(y).reshape(len(y), -1).argmax(axis=1)
 
 
 class PatternStatistics:
@@ -380,6 +419,12 @@ def _explainer_from_oxp(data: bytes, threads: int) -> Explainer:
 
 def _rebuild_explainer(model: Model, method: str, params: dict[str, Any]) -> Explainer:
     return Explainer(model, method, **params)
+
+
+def _rebuild_python_explainer(model: Model, method: str, params: dict[str, Any], state: Any) -> Explainer:
+    ex = Explainer(model, method, **params)
+    ex._py = state  # keeps what fit() learned
+    return ex
 
 
 def load_explainer(path: str | os.PathLike[str] | bytes, model: Model | str | bytes | None = None,
