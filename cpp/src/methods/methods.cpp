@@ -92,6 +92,15 @@ std::vector<MethodInfo> build_infos() {
        {{"reference", "None",
          "None (zeros), a scalar, an array shaped like one sample or like x, or K references (K, *sample) "
          "whose contributions are averaged"}}},
+      {"occlusion", "perturbation",
+       "Occlusion: each window replaced by `fill`; a feature gets the mean drop f_t(x) - f_t(x occluded) over the "
+       "windows covering it (Captum's Occlusion)",
+       "Zeiler & Fergus 2014, Visualizing and Understanding Convolutional Networks, ECCV",
+       {{"window", "8",
+         "int: every axis after the channel axis of an image-like sample, spanning all channels (Captum's (C, w, w)), "
+         "or the feature axis of a rank-2 input; or one entry per axis of a sample"},
+        {"stride", "8", "int or one entry per axis of a sample (at most the window)"},
+        {"fill", "0.0", "the value occluded features take"}}},
       {"pattern.net", "pattern",
        "PatternNet: the signal, backpropagated with each linear op's weight replaced by its pattern A (fit first)",
        kKindermans,
@@ -287,6 +296,12 @@ Explainer::Explainer(std::shared_ptr<const runtime::Model> model, const std::str
       throw InvalidArgument("integrated_gradients: unknown method '" + it->second +
                             "' (riemann_left, riemann_right, riemann_middle, riemann_trapezoid, gausslegendre)");
     if (num(params, "steps", 64) < 1) throw InvalidArgument("integrated_gradients: steps must be >= 1");
+  }
+  if (method == "occlusion") {
+    for (const auto& kv : params.strings)
+      throw InvalidArgument("occlusion: " + kv.first + " must be a number, not '" + kv.second + "'");
+    if (params.arrays.count("fill"))
+      throw InvalidArgument("occlusion: fill must be a number (Captum's scalar baseline)");
   }
   if (method == "smoothgrad") {
     if (num(params, "samples", 64) < 1) throw InvalidArgument("smoothgrad: samples must be >= 1");
@@ -735,6 +750,7 @@ Explanation Explainer::explain(const std::vector<Tensor>& inputs, const std::vec
     return ex;
   }
   if (family_ == "deeplift") return explain_deeplift(inputs, targets, threads, progress);
+  if (method_ == "occlusion") return explain_occlusion(inputs, targets, threads, progress);
   if (family_ == "pattern") prepare(threads);
   Explanation ex = sweep(inputs, targets, threads, relevance || family_ == "pattern");
   if (method_ == "input_t_gradient")

@@ -129,6 +129,9 @@ class Explainer {
   /// sweep of multipliers, contributions averaged over the references.
   Explanation explain_deeplift(const std::vector<Tensor>& inputs, const std::vector<int64_t>& targets, int threads,
                                const Progress& progress) const;
+  /// Occlusion (methods/occlusion.cpp): occluded copies of every sample in batched forward passes.
+  Explanation explain_occlusion(const std::vector<Tensor>& inputs, const std::vector<int64_t>& targets, int threads,
+                                const Progress& progress) const;
   /// Forward, targets (argmax where not given) and f_t(x); then, when `reverse`, the sweep from
   /// the one-hot (times f_t(x) when `scale_by_output`) start.
   Explanation sweep(const std::vector<Tensor>& inputs, const std::vector<int64_t>& targets, int threads,
