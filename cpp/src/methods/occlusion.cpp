@@ -13,10 +13,13 @@
 namespace onnxplain::methods {
 namespace {
 
-// Occluded copies per forward pass: beyond this, larger batches gain nothing per sample on the
-// large CNNs (ResNet-50 at 224^2: 39 ms per sample at batch 1, 35.7 at 16, 34.5 at 64) while the
-// activations of the batch grow.
-constexpr int64_t kOcclusionBatch = 16;
+// Occluded copies per forward pass: at least 16 (on large CNNs larger batches gain nothing per
+// sample: ResNet-50 at 224^2 takes 39 ms per sample at batch 1, 35.7 at 16, 34.5 at 64, while the
+// activations grow), and up to 256 for small samples, where the per-call overhead of each op
+// dominates a small batch.
+int64_t occlusion_batch(int64_t sample_size) {
+  return std::clamp<int64_t>((int64_t{1} << 21) / std::max<int64_t>(sample_size, 1), 16, 256);
+}
 
 /// A window or stride parameter resolved to one entry per axis of a sample.
 std::vector<int64_t> per_axis(const Params& p, const char* name, double dflt, const Shape& sample) {
@@ -124,8 +127,9 @@ Explanation Explainer::explain_occlusion(const std::vector<Tensor>& inputs, cons
   Tensor acc = Tensor::zeros(DType::Float32, x.shape());
   const int64_t total = n * windows;
   Shape bshape = x.shape();
-  for (int64_t p0 = 0; p0 < total; p0 += kOcclusionBatch) {
-    const int64_t p1 = std::min(total, p0 + kOcclusionBatch);
+  const int64_t per_pass = occlusion_batch(m);
+  for (int64_t p0 = 0; p0 < total; p0 += per_pass) {
+    const int64_t p1 = std::min(total, p0 + per_pass);
     bshape[0] = p1 - p0;
     Tensor batch(DType::Float32, bshape);
     for (int64_t p = p0; p < p1; ++p) {
