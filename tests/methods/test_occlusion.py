@@ -105,3 +105,127 @@ def test_occlusion_refuses_bad_parameters(params: dict, message: str) -> None:
     x = np.zeros((1, *shape), np.float32)
     with pytest.raises(ValueError, match=message):
         ox.explainer(m, "occlusion", **params).explain(x)
+
+
+# ---- the local forward pass (runtime/local_forward.cpp) on the geometry it must get right ---------------------
+
+def _conv(name: str, x: str, w: np.ndarray, y: str, **attrs: object) -> tuple[object, dict[str, np.ndarray]]:
+    from onnx import helper
+
+    return helper.make_node("Conv", [x, name + "_w", name + "_b"], [y], name=name, **attrs), {
+        name + "_w": w, name + "_b": np.linspace(-0.2, 0.2, w.shape[0]).astype(np.float32)}
+
+
+def _local_geometry_models() -> dict[str, tuple[bytes, tuple[int, ...]]]:
+    """ONNX graphs whose local ops have strides, pads (asymmetric), dilation, ceil_mode, averages
+    that exclude the padding, depthwise groups, broadcast constants and residual sums, in 1-D,
+    2-D and 3-D."""
+    from onnx import helper
+
+    from tests.helpers.onnx_builders import make_model
+
+    r = np.random.default_rng(7)
+
+    def w(*s: int) -> np.ndarray:
+        return (r.standard_normal(s) / np.sqrt(np.prod(s[1:]))).astype(np.float32)
+
+    out: dict[str, tuple[bytes, tuple[int, ...]]] = {}
+    nodes, init = [], {}
+    for node, params in [
+        _conv("c1", "x", w(4, 3, 3, 3), "a1", strides=[2, 2], pads=[1, 1, 1, 1]),
+        (helper.make_node("Relu", ["a1"], ["r1"]), {}),
+        (helper.make_node("MaxPool", ["r1"], ["p1"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1],
+                          ceil_mode=1), {}),
+        _conv("c2", "p1", w(4, 4, 3, 3), "a2", dilations=[2, 2], pads=[2, 2, 2, 2]),
+        (helper.make_node("PRelu", ["a2", "slope"], ["r2"]), {"slope": np.full((4, 1, 1), 0.1, np.float32)}),
+        (helper.make_node("AveragePool", ["r2"], ["p2"], kernel_shape=[3, 3], pads=[1, 1, 1, 1],
+                          count_include_pad=0), {}),
+        (helper.make_node("Add", ["p2", "shift"], ["s2"]), {"shift": np.linspace(-1, 1, 4).reshape(4, 1, 1)
+                                                           .astype(np.float32)}),
+        (helper.make_node("Add", ["s2", "r2"], ["res"]), {}),
+        _conv("c3", "res", w(4, 1, 3, 3), "a3", group=4, pads=[0, 1, 2, 1]),
+        (helper.make_node("Sigmoid", ["a3"], ["g3"]), {}),
+        (helper.make_node("GlobalAveragePool", ["g3"], ["gp"]), {}),
+        (helper.make_node("Flatten", ["gp"], ["f"]), {}),
+        (helper.make_node("Gemm", ["f", "fc_w", "fc_b"], ["y"], transB=1),
+         {"fc_w": w(3, 4), "fc_b": np.array([0.1, -0.2, 0.3], np.float32)}),
+    ]:
+        nodes.append(node)
+        init.update(params)
+    out["2d"] = (make_model(nodes, [("x", ["N", 3, 23, 19])], ["y"], init), (3, 23, 19))
+
+    nodes1, init1 = [], {}
+    for node, params in [
+        _conv("d1", "x", w(5, 2, 5), "a1", strides=[3], pads=[2, 0]),
+        (helper.make_node("Relu", ["a1"], ["r1"]), {}),
+        (helper.make_node("MaxPool", ["r1"], ["p1"], kernel_shape=[2], strides=[2]), {}),
+        (helper.make_node("Flatten", ["p1"], ["f"]), {}),
+        (helper.make_node("Gemm", ["f", "fc_w"], ["y"], transB=1), {"fc_w": w(3, 50)}),
+    ]:
+        nodes1.append(node)
+        init1.update(params)
+    out["1d"] = (make_model(nodes1, [("x", ["N", 2, 64])], ["y"], init1), (2, 64))
+
+    nodes3, init3 = [], {}
+    for node, params in [
+        _conv("e1", "x", w(3, 1, 3, 3, 3), "a1", pads=[1, 1, 1, 1, 1, 1]),
+        (helper.make_node("Relu", ["a1"], ["r1"]), {}),
+        _conv("e2", "r1", w(2, 3, 2, 2, 2), "a2", strides=[2, 2, 2]),
+        (helper.make_node("Flatten", ["a2"], ["f"]), {}),
+        (helper.make_node("Gemm", ["f", "fc_w"], ["y"], transB=1), {"fc_w": w(3, 2 * 4 * 5 * 4)}),
+    ]:
+        nodes3.append(node)
+        init3.update(params)
+    out["3d"] = (make_model(nodes3, [("x", ["N", 1, 9, 11, 9])], ["y"], init3), (1, 9, 11, 9))
+    return out
+
+
+_GEOMETRY = _local_geometry_models()
+
+
+def _ort_occlusion(data: bytes, x: np.ndarray, window: tuple[int, ...], stride: tuple[int, ...], fill: float,
+                   target: list[int]) -> np.ndarray:
+    """Captum's occlusion written out with onnxruntime forwards: the independent oracle."""
+    import itertools
+
+    from tests.helpers.onnx_builders import ort_run
+
+    sample = x.shape[1:]
+    starts = [[k * s for k in range(-(-(d - w) // s) + 1)] for d, w, s in zip(sample, window, stride)]
+    base = ort_run(data, {"x": x})[0][np.arange(len(x)), target]
+    acc = np.zeros(x.shape, np.float64)
+    cover = np.zeros(sample, np.float64)
+    boxes = [tuple(slice(a, a + w) for a, w in zip(st, window)) for st in itertools.product(*starts)]
+    copies = np.repeat(x[:, None], len(boxes), axis=1)
+    for j, bx in enumerate(boxes):
+        copies[(slice(None), j, *bx)] = fill
+        cover[bx] += 1
+    y = ort_run(data, {"x": copies.reshape(-1, *sample)})[0].reshape(len(x), len(boxes), -1)
+    for j, bx in enumerate(boxes):
+        d = base - y[np.arange(len(x)), j, target]
+        acc[(slice(None), *bx)] += d.reshape(-1, *([1] * len(sample)))
+    return acc / cover
+
+
+@pytest.mark.parametrize("name,window,stride", [
+    ("2d", (3, 4, 4), (3, 4, 4)), ("2d", (3, 5, 3), (3, 2, 3)), ("2d", (3, 2, 2), (3, 1, 1)),
+    ("2d", (1, 6, 7), (1, 5, 4)), ("1d", (2, 4), (2, 3)), ("1d", (1, 7), (1, 7)),
+    ("3d", (1, 3, 3, 3), (1, 2, 3, 2)),
+])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_local_forward_equals_onnxruntime_and_the_whole_pass(name: str, window: tuple[int, ...],
+                                                            stride: tuple[int, ...], threads: int,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    data, shape = _GEOMETRY[name]
+    m = ox.load(data, threads=threads)
+    x = np.random.default_rng(8).standard_normal((2, *shape)).astype(np.float32)
+    target = [0, 2]
+    ex = ox.explainer(m, "occlusion", window=window, stride=stride, fill=0.5)
+    local = ex.explain(x, target=target)
+    monkeypatch.setenv("ONNXPLAIN_LOCAL_FORWARD", "0")
+    whole = ex.explain(x, target=target)
+    expected = _ort_occlusion(data, x, window, stride, 0.5, target)
+    # Differences of outputs: compare on the scale of the outputs, not of the (small) drops.
+    scale = float(np.max(np.abs(m.predict(x))))
+    np.testing.assert_allclose(local, expected, rtol=0, atol=2e-6 * scale)
+    np.testing.assert_allclose(whole, expected, rtol=0, atol=2e-6 * scale)

@@ -6,9 +6,12 @@
 // forward pass in batches.
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
+#include <string>
 
 #include "methods/methods.hpp"
+#include "runtime/local_forward.hpp"
 
 namespace onnxplain::methods {
 namespace {
@@ -126,32 +129,51 @@ Explanation Explainer::explain_occlusion(const std::vector<Tensor>& inputs, cons
 
   Tensor acc = Tensor::zeros(DType::Float32, x.shape());
   const int64_t total = n * windows;
-  Shape bshape = x.shape();
   const int64_t per_pass = occlusion_batch(m);
-  for (int64_t p0 = 0; p0 < total; p0 += per_pass) {
-    const int64_t p1 = std::min(total, p0 + per_pass);
-    bshape[0] = p1 - p0;
-    Tensor batch(DType::Float32, bshape);
-    for (int64_t p = p0; p < p1; ++p) {
-      const int64_t b = p / windows;
-      float* q = batch.f32() + (p - p0) * m;
-      std::memcpy(q, x.f32() + b * m, static_cast<std::size_t>(m) * sizeof(float));
-      box(p % windows, start, size);
-      for_each_run(sample, start, size, [&](int64_t off, int64_t len) { std::fill(q + off, q + off + len, fill); });
+  // Recompute only each window's cone of influence through the local ops at the start of the
+  // model (runtime/local_forward.hpp); ONNXPLAIN_LOCAL_FORWARD=0 runs every copy whole.
+  const char* env = std::getenv("ONNXPLAIN_LOCAL_FORWARD");
+  const bool local = sample.size() >= 2 && !(env && std::string(env) == "0");
+  int64_t done = 0;
+  for (int64_t b = 0; b < n; ++b) {
+    std::vector<Tensor> base;
+    Tensor xb;
+    if (local) {
+      Shape one = x.shape();
+      one[0] = 1;
+      xb = Tensor(DType::Float32, one);
+      std::memcpy(xb.f32(), x.f32() + b * m, static_cast<std::size_t>(m) * sizeof(float));
+      model_->run({xb}, threads, &base);
     }
-    const Tensor y = model_->run({batch}, threads).at(0);
-    const int64_t k = y.numel() / std::max<int64_t>(p1 - p0, 1);
-    for (int64_t p = p0; p < p1; ++p) {
-      const int64_t b = p / windows;
-      const auto ub = static_cast<std::size_t>(b);
-      const float d = ex.target_values[ub] - y.f32()[(p - p0) * k + ex.targets[ub]];
+    const auto ub = static_cast<std::size_t>(b);
+    for (int64_t j0 = 0; j0 < windows; j0 += per_pass) {
+      const int64_t j1 = std::min(windows, j0 + per_pass);
+      Shape bshape = x.shape();
+      bshape[0] = j1 - j0;
+      Tensor batch(DType::Float32, bshape);
+      std::vector<int64_t> box_start;
+      for (int64_t j = j0; j < j1; ++j) {
+        float* q = batch.f32() + (j - j0) * m;
+        std::memcpy(q, x.f32() + b * m, static_cast<std::size_t>(m) * sizeof(float));
+        box(j, start, size);
+        for_each_run(sample, start, size, [&](int64_t off, int64_t len) { std::fill(q + off, q + off + len, fill); });
+        if (local) box_start.insert(box_start.end(), start.begin() + 1, start.end());
+      }
+      const Tensor y = local ? runtime::run_local(*model_, batch, base, box_start,
+                                                  std::vector<int64_t>(win.begin() + 1, win.end()), threads).at(0)
+                             : model_->run({batch}, threads).at(0);
+      const int64_t k = y.numel() / std::max<int64_t>(j1 - j0, 1);
       float* r = acc.f32() + b * m;
-      box(p % windows, start, size);
-      for_each_run(sample, start, size, [&](int64_t off, int64_t len) {
-        for (int64_t e = 0; e < len; ++e) r[off + e] += d;
-      });
+      for (int64_t j = j0; j < j1; ++j) {
+        const float d = ex.target_values[ub] - y.f32()[(j - j0) * k + ex.targets[ub]];
+        box(j, start, size);
+        for_each_run(sample, start, size, [&](int64_t off, int64_t len) {
+          for (int64_t e = 0; e < len; ++e) r[off + e] += d;
+        });
+      }
+      done += j1 - j0;
+      if (progress) progress(done, total);
     }
-    if (progress) progress(p1, total);
   }
   for (int64_t b = 0; b < n; ++b) {
     float* r = acc.f32() + b * m;

@@ -46,6 +46,11 @@ class BatchNormalization final : public Op {
     }
   }
   OpKind kind() const override { return OpKind::Normalization; }
+  bool local_window(const std::vector<const Tensor*>& in, LocalWindow* w) const override {
+    if (in.empty() || !in[0] || in[0]->rank() < 3) return false;
+    *w = LocalWindow::pointwise(static_cast<std::size_t>(in[0]->rank() - 2), /*broadcasts=*/false);
+    return true;
+  }
 
   std::vector<ValueInfo> infer(const std::vector<ValueInfo>& in) const override {
     for (std::size_t i = 0; i < in.size() && i < 5; ++i)

@@ -22,6 +22,15 @@ class BinaryArith : public Op {
       legacy_axis_ = d.attrs->get_int("axis", kernels::kNoLegacyAxis);
   }
 
+  bool local_window(const std::vector<const Tensor*>& in, LocalWindow* w) const override {
+    // Pre-opset-7 broadcasting aligns b at an axis, not at the end: not worth the special case.
+    if (in.size() != 2 || !in[0] || !in[1] || legacy_axis_ != kernels::kNoLegacyAxis) return false;
+    const int64_t r = std::max(in[0]->rank(), in[1]->rank());
+    if (r < 3) return false;
+    *w = LocalWindow::pointwise(static_cast<std::size_t>(r - 2), /*broadcasts=*/true);
+    return true;
+  }
+
   std::vector<ValueInfo> infer(const std::vector<ValueInfo>& in) const override {
     const ValueInfo& a = in.at(0);
     const ValueInfo& b = in.at(1);

@@ -8,6 +8,7 @@
 #include "kernels/conv.hpp"
 #include "kernels/winograd.hpp"
 #include "ops/derived_cache.hpp"
+#include "ops/local_window.hpp"
 #include "ops/op.hpp"
 
 namespace onnxplain::ops {
@@ -47,6 +48,10 @@ class Conv final : public Op {
   int weight_neuron_axis(int64_t) const override { return 0; }
   int out_neuron_axis(int64_t) const override { return 1; }
   int64_t neuron_groups() const override { return groups_; }
+  bool local_window(const std::vector<const Tensor*>& in, LocalWindow* w) const override {
+    if (in.size() < 2 || !in[0] || !in[1] || in[1]->rank() != in[0]->rank()) return false;
+    return window_of(spec_, in, Shape(in[1]->shape().begin() + 2, in[1]->shape().end()), w);
+  }
 
   std::vector<ValueInfo> infer(const std::vector<ValueInfo>& in) const override {
     const ValueInfo& x = in.at(0);

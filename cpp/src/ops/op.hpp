@@ -67,6 +67,31 @@ struct NodeDesc {
   std::size_t num_outputs = 1;
 };
 
+/// What makes an op spatially local, for the forward pass that recomputes only the region of an
+/// input that changed (runtime/local_forward.hpp). For a data input [N, C, spatial...], output
+/// position o on spatial axis a reads only input positions o * stride[a] - pad_begin[a] +
+/// j * dilation[a] (0 <= j < kernel[a]) of every channel, and running the op on a crop of the input
+/// whose start is a multiple of the stride gives the full op's values at every output position
+/// whose window lies inside the crop (or reaches the input's own border where the crop does).
+/// Pointwise ops have kernel 1, stride 1, pad 0.
+struct LocalWindow {
+  std::vector<int64_t> kernel, stride, pad_begin, dilation;
+  /// Inputs other than the spatial data broadcast against it numpy-style (Add, Mul, PRelu's
+  /// slope): local only where they are constant along every spatial axis. False: they are
+  /// parameters that never vary over space (a convolution's weight, BatchNorm's scale).
+  bool broadcasts = false;
+  /// Pointwise on `spatial_axes` spatial axes.
+  static LocalWindow pointwise(std::size_t spatial_axes, bool broadcasts) {
+    LocalWindow w;
+    w.kernel.assign(spatial_axes, 1);
+    w.stride.assign(spatial_axes, 1);
+    w.pad_begin.assign(spatial_axes, 0);
+    w.dilation.assign(spatial_axes, 1);
+    w.broadcasts = broadcasts;
+    return w;
+  }
+};
+
 class Op {
  public:
   explicit Op(const NodeDesc& d) : name_(d.name), op_type_(d.op_type) {}
@@ -138,6 +163,14 @@ class Op {
   virtual bool vjp_sign_split(const std::vector<const Tensor*>& in, const Tensor& g1, const Tensor& g2, Tensor& gx,
                               ExecContext& ctx) const {
     (void)in, (void)g1, (void)g2, (void)gx, (void)ctx;
+    return false;
+  }
+
+  /// Spatially local ops (convolutions, window pooling, pointwise ops): see LocalWindow. `in` as for
+  /// forward (the data input first). False where the op is not local for these inputs (dense
+  /// layers, global pooling, routing, padding computed from the input size by auto_pad SAME).
+  virtual bool local_window(const std::vector<const Tensor*>& in, LocalWindow* w) const {
+    (void)in, (void)w;
     return false;
   }
 

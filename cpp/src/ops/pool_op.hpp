@@ -8,6 +8,7 @@
 #include <string>
 
 #include "kernels/pool.hpp"
+#include "ops/local_window.hpp"
 #include "ops/op.hpp"
 
 namespace onnxplain::ops {
@@ -70,6 +71,10 @@ class WindowPoolOp : public PoolOp {
       if (spec_.pads[u] >= dk || spec_.pads[u + spec_.kernel.size()] >= dk)
         fail_format("pads must be smaller than the (dilated) kernel on every axis");
     }
+  }
+
+  bool local_window(const std::vector<const Tensor*>& in, LocalWindow* w) const override {
+    return window_of(spec_, in, spec_.kernel, w);
   }
 
  protected:

@@ -24,6 +24,11 @@ class PRelu final : public Op {
       fail_format("expects 2 inputs (X, slope), got " + std::to_string(d.input_present.size()));
   }
   OpKind kind() const override { return OpKind::Activation; }
+  bool local_window(const std::vector<const Tensor*>& in, LocalWindow* w) const override {
+    if (in.empty() || !in[0] || in[0]->rank() < 3) return false;
+    *w = LocalWindow::pointwise(static_cast<std::size_t>(in[0]->rank() - 2), /*broadcasts=*/true);
+    return true;
+  }
 
   std::vector<ValueInfo> infer(const std::vector<ValueInfo>& in) const override {
     const ValueInfo& x = in.at(0);

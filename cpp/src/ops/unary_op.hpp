@@ -23,6 +23,12 @@ class UnaryOp : public Op {
  public:
   using Op::Op;
 
+  bool local_window(const std::vector<const Tensor*>& in, LocalWindow* w) const override {
+    if (in.empty() || !in[0] || in[0]->rank() < 3) return false;
+    *w = LocalWindow::pointwise(static_cast<std::size_t>(in[0]->rank() - 2), /*broadcasts=*/false);
+    return true;
+  }
+
   std::vector<ValueInfo> infer(const std::vector<ValueInfo>& in) const override {
     ValueInfo o = in.at(0);
     check_float32(o.dtype);
