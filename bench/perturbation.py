@@ -65,6 +65,56 @@ def rel_diff(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.max(np.abs(a - b)) / max(float(np.max(np.abs(b))), 1e-30))
 
 
+def run_model(name: str, args: argparse.Namespace, quantus: Any, occlusion_cls: Any) -> list[tuple[Any, ...]]:
+    rows: list[tuple[Any, ...]] = []
+    if name == "resnet50":
+        net, shape = archs.ResNet50().eval(), (3, 224, 224)
+        archs.randomize_batchnorm(net)
+        window, stride = 16, 8
+    else:
+        torch.manual_seed(0)
+        net, shape = SmallCNN().eval(), (3, 32, 32)
+        window, stride = 4, 2
+    model = ox.load(archs.export(net, (1, *shape)), threads=args.threads)
+    rng = np.random.default_rng(0)
+    x1 = rng.standard_normal((1, *shape)).astype(np.float32)
+    target = int(model.predict(x1).argmax())
+    if "occlusion" not in args.skip:
+        ex = ox.explainer(model, "occlusion", window=window, stride=stride)
+        model.predict(np.repeat(x1, 16, axis=0))  # warm-up: allocations, OpenBLAS threads
+        t_ox, r_ox = best_of(lambda: ex.explain(x1, target=target), args.repeats)
+        occ = occlusion_cls(net)
+        c = shape[0]
+
+        def captum(per_eval: int) -> np.ndarray:
+            with torch.no_grad():
+                return occ.attribute(torch.from_numpy(x1), sliding_window_shapes=(c, window, window),
+                                     strides=(c, stride, stride), target=target,
+                                     perturbations_per_eval=per_eval).numpy()
+
+        t_c1, r_c = best_of(lambda: captum(1), args.repeats)
+        t_c16, _ = best_of(lambda: captum(16), args.repeats)
+        n_win = ((shape[1] - window + stride - 1) // stride + 1) ** 2
+        rows.append((name, f"occlusion w{window} s{stride} ({n_win} copies), 1 image", t_ox,
+                     [("Captum per_eval=1", t_c1), ("Captum per_eval=16", t_c16)], rel_diff(r_ox, r_c)))
+    if "aopc" not in args.skip:
+        n, steps, region = 8, 100, 9
+        x8 = rng.standard_normal((n, *shape)).astype(np.float32)
+        y8 = model.predict(x8).argmax(axis=1)
+        rel = np.abs(rng.standard_normal((n, 1, *shape[1:]))).astype(np.float32)
+        t_ox, res = best_of(lambda: ox.metrics.aopc(model, x8, rel, target=y8, region=region, steps=steps,
+                                                    order="morf", perturbation="constant", fill=0.0),
+                            args.repeats)
+        metric = quantus.RegionPerturbation(patch_size=region, regions_evaluation=steps, order="morf",
+                                            perturb_baseline="black", disable_warnings=True,
+                                            display_progressbar=False)
+        t_q, _ = best_of(lambda: metric(model=net, x_batch=x8, y_batch=y8, a_batch=rel, device="cpu",
+                                        batch_size=n), args.repeats)
+        rows.append((name, f"AOPC {steps} steps of {region}x{region}, {n} images", t_ox,
+                     [("Quantus RegionPerturbation", t_q)], float("nan")))
+    return rows
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", nargs="+", default=["resnet50", "small"], choices=["resnet50", "small"])
@@ -79,53 +129,7 @@ def main() -> int:
 
     print(f"onnxplain {ox.__version__} (OpenBLAS {blas_core()}), torch {torch.__version__}, "
           f"quantus {quantus.__version__}, threads {args.threads}")
-    rows = []
-    for name in args.models:
-        if name == "resnet50":
-            net, shape = archs.ResNet50().eval(), (3, 224, 224)
-            archs.randomize_batchnorm(net)
-            window, stride = 16, 8
-        else:
-            torch.manual_seed(0)
-            net, shape = SmallCNN().eval(), (3, 32, 32)
-            window, stride = 4, 2
-        model = ox.load(archs.export(net, (1, *shape)), threads=args.threads)
-        rng = np.random.default_rng(0)
-        x1 = rng.standard_normal((1, *shape)).astype(np.float32)
-        target = int(model.predict(x1).argmax())
-        if "occlusion" not in args.skip:
-            ex = ox.explainer(model, "occlusion", window=window, stride=stride)
-            model.predict(np.repeat(x1, 16, axis=0))  # warm-up: allocations, OpenBLAS threads
-            t_ox, r_ox = best_of(lambda: ex.explain(x1, target=target), args.repeats)
-            occ = Occlusion(net)
-            c = shape[0]
-
-            def captum(per_eval: int) -> np.ndarray:
-                with torch.no_grad():
-                    return occ.attribute(torch.from_numpy(x1), sliding_window_shapes=(c, window, window),
-                                         strides=(c, stride, stride), target=target,
-                                         perturbations_per_eval=per_eval).numpy()
-
-            t_c1, r_c = best_of(lambda: captum(1), args.repeats)
-            t_c16, _ = best_of(lambda: captum(16), args.repeats)
-            n_win = ((shape[1] - window + stride - 1) // stride + 1) ** 2
-            rows.append((name, f"occlusion w{window} s{stride} ({n_win} copies), 1 image", t_ox,
-                         [("Captum per_eval=1", t_c1), ("Captum per_eval=16", t_c16)], rel_diff(r_ox, r_c)))
-        if "aopc" not in args.skip:
-            n, steps, region = 8, 100, 9
-            x8 = rng.standard_normal((n, *shape)).astype(np.float32)
-            y8 = model.predict(x8).argmax(axis=1)
-            rel = np.abs(rng.standard_normal((n, 1, *shape[1:]))).astype(np.float32)
-            t_ox, res = best_of(lambda: ox.metrics.aopc(model, x8, rel, target=y8, region=region, steps=steps,
-                                                        order="morf", perturbation="constant", fill=0.0),
-                                args.repeats)
-            metric = quantus.RegionPerturbation(patch_size=region, regions_evaluation=steps, order="morf",
-                                                perturb_baseline="black", disable_warnings=True,
-                                                display_progressbar=False)
-            t_q, _ = best_of(lambda: metric(model=net, x_batch=x8, y_batch=y8, a_batch=rel, device="cpu",
-                                            batch_size=n), args.repeats)
-            rows.append((name, f"AOPC {steps} steps of {region}x{region}, {n} images", t_ox,
-                         [("Quantus RegionPerturbation", t_q)], float("nan")))
+    rows = [row for name in args.models for row in run_model(name, args, quantus, Occlusion)]
     print(f"\n{'model':<10} {'work':<44} {'onnxplain':>10}   peer: time, speed-up")
     for name, work, t_ox, peers, diff in rows:
         peer_txt = "; ".join(f"{p} {t:.3f} s, {t / t_ox:.2f}x" for p, t in peers)

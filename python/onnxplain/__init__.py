@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+from . import metrics
 from .errors import InvalidArgument, ModelFormatError, OnnxplainError, ShapeError, UnsupportedModelError
 from .explain import Explainer, MethodInfo, PatternStatistics, explainer, load_explainer, methods
 from .model import Model, TensorSpec, load, supported_ops
@@ -30,6 +31,7 @@ __all__ = [
     "load",
     "load_explainer",
     "methods",
+    "metrics",
     "signal_quality",
     "supported_ops",
     "__version__",
