@@ -13,6 +13,7 @@ from .errors import InvalidArgument, ModelFormatError, OnnxplainError, ShapeErro
 from .explain import Explainer, MethodInfo, PatternStatistics, explainer, load_explainer, methods
 from .model import Model, TensorSpec, load, supported_ops
 from .quality import signal_quality
+from .report import report
 
 __version__ = "0.1.0"
 
@@ -31,6 +32,7 @@ __all__ = [
     "load",
     "load_explainer",
     "methods",
+    "report",
     "metrics",
     "signal_quality",
     "supported_ops",

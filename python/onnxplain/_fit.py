@@ -1,4 +1,4 @@
-"""Batches and progress for fitting (``Explainer.fit``, ``signal_quality``)."""
+"""Batches and progress bars for fitting (``Explainer.fit``, ``signal_quality``), explaining and reports."""
 
 from __future__ import annotations
 
@@ -55,6 +55,7 @@ class TextBar:
 
     def __init__(self, label: str, always: bool = True) -> None:
         self.label, self.always, self.shown, self.ended = label, always, False, False
+        self._width = 0  # the longest line so far: shorter ones are padded to erase its tail
 
     def __call__(self, done: int, total: int | None) -> None:
         if total is not None and not self.shown and done >= total and not self.always:
@@ -64,44 +65,120 @@ class TextBar:
             width = 30
             filled = width * done // max(total, 1)
             self.ended = done >= total
-            end = "\n" if self.ended else ""
-            sys.stderr.write(f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}{end}")
+            line = f"{self.label} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}"
         else:
-            sys.stderr.write(f"\r{self.label}: {done} samples")
+            line = f"{self.label}: {done} samples"
+        self._width = max(self._width, len(line))
+        sys.stderr.write("\r" + line.ljust(self._width) + ("\n" if self.ended else ""))
         sys.stderr.flush()
+
+    def note(self, text: str) -> None:
+        """Shows what is being done now after the bar (on its next redraw)."""
+        self.label = f"{self.label.split(' | ')[0]} | {text}"
 
     def close(self) -> None:
         if self.shown and not self.ended:
             sys.stderr.write("\n")
             sys.stderr.flush()
+            self.ended = True
 
 
 class _TqdmBar:
-    def __init__(self, label: str, total: int | None) -> None:
-        from tqdm.auto import tqdm
+    """The same interface as :class:`TextBar` on a ``tqdm.auto`` bar (a widget in notebooks).
 
-        self.bar = tqdm(total=total, desc=label, unit="sample")
+    The bar is created on the first report that deserves one (so ``always=False`` stays silent for
+    work done in one step) and closes itself when ``done`` reaches a known total.
+    """
+
+    def __init__(self, label: str, total: int | None = None, always: bool = True, unit: str = "sample") -> None:
+        from tqdm.auto import tqdm  # ImportError when tqdm is not installed: the caller falls back
+
+        self._tqdm = tqdm
+        self.label, self.always, self.unit = label, always, unit
+        self.bar: Any = None
         self.done = 0
+        if always and total is not None:
+            self._open(total)
+
+    def _open(self, total: int | None) -> None:
+        self.bar = self._tqdm(total=total, desc=self.label, unit=self.unit, dynamic_ncols=True)
 
     def __call__(self, done: int, total: int | None) -> None:
+        if self.bar is None:
+            if total is not None and done >= total and not self.always:
+                return
+            self._open(total)
+        if total is not None and self.bar.total != total:
+            self.bar.total = total
         self.bar.update(done - self.done)
         self.done = done
+        if total is not None and done >= total:
+            self.close()
+
+    def note(self, text: str) -> None:
+        """Shows what is being done now next to the bar."""
+        if self.bar is None:
+            self._open(None)
+        self.bar.set_postfix_str(text, refresh=True)
 
     def close(self) -> None:
-        self.bar.close()
+        if self.bar is not None:
+            self.bar.close()
 
 
-def progress_reporter(progress: Any, label: str, total: int | None) -> Callable[[int, int | None], Any] | None:
-    """None: a bar on a terminal; True: always; False: never; a callable: called with (done, total)."""
+def _interactive() -> bool:
+    """Whether a bar is worth drawing by default: stderr is a terminal, or this runs in a Jupyter kernel."""
+    if sys.stderr is not None and hasattr(sys.stderr, "isatty") and sys.stderr.isatty():
+        return True
+    ipython = sys.modules.get("IPython")
+    if ipython is None:
+        return False
+    try:
+        shell = ipython.get_ipython()
+    except Exception:  # noqa: BLE001 - any failure means: not a notebook
+        return False
+    return shell is not None and hasattr(shell, "kernel")
+
+
+def progress_reporter(progress: Any, label: str, total: int | None, always: bool = True,
+                      unit: str = "sample") -> Callable[[int, int | None], Any] | None:
+    """What reports progress: a tqdm bar (``tqdm.auto``) when tqdm is installed, else a :class:`TextBar`.
+
+    Parameters
+    ----------
+    progress : None, bool or callable
+        ``None``: a bar when stderr is a terminal or in a Jupyter notebook; ``True``: always;
+        ``False``: never; a callable is returned as it is and called with ``(done, total)``.
+    label : str
+        The bar's description.
+    total : int or None
+        The amount of work when known in advance (it may also arrive with each report).
+    always : bool
+        ``False``: no bar when the first report says the work is already done (one step, nothing
+        worth a bar), as ``Explainer.explain`` wants for single-pass methods.
+    unit : str
+        What is counted (tqdm's rate shows it).
+
+    Returns
+    -------
+    callable or None
+        Called as ``report(done, total)``; the bars also have ``close()`` and ``note(text)``.
+    """
     if progress is False:
         return None
     if callable(progress) and progress is not True:
         return progress
-    if progress is None and not (sys.stderr is not None and sys.stderr.isatty()):
+    if progress is None and not _interactive():
         return None
     if progress not in (None, True):
         raise ValueError(f"progress must be None, True, False or a callable(done, total); got {progress!r}")
     try:
-        return _TqdmBar(label, total)
+        return _TqdmBar(label, total, always=always, unit=unit)
     except ImportError:
-        return TextBar(label)
+        return TextBar(label, always=always)
+
+
+def explain_progress(progress: Any, method: str) -> Callable[[int, int | None], Any] | None:
+    """The progress reporter of ``Explainer.explain``: multi-pass drivers report ``(done, total)``
+    after each batch of passes; single-pass methods draw no bar unless asked (``progress=True``)."""
+    return progress_reporter(progress, method, None, always=progress is True, unit="step")

@@ -1,10 +1,11 @@
-"""Command line: ``onnxplain inspect|explain|fit|methods|demo``."""
+"""Command line: ``onnxplain inspect|explain|fit|report|methods|demo``."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from collections import Counter
+from pathlib import Path
 
 from . import model as _model
 from .errors import ModelFormatError, UnsupportedModelError
@@ -165,6 +166,45 @@ def fit_cmd(args: argparse.Namespace) -> int:
     return 0
 
 
+def report_cmd(args: argparse.Namespace) -> int:
+    """Writes the HTML report of ``ox.report`` for a model and a batch stored as .npy."""
+    import numpy as np
+
+    from .report import report
+
+    names = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if not names:
+        print("--methods needs at least one method name", file=sys.stderr)
+        return 2
+    params: dict[str, dict[str, object]] = {}
+    for item in args.param:
+        method, sep, kv = item.partition(":")
+        if not sep or "=" not in kv:
+            print(f"--param expects METHOD:K=V, e.g. lrp.epsilon:epsilon=0.01; got {item!r}", file=sys.stderr)
+            return 2
+        if method.strip() not in names:
+            print(f"--param {item!r}: {method.strip()!r} is not in --methods ({', '.join(names)})", file=sys.stderr)
+            return 2
+        k, v = kv.split("=", 1)
+        params.setdefault(method.strip(), {})[k.strip()] = _param_value(v.strip())
+    metrics = [] if args.metrics.strip().lower() in ("", "none") else [m.strip() for m in args.metrics.split(",")]
+    try:
+        x = np.load(args.input)
+        fit_data = np.load(args.fit_data, mmap_mode="r") if args.fit_data else None
+        m = _model.load(args.model, strip_softmax=not args.keep_softmax)
+        target = None if args.target is None else int(args.target)
+        out = report(m, x, methods=[(n, params.get(n, {})) for n in names], path=args.out, target=target,
+                     metrics=metrics, fit_data=fit_data, show=args.show, title=args.title or Path(args.model).name)
+    except ImportError as e:
+        print(f"onnxplain report: {e}", file=sys.stderr)
+        return 2
+    except (ValueError, OSError, ModelFormatError, UnsupportedModelError) as e:
+        print(f"onnxplain report: {e}", file=sys.stderr)
+        return 2
+    print(f"report on {len(x)} samples with {', '.join(names)} written to {out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="onnxplain", description="Explain ONNX models.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -195,6 +235,24 @@ def main(argv: list[str] | None = None) -> int:
     p_fit.add_argument("--holdout", type=float, default=0.2,
                        help="share of the samples rho is measured on (0: no rho); they are fitted afterwards")
     p_fit.add_argument("--keep-softmax", action="store_true", help="do not strip a final softmax")
+    p_rep = sub.add_parser("report", help="write one self-contained HTML report comparing methods on a batch "
+                                          "of images (needs matplotlib: pip install onnxplain[report])")
+    p_rep.add_argument("model", help="path to a .onnx file")
+    p_rep.add_argument("input", help=".npy file with a batch of images (N, C, H, W), C = 1 or 3")
+    p_rep.add_argument("--methods", default="gradient,integrated_gradients,lrp.epsilon_plus_flat",
+                       help="comma-separated method names (see `onnxplain methods`)")
+    p_rep.add_argument("--out", default="report.html", help="the HTML file to write (default: report.html)")
+    p_rep.add_argument("--target", default=None, help="output index to explain (default: argmax per sample)")
+    p_rep.add_argument("--param", action="append", default=[], metavar="METHOD:K=V",
+                       help="a method parameter, e.g. --param lrp.epsilon:epsilon=0.01 (repeatable)")
+    p_rep.add_argument("--metrics", default="aopc,faithfulness,randomisation",
+                       help="comma-separated metrics, or none (default: aopc,faithfulness,randomisation)")
+    p_rep.add_argument("--fit-data", default=None,
+                       help=".npy with training samples for methods that learn (pattern.*, prediction_difference); "
+                            "default: the input itself")
+    p_rep.add_argument("--show", type=int, default=8, help="how many samples to draw (default 8)")
+    p_rep.add_argument("--title", default=None, help="the report's title (default: the model file's name)")
+    p_rep.add_argument("--keep-softmax", action="store_true", help="do not strip a final softmax")
     args = parser.parse_args(argv)
     if args.command == "inspect":
         return inspect(args.model, strip_softmax=not args.keep_softmax)
@@ -212,6 +270,8 @@ def main(argv: list[str] | None = None) -> int:
         return explain_cmd(args)
     if args.command == "fit":
         return fit_cmd(args)
+    if args.command == "report":
+        return report_cmd(args)
     return 1
 
 

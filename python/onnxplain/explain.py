@@ -12,31 +12,18 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Union
 
 import numpy as np
 
-from ._fit import TextBar as _Bar
+from ._fit import explain_progress as _progress_callback
 from ._native import core
 from .model import Model, load
 
 TargetLike = Union[None, int, Sequence[int], np.ndarray]
 ProgressLike = Union[None, bool, Callable[[int, int], Any]]
-
-
-def _progress_callback(progress: ProgressLike, method: str) -> Callable[[int, int], Any] | None:
-    if progress is None:
-        return _Bar(method, always=False) if sys.stderr is not None and sys.stderr.isatty() else None
-    if progress is True:
-        return _Bar(method, always=True)
-    if progress is False:
-        return None
-    if callable(progress):
-        return progress
-    raise ValueError(f"progress must be None, True, False or a callable(done, total); got {progress!r}")
 
 
 @dataclass(frozen=True)

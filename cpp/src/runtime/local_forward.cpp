@@ -87,6 +87,8 @@ std::vector<Tensor> run_local(const Model& model, const Tensor& copies, const st
   // [P, C, h...], the sample's value with the copy's crop pasted over it.
   auto crop = [&](int v, const Tensor& held, const std::vector<int64_t>& r0, const std::vector<int64_t>& h) {
     const Local& L = meta[static_cast<std::size_t>(v)];
+    // A pointwise op reads exactly the region its input holds.
+    if (!L.whole && L.start == r0 && L.size == h) return held;
     const Tensor& b = value(v);
     const Shape bs = without_batch(b), hs = without_batch(held);
     Shape cs{P, bs[0]};
@@ -118,7 +120,7 @@ std::vector<Tensor> run_local(const Model& model, const Tensor& copies, const st
             if (meets) copy_box(held.f32() + p * hm, hs, from.data(), q, os, to.data(), n.data());
           }
         },
-        1);
+        std::max<int64_t>(1, kernels::kParallelGrain / std::max<int64_t>(om, 1)));
     return out;
   };
   auto whole = [&](int v, const Tensor& held) {
@@ -258,7 +260,7 @@ std::vector<Tensor> run_local(const Model& model, const Tensor& copies, const st
                 copy_box(y.f32() + p * ym, ys, &from[static_cast<std::size_t>(p) * nd], d.f32() + p * dm, dss,
                          zero.data(), ho.data());
             },
-            1);
+            std::max<int64_t>(1, kernels::kParallelGrain / std::max<int64_t>(dm, 1)));
         outs[0] = std::move(d);
         Local& L = meta[static_cast<std::size_t>(out_id)];
         L.on = true;
