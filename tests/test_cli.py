@@ -27,9 +27,16 @@ def test_inspect_supported_and_unsupported(tmp_path: Path, capsys: pytest.Captur
     assert "supported" in out and "Conv" in out and "method families" in out and "LRP / Deep Taylor" in out
     bad = tmp_path / "erf.onnx"
     bad.write_bytes(make_model([helper.make_node("Erf", ["x"], ["y"], name="erf_1")], [("x", [1, 3])], ["y"]))
-    assert main(["inspect", str(bad)]) == 2
+    # The engine lacks Erf; onnxruntime runs it, so the forward-only methods still apply.
+    assert main(["inspect", str(bad)]) == 1
     out = capsys.readouterr().out
     assert "NOT SUPPORTED" in out and "Erf" in out and "'erf_1'" in out
+    assert "apply through onnxruntime" in out and "do not apply" in out
+    worse = tmp_path / "custom.onnx"
+    worse.write_bytes(make_model([helper.make_node("Mine", ["x"], ["y"], name="m", domain="com.example")],
+                                 [("x", [1, 3])], ["y"]))
+    assert main(["inspect", str(worse)]) == 2
+    assert "onnxruntime cannot run it either" in capsys.readouterr().out
 
 
 def test_methods_lists_every_method_with_its_paper(capsys: pytest.CaptureFixture[str]) -> None:

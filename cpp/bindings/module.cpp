@@ -205,6 +205,8 @@ PYBIND11_MODULE(_core, m) {
            },
            "(node, weight value id, bias value id or -1, weight, bias or None, neuron axis) per linear op with "
            "constant parameters.")
+      .def("with_output", &runtime::Model::with_output, py::arg("index"),
+           "A copy with only graph output `index` (what the methods explain).")
       .def("with_constants",
            [](const runtime::Model& mdl, const std::map<int, py::array>& replace) {
              std::map<int, Tensor> r;

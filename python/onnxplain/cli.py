@@ -32,19 +32,34 @@ def _raw_op_counts(path: str) -> Counter[str] | None:
     return Counter((f"{n.domain}." if n.domain not in ("", "ai.onnx") else "") + n.op_type for n in proto.graph.node)
 
 
+_AGNOSTIC = ("perturbation methods and metrics", "occlusion, prediction_difference, lime, ox.metrics, report")
+
+
 def inspect(path: str, strip_softmax: bool) -> int:
+    """Prints what onnxplain can do with a model. Exit status: 0 every method family applies (the
+    engine runs the model), 1 only the forward-only methods (through onnxruntime), 2 none."""
     supported = set(_model.supported_ops())
     raw = _raw_op_counts(path)
     try:
-        m = _model.load(path, strip_softmax=strip_softmax)
+        m = _model.load(path, strip_softmax=strip_softmax, backend="onnxplain")
     except UnsupportedModelError as e:
-        print(f"{path}: NOT SUPPORTED")
+        print(f"{path}: NOT SUPPORTED by onnxplain's engine")
         print(str(e))
         if raw:
             print("\nops in the file:")
             for op, n in sorted(raw.items()):
                 print(f"  {op:<28} {n:>4}   {'supported' if op in supported else 'UNSUPPORTED'}")
-        return 2
+        try:
+            ort_model = _model.load(path, backend="onnxruntime")
+        except Exception as ort_error:  # noqa: BLE001 - any reason onnxruntime gives
+            print(f"\nonnxruntime cannot run it either ({str(ort_error).strip().splitlines()[0]}): no method applies")
+            return 2
+        print("\nmethod families:")
+        print(f"  {_AGNOSTIC[0]:<34} apply through onnxruntime   ({_AGNOSTIC[1]}); explained output "
+              f"'{ort_model.output}'")
+        for family, names, _ in _FAMILIES:
+            print(f"  {family:<34} do not apply: they walk the graph backwards in the engine   ({names})")
+        return 1
     except ModelFormatError as e:
         print(f"{path}: not a valid ONNX model: {e}", file=sys.stderr)
         return 2
@@ -68,6 +83,7 @@ def inspect(path: str, strip_softmax: bool) -> int:
         if family.startswith(("LRP", "PatternNet")) and "linear" not in kinds:
             verdict = "does not apply: no linear ops"
         print(f"  {family:<34} {verdict}   ({names})")
+    print(f"  {_AGNOSTIC[0]:<34} applies   ({_AGNOSTIC[1]})")
     return 0
 
 

@@ -87,10 +87,16 @@ class Explainer:
             if k not in info.params:
                 names = ", ".join(info.params) or "none"
                 raise ValueError(f"method {method!r} has no parameter {k!r} (its parameters: {names})")
-        from .perturbation import PYTHON_METHODS
+        from .perturbation import BACKEND_METHODS, PYTHON_METHODS
 
         # Methods computed in Python on batched forward passes (perturbation.py); no core explainer.
-        self._py = PYTHON_METHODS[method](model, **params) if method in PYTHON_METHODS else None
+        # A model run by onnxruntime offers only those (and occlusion's Python twin).
+        python_methods = PYTHON_METHODS
+        if model.backend != "onnxplain":
+            python_methods = {**BACKEND_METHODS, **PYTHON_METHODS}
+            if method not in python_methods:
+                raise model.requires_engine(f"{method} (it walks the graph backwards)")
+        self._py = python_methods[method](model, **params) if method in python_methods else None
         self._ex: Any = None
         if self._py is not None:
             return
@@ -336,7 +342,7 @@ class Explainer:
 
 
     def _argmax(self, arrays: list[np.ndarray], threads: int | None) -> np.ndarray:
-        y = self.model._m.run(arrays, threads or self.model.threads)[0]
+        y = self.model.predict(arrays[0] if len(arrays) == 1 else list(arrays), threads)
         return np.asarray(y).reshape(len(y), -1).argmax(axis=1)
 
 

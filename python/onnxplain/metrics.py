@@ -702,7 +702,8 @@ def _similarity(a: np.ndarray, b: np.ndarray, similarity: str, absolute: bool) -
 
 def model_randomisation(model: Any, method: str, x: Any, target: TargetLike = None, similarity: str = "spearman",
                         seed: int = 0, layers: Sequence[str] | None = None, absolute: bool = False,
-                        fit_data: Any = None, **method_params: Any) -> list[tuple[str, np.ndarray]]:
+                        fit_data: Any = None, params: Mapping[str, Any] | None = None,
+                        **method_params: Any) -> list[tuple[str, np.ndarray]]:
     """The cascading model parameter randomisation test of Adebayo, Gilmer, Muelly, Goodfellow,
     Hardt and Kim, "Sanity checks for saliency maps", NeurIPS 2018.
 
@@ -739,6 +740,9 @@ def model_randomisation(model: Any, method: str, x: Any, target: TargetLike = No
         SSIM: True uses the absolute grayscale map, False the signed (diverging) map.
     fit_data : array_like, optional
         For methods that learn from data (``pattern.*``): data to fit each model's explainer on.
+    params : dict, optional
+        Parameters of the method whose names this function takes itself (``smoothgrad``'s
+        ``seed``: ``params={"seed": 3}``); merged with ``method_params``.
     **method_params
         Parameters of the method.
 
@@ -753,6 +757,7 @@ def model_randomisation(model: Any, method: str, x: Any, target: TargetLike = No
     all_layers = _linear_layers(model)
     _choose_layers(all_layers, layers)  # validate before any work
     targets = _targets(target, x.shape[0], _predict(model, x, _DEFAULT_BATCH))
+    method_params = {**dict(params or {}), **method_params}
     original = _explain(model, method, x, targets, fit_data, method_params)
     out = []
     for name, randomised in randomised_models(model, seed=seed, layers=layers):
@@ -843,6 +848,14 @@ def _spearman_masked(a: np.ndarray, b: np.ndarray) -> float:
     return float(_spearman_rows(a[ok][None], b[ok][None])[0])
 
 
+def _nanmean(a: np.ndarray) -> float:
+    """The mean of the defined entries (a method whose scores are constant has no correlation; it
+    should not hide the others'); NaN when none is."""
+    a = np.asarray(a, dtype=np.float64)
+    ok = np.isfinite(a)
+    return float(a[ok].mean()) if ok.any() else float("nan")
+
+
 def reliability(scores: Mapping[str, Any]) -> ReliabilityResult:
     """The reliability of saliency metrics, Tomsett, Harborne, Chakraborty, Gurram and Preece,
     "Sanity checks for saliency metrics", AAAI 2020 (section "Psychometric reliability").
@@ -903,7 +916,7 @@ def reliability(scores: Mapping[str, Any]) -> ReliabilityResult:
                 mat[a, b] = mat[b, a] = _spearman_masked(s[a], s[b])
         matrices[name] = mat
         pairs = mat[np.triu_indices(m, 1)]
-        inter_method[name] = float(np.mean(pairs)) if pairs.size else float("nan")
+        inter_method[name] = _nanmean(pairs)
 
     internal: dict[tuple[str, str], float] = {}
     internal_per: dict[tuple[str, str], np.ndarray] = {}
@@ -911,7 +924,7 @@ def reliability(scores: Mapping[str, Any]) -> ReliabilityResult:
         for b in range(a + 1, k):
             per = np.array([_spearman_masked(table[a, j], table[b, j]) for j in range(m)])
             internal_per[(metrics[a], metrics[b])] = per
-            internal[(metrics[a], metrics[b])] = float(np.mean(per))
+            internal[(metrics[a], metrics[b])] = _nanmean(per)
     return ReliabilityResult(metrics=metrics, methods=methods, inter_rater=inter_rater, inter_method=inter_method,
                              inter_method_matrix=matrices, internal_consistency=internal,
                              internal_consistency_per_method=internal_per)

@@ -66,6 +66,9 @@ class Model:
     the first output, as onnxruntime would for the same (possibly softmax-stripped) graph.
     """
 
+    #: Which engine runs the forward passes: "onnxplain" (this class) or "onnxruntime" (OrtModel).
+    backend = "onnxplain"
+
     def __init__(self, core_model: Any, threads: int | None = None, source: bytes | str | None = None,
                  options: tuple[bool, bool, bool] = (True, True, True)) -> None:
         self._m = core_model
@@ -76,6 +79,7 @@ class Model:
         self._options = options
         # Weights replaced by with_weights (node -> {"weight"/"bias": array}), reapplied on unpickling.
         self._replaced: dict[str, dict[str, np.ndarray]] = {}
+        self._output_choice: int | str | None = None  # load(output=...), reapplied on unpickling
 
     def to_bytes(self) -> bytes:
         """The serialized ONNX model this was loaded from (before the load-time rewrites)."""
@@ -92,7 +96,27 @@ class Model:
     def __reduce__(self) -> tuple[Any, ...]:
         original = Model(self._m, self.threads, self._source, self._options)
         return (_unpickle_model, (original.to_bytes(), self._source if isinstance(self._source, str) else None,
-                                  self._options, self.threads, self._replaced))
+                                  self._options, self.threads, self._replaced, self._output_choice))
+
+    @property
+    def output(self) -> str:
+        """The name of the output that ``predict`` returns and the methods explain (``load(output=)``)."""
+        return self.outputs[0].name
+
+    def _select_output(self, output: int | str) -> Model:
+        """This model with `output` (index or name among ``outputs``) the one explained."""
+        names = [o.name for o in self.outputs]
+        if isinstance(output, str):
+            if output not in names:
+                raise ValueError(f"no output named '{output}'; the model's outputs are {names}")
+            k = names.index(output)
+        else:
+            k = int(output)
+            if not 0 <= k < len(names):
+                raise ValueError(f"output {k} is out of range: the model has {len(names)} output(s) {names}")
+        m = Model(self._m.with_output(k) if len(names) > 1 else self._m, self.threads, self._source, self._options)
+        m._output_choice = output
+        return m
 
     def layers(self) -> list[tuple[str, dict[str, np.ndarray]]]:
         """Every linear op (Conv, Gemm, MatMul, after the load-time rewrites such as BatchNorm
@@ -145,6 +169,7 @@ class Model:
         except ValueError as e:
             raise ValueError(f"with_weights: {e}") from None
         m = Model(core_model, self.threads, self._source, self._options)
+        m._output_choice = self._output_choice
         m._replaced = {**self._replaced}
         for node, d in weights.items():
             m._replaced[str(node)] = {**m._replaced.get(str(node), {}),
@@ -306,7 +331,7 @@ class Model:
 
 def load(
     path_or_bytes: PathOrBytes, strip_softmax: bool = True, fold_batch_norm: bool = True,
-    threads: int | None = None, winograd: bool = True,
+    threads: int | None = None, winograd: bool = True, backend: str = "auto", output: int | str | None = None,
 ) -> Model:
     """Loads an ONNX model.
 
@@ -326,35 +351,67 @@ def load(
         F(4x4, 3x3) algorithm (Lavin & Gray 2016), about twice as fast as the direct product.
         Float32 results then agree with a direct convolution to about 1e-5 of a layer's largest
         output instead of about 1e-6. ``False`` always uses the direct product.
+    backend : {"auto", "onnxplain", "onnxruntime"}
+        Who runs the forward passes. ``"onnxplain"``: the C++ engine, which every method needs
+        that walks the graph backwards (gradients, LRP, PatternNet, DeepLIFT). ``"onnxruntime"``:
+        an onnxruntime session (:class:`onnxplain.ort_backend.OrtModel`), enough for occlusion,
+        prediction difference, LIME and the metrics, for any model onnxruntime runs (scikit-learn
+        pipelines with trees, ops the engine lacks). ``"auto"`` (default): the engine, or
+        onnxruntime where the engine cannot run the model; the backward methods then raise
+        ``UnsupportedModelError`` naming what the engine lacks.
+    output : int or str, optional
+        The output (index or name) that ``predict`` returns and the methods explain; default the
+        first float tensor output (for scikit-learn classifiers: the probabilities, ZipMap
+        removed).
 
     Raises
     ------
     ModelFormatError
         The file is not a valid ONNX model.
     UnsupportedModelError
-        The model uses ops onnxplain cannot run; ``.ops`` lists all of them.
+        The engine cannot run the model (``.ops`` lists every unsupported op), and with
+        ``backend="auto"`` onnxruntime cannot either.
     """
+    if backend not in ("auto", "onnxplain", "onnxruntime"):
+        raise ValueError(f"backend must be 'auto', 'onnxplain' or 'onnxruntime', got {backend!r}")
     options = (bool(strip_softmax), bool(fold_batch_norm), bool(winograd))
     source: bytes | str
     if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
         source = bytes(path_or_bytes)
-        m = core.Model.from_bytes(source, strip_softmax, fold_batch_norm, winograd)
     else:
         source = os.path.abspath(os.fspath(path_or_bytes))
         if not os.path.exists(source):
             raise FileNotFoundError(f"no such model file: '{source}'")
-        m = core.Model.from_file(source, strip_softmax, fold_batch_norm, winograd)
-    return Model(m, threads, source, options)
+    if backend == "onnxruntime":
+        from .ort_backend import ort_load
+
+        return ort_load(source, threads, output, None)
+    try:
+        if isinstance(source, bytes):
+            m = core.Model.from_bytes(source, strip_softmax, fold_batch_norm, winograd)
+        else:
+            m = core.Model.from_file(source, strip_softmax, fold_batch_norm, winograd)
+    except core.UnsupportedModelError as e:
+        if backend == "onnxplain":
+            raise
+        from .ort_backend import ort_load
+
+        try:
+            return ort_load(source, threads, output, e)
+        except Exception:  # noqa: BLE001 - onnxruntime cannot run it either: the engine's reason stands
+            raise e from None
+    model = Model(m, threads, source, options)
+    return model._select_output(output) if output is not None else model
 
 
 def _unpickle_model(data: bytes, path: str | None, options: tuple[bool, bool, bool], threads: int,
-                    replaced: dict[str, dict[str, np.ndarray]] | None = None) -> Model:
+                    replaced: dict[str, dict[str, np.ndarray]] | None = None, output: int | str | None = None) -> Model:
     try:
-        m = load(data, *options[:2], threads=threads, winograd=options[2])
+        m = load(data, *options[:2], threads=threads, winograd=options[2], backend="onnxplain", output=output)
     except Exception:
         # A model with external data loads only from its folder.
         if path is not None and os.path.exists(path):
-            m = load(path, *options[:2], threads=threads, winograd=options[2])
+            m = load(path, *options[:2], threads=threads, winograd=options[2], backend="onnxplain", output=output)
         else:
             raise
     return m.with_weights(replaced) if replaced else m

@@ -757,3 +757,84 @@ class Lime(PythonMethod):
             coef, _ = weighted_ridge(z, f, lime_kernel(z, self.kernel_width), self.alpha)
             out[i] = coef[ids].reshape(sample.shape[1:]).astype(np.float32)[None]
         return out
+
+
+class Occlusion(PythonMethod):
+    """Occlusion (Zeiler & Fergus 2014, "Visualizing and understanding convolutional networks",
+    ECCV) for models run by onnxruntime (``ox.load(..., backend="onnxruntime")``): the same windows,
+    fill and averaging as the engine's ``occlusion`` (Captum's ``Occlusion``), the occluded copies
+    forwarded in batches. Models the engine runs use the engine's version, which also recomputes
+    only each window's cone of influence."""
+
+    name = "occlusion"
+    description = "Occlusion: each window replaced by `fill`; mean drop of f_t over the windows covering a feature"
+    reference = "Zeiler & Fergus 2014, Visualizing and Understanding Convolutional Networks, ECCV"
+
+    def __init__(self, model: Model, window: Any = 8, stride: Any = 8, fill: Any = 0.0, batch_size: int = 128,
+                 **params: Any) -> None:
+        super().__init__(model, window=window, stride=stride, fill=fill, **params)
+        self.window, self.stride, self.fill = window, stride, fill
+        self.batch_size = _positive_int(batch_size, "batch_size")
+
+    def _per_axis(self, value: Any, name: str, sample: tuple[int, ...]) -> tuple[int, ...]:
+        if np.ndim(value) == 0:
+            v = float(value)
+            if not (v >= 1 and v == int(v)):
+                raise ValueError(f"occlusion: {name} must be an integer >= 1, got {value!r}")
+            return tuple(sample[0] if len(sample) >= 2 and a == 0 else int(v) for a in range(len(sample)))
+        vals = np.asarray(value, dtype=np.float64).ravel()
+        if vals.size != len(sample):
+            raise ValueError(f"occlusion: {name} has {vals.size} entries, but a sample has {len(sample)} axes "
+                             f"{sample}; give an int or one entry per axis of a sample")
+        if not all(v >= 1 and v == int(v) for v in vals):
+            raise ValueError(f"occlusion: {name} entries must be integers >= 1, got {value!r}")
+        return tuple(int(v) for v in vals)
+
+    def explain(self, arrays: list[np.ndarray], targets: np.ndarray, threads: int,
+                progress: Progress | None) -> np.ndarray:
+        x = _single_input(self.name, arrays)
+        if x.ndim < 2:
+            raise ValueError(f"occlusion: the input needs a batch axis and a feature axis, got shape {x.shape}")
+        sample = x.shape[1:]
+        win = self._per_axis(self.window, "window", sample)
+        stride = self._per_axis(self.stride, "stride", sample)
+        for a, (d, w, s) in enumerate(zip(sample, win, stride)):
+            if w > d:
+                raise ValueError(f"occlusion: the window {win} is larger than a sample {sample} on axis {a + 1}")
+            if s > w:
+                raise ValueError(f"occlusion: the stride {stride} exceeds the window {win} on axis {a + 1}, which "
+                                 "would leave features that no window covers")
+        fill = np.asarray(self.fill, dtype=np.float32)
+        if fill.ndim and fill.shape != sample:
+            raise ValueError(f"occlusion: fill must be a number or an array shaped like one sample {sample}, "
+                             f"got shape {fill.shape}")
+        fill = np.broadcast_to(fill, sample)
+        import itertools
+
+        starts = [[k * s for k in range(-(-(d - w) // s) + 1)] for d, w, s in zip(sample, win, stride)]
+        boxes = [tuple(slice(a, a + w) for a, w in zip(st, win)) for st in itertools.product(*starts)]
+        cover = np.zeros(sample, np.float64)
+        for bx in boxes:
+            cover[bx] += 1
+        n = x.shape[0]
+        base = self.model.predict(x, threads=threads)
+        base = base.reshape(n, -1)[np.arange(n), targets]
+        acc = np.zeros(x.shape, np.float64)
+        total, done = n * len(boxes), 0
+        for b in range(n):
+            for j0 in range(0, len(boxes), self.batch_size):
+                chunk = boxes[j0:j0 + self.batch_size]
+                copies = np.repeat(x[b:b + 1], len(chunk), axis=0)
+                for c, bx in enumerate(chunk):
+                    copies[(c, *bx)] = fill[bx]
+                y = self.model.predict(copies, threads=threads).reshape(len(chunk), -1)[:, targets[b]]
+                for c, bx in enumerate(chunk):
+                    acc[(b, *bx)] += base[b] - y[c]
+                done += len(chunk)
+                if progress is not None:
+                    progress(done, total)
+        return (acc / cover).astype(np.float32)
+
+
+#: Methods that need nothing but forward passes: what a model run by onnxruntime can be explained with.
+BACKEND_METHODS: dict[str, type[PythonMethod]] = {"occlusion": Occlusion}

@@ -184,6 +184,24 @@ def test_method_params_pass_through() -> None:
     np.testing.assert_allclose(got[0][1], want, atol=1e-6)
 
 
+def test_a_method_parameter_named_like_an_argument_goes_through_params() -> None:
+    # smoothgrad's own seed must reach smoothgrad, not re-seed the randomisation.
+    _, data = case("cnn", 3, 12)
+    m = load(data)
+    x = inputs((3, 12, 12), 2, seed=1)
+    kw = {"samples": 4}
+    got = ox.metrics.model_randomisation(m, "smoothgrad", x, target=0, seed=0, params={"seed": 5}, **kw)
+    first = next(iter(ox.metrics.randomised_models(m, seed=0)))[1]
+    from scipy.stats import spearmanr
+
+    r0 = ox.explainer(m, "smoothgrad", seed=5, **kw).explain(x, target=0)
+    r1 = ox.explainer(first, "smoothgrad", seed=5, **kw).explain(x, target=0)
+    want = [spearmanr(a.ravel(), b.ravel()).statistic for a, b in zip(r0, r1)]
+    np.testing.assert_allclose(got[0][1], want, atol=1e-6)
+    other = ox.explainer(m, "smoothgrad", seed=6, **kw).explain(x, target=0)
+    assert not np.allclose(other, r0)  # the seed matters, so the check above can fail
+
+
 def _digits_cnn() -> tuple[ox.Model, np.ndarray]:
     datasets = pytest.importorskip("sklearn.datasets")
     digits = datasets.load_digits()

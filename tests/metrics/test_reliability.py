@@ -169,3 +169,17 @@ def test_errors() -> None:
         rel({"a": {"x": np.zeros(4), "y": np.zeros(3)}})
     with pytest.raises(ValueError, match="at least 2 samples"):
         rel({"a": np.zeros((3, 1))})
+
+
+def test_a_method_with_undefined_correlations_does_not_hide_the_others() -> None:
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal((3, 12))
+    a[2] = 1.0  # constant scores: no rank correlation with anything
+    b = a + 0.1 * rng.standard_normal((3, 12))
+    b[2] = 2.0
+    res = ox.metrics.reliability({"m1": a, "m2": b})
+    # Only the pair (method 0, method 1) has a correlation; the mean is that one.
+    want = stats.spearmanr(a[0], a[1]).statistic
+    assert res.inter_method["m1"] == pytest.approx(want)
+    per = [stats.spearmanr(a[i], b[i]).statistic for i in (0, 1)]
+    assert res.internal_consistency[("m1", "m2")] == pytest.approx(np.mean(per))

@@ -100,7 +100,8 @@ std::vector<MethodInfo> build_infos() {
          "int: every axis after the channel axis of an image-like sample, spanning all channels (Captum's (C, w, w)), "
          "or the feature axis of a rank-2 input; or one entry per axis of a sample"},
         {"stride", "8", "int or one entry per axis of a sample (at most the window)"},
-        {"fill", "0.0", "the value occluded features take"}}},
+        {"fill", "0.0", "the value occluded features take: a number, or an array shaped like one sample (e.g. the "
+                        "training mean)"}}},
       {"pattern.net", "pattern",
        "PatternNet: the signal, backpropagated with each linear op's weight replaced by its pattern A (fit first)",
        kKindermans,
@@ -300,8 +301,6 @@ Explainer::Explainer(std::shared_ptr<const runtime::Model> model, const std::str
   if (method == "occlusion") {
     for (const auto& kv : params.strings)
       throw InvalidArgument("occlusion: " + kv.first + " must be a number, not '" + kv.second + "'");
-    if (params.arrays.count("fill"))
-      throw InvalidArgument("occlusion: fill must be a number (Captum's scalar baseline)");
   }
   if (method == "smoothgrad") {
     if (num(params, "samples", 64) < 1) throw InvalidArgument("smoothgrad: samples must be >= 1");

@@ -88,7 +88,16 @@ Explanation Explainer::explain_occlusion(const std::vector<Tensor>& inputs, cons
   const Shape sample(x.shape().begin() + 1, x.shape().end());
   const std::vector<int64_t> win = per_axis(params_, "window", 8, sample);
   const std::vector<int64_t> stride = per_axis(params_, "stride", 8, sample);
-  const float fill = static_cast<float>(params_.numbers.count("fill") ? params_.numbers.at("fill") : 0.0);
+  // The fill: a number, or one value per feature (an array shaped like one sample, e.g. a
+  // training set's mean for tabular data).
+  std::vector<float> fill(static_cast<std::size_t>(x.numel() / std::max<int64_t>(x.dim(0), 1)),
+                          static_cast<float>(params_.numbers.count("fill") ? params_.numbers.at("fill") : 0.0));
+  if (auto f = params_.arrays.find("fill"); f != params_.arrays.end()) {
+    if (f->second.numel() != static_cast<int64_t>(fill.size()))
+      throw InvalidArgument("occlusion: fill must be a number or an array shaped like one sample " +
+                            shape_str(sample) + ", got shape " + shape_str(f->second.shape()));
+    std::copy(f->second.f32(), f->second.f32() + f->second.numel(), fill.begin());
+  }
   std::vector<int64_t> count(sample.size());
   int64_t windows = 1;
   for (std::size_t a = 0; a < sample.size(); ++a) {
@@ -156,7 +165,9 @@ Explanation Explainer::explain_occlusion(const std::vector<Tensor>& inputs, cons
         float* q = batch.f32() + (j - j0) * m;
         std::memcpy(q, x.f32() + b * m, static_cast<std::size_t>(m) * sizeof(float));
         box(j, start, size);
-        for_each_run(sample, start, size, [&](int64_t off, int64_t len) { std::fill(q + off, q + off + len, fill); });
+        for_each_run(sample, start, size, [&](int64_t off, int64_t len) {
+          std::copy(fill.data() + off, fill.data() + off + len, q + off);
+        });
         if (local) box_start.insert(box_start.end(), start.begin() + 1, start.end());
       }
       const Tensor y = local ? runtime::run_local(*model_, batch, base, box_start,

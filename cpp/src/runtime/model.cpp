@@ -103,6 +103,17 @@ std::shared_ptr<Model> Model::with_constants(const std::map<int, Tensor>& replac
   return m;
 }
 
+std::shared_ptr<Model> Model::with_output(std::size_t index) const {
+  if (index >= graph_.outputs.size())
+    throw InvalidArgument("output " + std::to_string(index) + " is out of range: the model has " +
+                          std::to_string(graph_.outputs.size()) + " output(s)");
+  auto m = std::make_shared<Model>(*this);
+  m->graph_.outputs = {graph_.outputs[index]};
+  m->graph_.remove_dead_nodes();
+  m->plan();
+  return m;
+}
+
 std::vector<Tensor> Model::run(const std::vector<Tensor>& inputs, int threads, std::vector<Tensor>* keep,
                                const ForwardHook& hook) const {
   const Graph& g = graph_;

@@ -62,6 +62,9 @@ class Model {
   /// replaced; the original is unchanged. InvalidArgument for a value that is not a constant or a
   /// tensor of another shape.
   std::shared_ptr<Model> with_constants(const std::map<int, Tensor>& replace) const;
+  /// A copy of this model with graph output `index` as its only output (what every method
+  /// explains is output 0), nodes that only fed the others removed. InvalidArgument when out of range.
+  std::shared_ptr<Model> with_output(std::size_t index) const;
 
  private:
   Graph graph_;
