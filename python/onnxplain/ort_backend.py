@@ -192,6 +192,10 @@ class OrtModel(Model):
 
 
 def _first_line(e: Exception) -> str:
+    ops = getattr(e, "ops", None)
+    if ops:
+        return "it lacks " + ", ".join(f"{d + '.' if d else ''}{op} ({len(names)} node{'s' if len(names) != 1 else ''})"
+                                       for op, d, names in ops)
     return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
 
 
