@@ -125,26 +125,24 @@ class OrtModel(Model):
         when onnxruntime was asked for."""
         return self._unsupported
 
-    def run(self, x: Any, threads: int | None = None) -> list[np.ndarray]:
-        """Runs the model; every output, the chosen one first."""
-        arrays = self._prepare(x)
+    def _feeds(self, x: Any) -> dict[str, np.ndarray]:
+        """The inputs validated as for the engine, in the dtypes the session's inputs declare."""
         feeds = {}
-        for spec, arr in zip(self._session.get_inputs(), arrays):
+        for spec, arr in zip(self._session.get_inputs(), self._prepare(x)):
             want = _ORT_DTYPES.get(spec.type, "float32")
             feeds[spec.name] = arr.astype(want, copy=False) if want in ("float64", "int32", "float16") else arr
-        outs = self._session.run(None, feeds)
+        return feeds
+
+    def run(self, x: Any, threads: int | None = None) -> list[np.ndarray]:
+        """Runs the model; every output, the chosen one first."""
+        outs = self._session.run(None, self._feeds(x))
         order = [self._output] + [k for k in range(len(outs)) if k != self._output]
         return [_as_array(outs[k]) for k in order]
 
     def predict(self, x: Any, threads: int | None = None) -> np.ndarray:
         """The chosen output (see ``output``) as float32."""
-        arrays = self._prepare(x)
-        feeds = {}
-        for spec, arr in zip(self._session.get_inputs(), arrays):
-            want = _ORT_DTYPES.get(spec.type, "float32")
-            feeds[spec.name] = arr.astype(want, copy=False) if want in ("float64", "int32", "float16") else arr
         name = self._session.get_outputs()[self._output].name
-        return np.asarray(_as_array(self._session.run([name], feeds)[0]), dtype=np.float32)
+        return np.asarray(_as_array(self._session.run([name], self._feeds(x))[0]), dtype=np.float32)
 
     def requires_engine(self, what: str) -> Exception:
         """The error for something that needs onnxplain's engine (a backward pass, the IR)."""
