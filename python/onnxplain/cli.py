@@ -188,8 +188,8 @@ def report_cmd(args: argparse.Namespace) -> int:
 
     from .report import report
 
-    names = [m.strip() for m in args.methods.split(",") if m.strip()]
-    if not names:
+    names = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods is not None else []
+    if args.methods is not None and not names:
         print("--methods needs at least one method name", file=sys.stderr)
         return 2
     params: dict[str, dict[str, object]] = {}
@@ -199,26 +199,87 @@ def report_cmd(args: argparse.Namespace) -> int:
             print(f"--param expects METHOD:K=V, e.g. lrp.epsilon:epsilon=0.01; got {item!r}", file=sys.stderr)
             return 2
         if method.strip() not in names:
-            print(f"--param {item!r}: {method.strip()!r} is not in --methods ({', '.join(names)})", file=sys.stderr)
+            listed = f"--methods ({', '.join(names)})" if names else "--methods (give the methods by name)"
+            print(f"--param {item!r}: {method.strip()!r} is not in {listed}", file=sys.stderr)
             return 2
         k, v = kv.split("=", 1)
         params.setdefault(method.strip(), {})[k.strip()] = _param_value(v.strip())
     metrics = [] if args.metrics.strip().lower() in ("", "none") else [m.strip() for m in args.metrics.split(",")]
+    if args.feature_names is not None and args.feature_names_file is not None:
+        print("give --feature-names or --feature-names-file, not both", file=sys.stderr)
+        return 2
+    feature_names: list[str] | None = None
+    try:
+        if args.feature_names is not None:
+            feature_names = [n.strip() for n in args.feature_names.split(",")]
+        elif args.feature_names_file is not None:
+            feature_names = _read_names(args.feature_names_file)
+    except OSError as e:
+        print(f"onnxplain report: cannot read --feature-names-file: {e}", file=sys.stderr)
+        return 2
     try:
         x = np.load(args.input)
         fit_data = np.load(args.fit_data, mmap_mode="r") if args.fit_data else None
         m = _model.load(args.model, strip_softmax=not args.keep_softmax)
         target = None if args.target is None else int(args.target)
-        out = report(m, x, methods=[(n, params.get(n, {})) for n in names], path=args.out, target=target,
-                     metrics=metrics, fit_data=fit_data, show=args.show, title=args.title or Path(args.model).name)
+        chosen = [(n, params.get(n, {})) for n in names] if names else None
+        out = report(m, x, methods=chosen, path=args.out, target=target, metrics=metrics, fit_data=fit_data,
+                     show=args.show, title=args.title or Path(args.model).name, feature_names=feature_names)
     except ImportError as e:
         print(f"onnxplain report: {e}", file=sys.stderr)
         return 2
     except (ValueError, OSError, ModelFormatError, UnsupportedModelError) as e:
         print(f"onnxplain report: {e}", file=sys.stderr)
         return 2
-    print(f"report on {len(x)} samples with {', '.join(names)} written to {out}")
+    shown = ", ".join(names) if names else "the default methods"
+    print(f"report on {len(x)} samples with {shown} written to {out}")
     return 0
+
+
+def _read_names(path: str) -> list[str]:
+    """Feature names from a text file: one per line, or one line of comma-separated names (a CSV
+    header); blank lines and lines starting with # are skipped."""
+    with open(path, encoding="utf-8") as f:
+        lines = [line.strip() for line in f if line.strip() and not line.lstrip().startswith("#")]
+    if len(lines) == 1 and "," in lines[0]:
+        return [n.strip() for n in lines[0].split(",")]
+    return lines
+
+
+def config_cmd(args: argparse.Namespace) -> int:
+    """Prints what a C/C++ build needs to use the installed library (as correctionlib's `config`)."""
+    from pathlib import Path
+
+    pkg = Path(__file__).resolve().parent
+    cmake_dir = pkg / "lib" / "cmake" / "onnxplain"
+    if not (cmake_dir / "onnxplainConfig.cmake").exists():
+        print(f"onnxplain config: no C/C++ files under {pkg}: they are installed with the package "
+              "(`pip install onnxplain` or `pip install .`); this onnxplain runs from a source tree", file=sys.stderr)
+        return 2
+    include, lib = pkg / "include", pkg
+    out = {
+        "cmake": f"-Donnxplain_DIR={cmake_dir}",
+        "cmake_dir": str(cmake_dir),
+        "cflags": f"-I{include}",
+        "libs": f"-L{lib} -lonnxplain_core -Wl,-rpath,{lib}",
+        "includedir": str(include),
+        "libdir": str(lib),
+        "pkgconfig_path": str(pkg / "lib" / "pkgconfig"),
+        "version": _version(),
+    }
+    chosen = [k for k in out if getattr(args, k)]
+    if not chosen:
+        for k, v in out.items():
+            print(f"{k.replace('_', '-')}: {v}")
+        return 0
+    print(" ".join(out[k] for k in chosen))
+    return 0
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -252,11 +313,20 @@ def main(argv: list[str] | None = None) -> int:
                        help="share of the samples rho is measured on (0: no rho); they are fitted afterwards")
     p_fit.add_argument("--keep-softmax", action="store_true", help="do not strip a final softmax")
     p_rep = sub.add_parser("report", help="write one self-contained HTML report comparing methods on a batch "
-                                          "of images (needs matplotlib: pip install onnxplain[report])")
+                                          "of images or tabular rows (needs matplotlib: pip install "
+                                          "onnxplain[report])")
     p_rep.add_argument("model", help="path to a .onnx file")
-    p_rep.add_argument("input", help=".npy file with a batch of images (N, C, H, W), C = 1 or 3")
-    p_rep.add_argument("--methods", default="gradient,integrated_gradients,lrp.epsilon_plus_flat",
-                       help="comma-separated method names (see `onnxplain methods`)")
+    p_rep.add_argument("input", help=".npy file with a batch of images (N, C, H, W), C = 1 or 3, or of tabular "
+                                     "rows (N, F)")
+    p_rep.add_argument("--methods", default=None,
+                       help="comma-separated method names (see `onnxplain methods`); default gradient, "
+                            "integrated_gradients, lrp.epsilon_plus_flat, or for a model only onnxruntime runs "
+                            "occlusion, prediction_difference (tabular), lime")
+    p_rep.add_argument("--feature-names", default=None, metavar="A,B,C",
+                       help="tabular data: comma-separated feature names, one per column")
+    p_rep.add_argument("--feature-names-file", default=None, metavar="FILE",
+                       help="tabular data: a text file of feature names, one per line (or one comma-separated "
+                            "line)")
     p_rep.add_argument("--out", default="report.html", help="the HTML file to write (default: report.html)")
     p_rep.add_argument("--target", default=None, help="output index to explain (default: argmax per sample)")
     p_rep.add_argument("--param", action="append", default=[], metavar="METHOD:K=V",
@@ -269,7 +339,16 @@ def main(argv: list[str] | None = None) -> int:
     p_rep.add_argument("--show", type=int, default=8, help="how many samples to draw (default 8)")
     p_rep.add_argument("--title", default=None, help="the report's title (default: the model file's name)")
     p_rep.add_argument("--keep-softmax", action="store_true", help="do not strip a final softmax")
+    p_cfg = sub.add_parser("config", help="what a C/C++ build needs: CMake dir, compiler and linker flags")
+    for flag, what in [("cmake", "-Donnxplain_DIR=... for find_package(onnxplain CONFIG)"),
+                       ("cmake-dir", "the folder of onnxplainConfig.cmake"), ("cflags", "compiler flags (-I...)"),
+                       ("libs", "linker flags (-L... -lonnxplain_core -Wl,-rpath,...)"),
+                       ("includedir", "the header folder"), ("libdir", "the library folder"),
+                       ("pkgconfig-path", "a folder for PKG_CONFIG_PATH (onnxplain.pc)"), ("version", "the version")]:
+        p_cfg.add_argument(f"--{flag}", action="store_true", help=what)
     args = parser.parse_args(argv)
+    if args.command == "config":
+        return config_cmd(args)
     if args.command == "inspect":
         return inspect(args.model, strip_softmax=not args.keep_softmax)
     if args.command == "demo":
