@@ -25,7 +25,8 @@ def _cnn(extra: list[str]) -> bytes:
              helper.make_node("Relu", ["c"], ["r0"], name="relu")]
     last = "r0"
     for k, op in enumerate(extra):
-        nodes.append(helper.make_node(op, [last], [f"e{k}"], name=f"extra_{k}"))
+        attrs = {"lambd": 0.0} if op == "Shrink" else {}
+        nodes.append(helper.make_node(op, [last], [f"e{k}"], name=f"extra_{k}", **attrs))
         last = f"e{k}"
     nodes += [helper.make_node("GlobalAveragePool", [last], ["g"]), helper.make_node("Flatten", ["g"], ["f"]),
               helper.make_node("Gemm", ["f", "fc"], ["y"], transB=1)]
@@ -33,20 +34,20 @@ def _cnn(extra: list[str]) -> bytes:
 
 
 def test_a_model_with_an_op_the_engine_lacks_runs_through_onnxruntime() -> None:
-    data = _cnn(["Abs"])  # Abs of a Relu output: the identity, so the engine's model without it is the same
+    data = _cnn(["Shrink"])  # Shrink (lambd 0) of a Relu output: the identity, as the engine's model without it
     m = ox.load(data, threads=2)
     assert m.backend == "onnxruntime" and isinstance(m.unsupported, ox.UnsupportedModelError)
-    assert any("Abs" in n for n in m.notes) and "backend: onnxruntime" in m.summary()
+    assert any("Shrink" in n for n in m.notes) and "backend: onnxruntime" in m.summary()
     x = rng.standard_normal((3, 2, 9, 9)).astype(np.float32)
     ref = ort.InferenceSession(data, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     np.testing.assert_allclose(m.predict(x), ref, rtol=1e-6)
     # The backward methods name what the engine lacks.
     for method in ("gradient", "lrp.epsilon", "deeplift.rescale"):
-        with pytest.raises(ox.UnsupportedModelError, match="Abs"):
+        with pytest.raises(ox.UnsupportedModelError, match="Shrink"):
             ox.explainer(m, method)
     with pytest.raises(ox.UnsupportedModelError):
         ox.load(data, backend="onnxplain")
-    with pytest.raises(ox.UnsupportedModelError, match="Abs"):
+    with pytest.raises(ox.UnsupportedModelError, match="Shrink"):
         m.layers()
 
 
@@ -55,10 +56,10 @@ def test_a_model_with_an_op_the_engine_lacks_runs_through_onnxruntime() -> None:
 def test_occlusion_through_onnxruntime_equals_the_engine(params: dict) -> None:
     # Same weights: _cnn draws from a shared generator, so build both from one state.
     state = rng.bit_generator.state
-    with_abs = _cnn(["Abs"])
+    with_shrink = _cnn(["Shrink"])
     rng.bit_generator.state = state
     without = _cnn([])
-    m_ort, m_eng = ox.load(with_abs), ox.load(without)
+    m_ort, m_eng = ox.load(with_shrink), ox.load(without)
     assert (m_ort.backend, m_eng.backend) == ("onnxruntime", "onnxplain")
     x = rng.standard_normal((2, 2, 9, 9)).astype(np.float32)
     np.testing.assert_allclose(m_ort.predict(x), m_eng.predict(x), rtol=1e-5, atol=1e-6)
