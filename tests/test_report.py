@@ -378,3 +378,147 @@ def test_report_progress_counts_methods_and_metrics(monkeypatch: pytest.MonkeyPa
     ox.report(model, x, methods=["gradient", "lrp.z"], path=None, progress=lambda d, t: calls.append((d, t)))
     # Per method: explain + 3 metrics; then the reliability of the metrics.
     assert calls == [(d, 9) for d in range(1, 10)]
+
+
+# ---- tabular data and models run by onnxruntime -------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def wine() -> tuple[ox.Model, np.ndarray, np.ndarray, list[str]]:
+    """StandardScaler + RandomForestClassifier on scikit-learn's wine data (13 features, 3 classes), which the
+    engine cannot run: onnxruntime does. A training split and 24 samples to explain."""
+    from tests.helpers.sklearn_pipelines import forest
+
+    p = forest("wine", n_estimators=10, max_depth=4)
+    order = np.random.default_rng(0).permutation(len(p.x))
+    return ox.load(p.onnx, threads=2), p.x[order[:120]], p.x[order[120:144]], list(p.feature_names)
+
+
+def _section(text: str, anchor: str) -> str:
+    return text.split(f'id="{anchor}"')[1].split("</section>")[0]
+
+
+def test_tabular_report_for_a_pipeline_run_by_onnxruntime(wine: tuple) -> None:
+    model, train, x, names = wine
+    assert model.backend == "onnxruntime"
+    methods = ["occlusion", "prediction_difference", "lime", "gradient"]
+    text = ox.report(model, x, methods=methods, fit_data=train, feature_names=names, show=2, progress=False,
+                     metric_params={"faithfulness": {"runs": 10}}, path=None)
+    page = _parse(text)
+    _self_contained(text, page)
+    for anchor in ["summary", "inputs", "aopc", "randomisation", "metrics", "model"] + [f"method-{m}" for m in methods]:
+        assert anchor in page.ids, anchor
+    for src in page.imgs:
+        _check_png_uri(src)
+    assert "tabular: 13 features, named by feature_names" in text and "onnxruntime: onnxplain&#x27;s engine" in text
+    assert "alcohol" in _section(text, "inputs") and "color_intensity" in _section(text, "inputs")
+    for name in methods[:3]:  # two instances and the mean over the samples, as bar charts
+        section = _section(text, f"method-{name}")
+        assert section.count('class="chart"') == 3, name
+        assert "explainVis" in section and "could not" not in section and "failed" not in section
+    occ = _section(text, "method-occlusion")
+    assert "window and stride = 1" in occ and "the per-feature mean of fit_data (120 samples)" in occ
+    assert "weight of evidence" in _section(text, "method-prediction_difference")  # the chart's axis names the measure
+    grad = _section(text, "method-gradient")
+    assert "cannot run on this model" in grad and "UnsupportedModelError" in grad
+    assert "TreeEnsembleClassifier" in grad and 'class="chart"' not in grad
+    assert grad.count("which cannot run this model") == 1
+    rand = _section(text, "randomisation")
+    assert "Not run for this model" in rand and "TreeEnsembleClassifier" in rand and 'class="figure"' not in rand
+    if _metrics_available():
+        assert 'class="figure"' in _section(text, "aopc") and "Feature flipping" in _section(text, "aopc")
+        table = _section(text, "metrics")
+        assert "AOPC MoRF" in table and "faithfulness correlation" in table and "randomisation similarity" not in table
+        assert table.count("±") >= 9  # three methods x (MoRF, LeRF, faithfulness)
+        assert "Left out of the reliability: gradient" in table
+    assert "backend: onnxruntime" in _section(text, "model")
+    assert "aopc, faithfulness on all samples (model randomisation not run" in _section(text, "summary")
+
+
+def test_tabular_report_on_a_model_the_engine_runs() -> None:
+    """A dense network on tabular rows: backward methods work, randomisation runs, default feature names."""
+    torch = pytest.importorskip("torch")
+    from tests.helpers.torch_models import export
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(5, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3)).eval()
+    model = ox.load(export(net, torch.randn(2, 5), dynamo=False))
+    x = np.random.default_rng(0).standard_normal((10, 5)).astype(np.float32)
+    text = ox.report(model, x, methods=["gradient", "occlusion"], show=2, progress=False, path=None,
+                     metric_params={"faithfulness": {"runs": 10}})
+    page = _parse(text)
+    assert "named x0 .. x4 (no feature_names given)" in text
+    assert "forward passes</th><td>onnxplain's engine</td>" in text
+    assert _section(text, "method-gradient").count('class="chart"') == 3
+    assert "<th>x0</th>" in _section(text, "inputs")  # 5 features: the values are shown at once
+    if _metrics_available():
+        assert 'class="figure"' in _section(text, "randomisation")
+        assert "randomisation similarity" in _section(text, "metrics")
+    assert {"method-gradient", "method-occlusion"} <= set(page.ids)
+
+
+def test_image_report_for_a_model_run_by_onnxruntime() -> None:
+    """A CNN with an op the engine lacks: heatmaps for the forward-only methods, an explanation for the
+    others; by default only forward-only methods are used."""
+    from tests.test_ort_metrics import cnn
+
+    model = ox.load(cnn("Mish", False))
+    assert model.backend == "onnxruntime"
+    x = np.random.default_rng(1).standard_normal((3, 1, 12, 12)).astype(np.float32)
+    text = ox.report(model, x, methods=[("occlusion", {"window": 3, "stride": 3}), "integrated_gradients"], show=2,
+                     progress=False, path=None, metrics=["aopc", "randomisation"])
+    page = _parse(text)
+    assert sum(1 for src in page.imgs if _check_png_uri(src) == (132, 132)) == 2 + 2 * 2  # 12 px x zoom 11
+    ig = _section(text, "method-integrated_gradients")
+    assert "UnsupportedModelError" in ig and "Mish" in ig
+    assert "Not run for this model" in _section(text, "randomisation")
+    default = ox.report(model, x, show=1, progress=False, path=None, metrics=[])
+    assert {"method-occlusion", "method-lime"} <= set(_parse(default).ids) and "method-gradient" not in default
+
+
+def test_cli_tabular_report_with_feature_names(tmp_path: Path, wine: tuple, capsys: pytest.CaptureFixture[str]) -> None:
+    from onnxplain.cli import main
+
+    model, train, x, names = wine
+    from tests.helpers.sklearn_pipelines import forest
+
+    onnx_path = tmp_path / "wine.onnx"
+    onnx_path.write_bytes(forest("wine", n_estimators=10, max_depth=4).onnx)
+    np.save(tmp_path / "x.npy", x[:6])
+    (tmp_path / "names.txt").write_text("# wine\n" + "\n".join(names) + "\n", encoding="utf-8")
+    out = tmp_path / "cli.html"
+    r = _cli("report", str(onnx_path), str(tmp_path / "x.npy"), "--methods", "occlusion", "--metrics", "aopc",
+             "--show", "2", "--feature-names-file", str(tmp_path / "names.txt"), "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    cli = out.read_text(encoding="utf-8")
+    api = ox.report(model, x[:6], methods=["occlusion"], metrics=["aopc"], show=2, feature_names=names,
+                    title=onnx_path.name, progress=False, path=None)
+    assert _parse(cli).ids == _parse(api).ids and _parse(cli).imgs == _parse(api).imgs
+    # In process from here on (the same entry point, without a new interpreter each time).
+    (tmp_path / "header.csv").write_text(",".join(names) + "\n", encoding="utf-8")
+    for flag, value in (("--feature-names", ",".join(names)), ("--feature-names-file", str(tmp_path / "header.csv"))):
+        out.unlink()
+        assert main(["report", str(onnx_path), str(tmp_path / "x.npy"), "--methods", "occlusion", "--metrics", "none",
+                     "--show", "1", flag, value, "--out", str(out)]) == 0
+        assert "proline" in out.read_text(encoding="utf-8") and "written to" in capsys.readouterr().out
+    assert main(["report", str(onnx_path), str(tmp_path / "x.npy"), "--feature-names", "a,b", "--out", str(out)]) == 2
+    assert "2 names for 13 features" in capsys.readouterr().err
+    assert main(["report", str(onnx_path), str(tmp_path / "x.npy"), "--feature-names", "a", "--feature-names-file",
+                 str(tmp_path / "names.txt"), "--out", str(out)]) == 2
+    assert "not both" in capsys.readouterr().err
+    assert main(["report", str(onnx_path), str(tmp_path / "x.npy"), "--feature-names-file",
+                 str(tmp_path / "missing.txt"), "--out", str(out)]) == 2
+    assert "cannot read --feature-names-file" in capsys.readouterr().err
+
+
+def test_tabular_bad_arguments(wine: tuple, digits: tuple[ox.Model, np.ndarray]) -> None:
+    model, _, x, names = wine
+    with pytest.raises(ValueError, match="12 names for 13 features"):
+        ox.report(model, x, methods=["occlusion"], feature_names=names[:12], path=None)
+    with pytest.raises(ValueError, match="not one string"):
+        ox.report(model, x, methods=["occlusion"], feature_names=",".join(names), path=None)
+    digits_model, images = digits
+    with pytest.raises(ValueError, match="feature_names names the columns of tabular data"):
+        ox.report(digits_model, images, methods=["gradient"], feature_names=["a"], path=None)
+    with pytest.raises(ValueError, match=r"tabular rows \(N, F\), but the model's input"):
+        ox.report(digits_model, images.reshape(len(images), -1), methods=["gradient"], path=None)

@@ -191,3 +191,71 @@ def test_explain_png_works_without_matplotlib(tmp_path: Path) -> None:
     chunks = _png_chunks((tmp_path / "R.png").read_bytes())
     w, h = struct.unpack(">II", chunks[0][1][:8])
     assert (h, w) == (8 * 8, 3 * 8 * 8 + 2 * 2)  # one row of 3 tiles, zoom 8, gaps of 2
+
+
+# ---- tabular data ------------------------------------------------------------------------------
+
+
+def test_value_averages_group_by_value_and_quartile_and_target() -> None:
+    x = np.array([[0, 1.0], [0, 2.0], [1, 3.0], [1, 4.0], [0, 5.0], [1, 6.0], [0, 7.0], [1, 8.0]])
+    r = np.arange(16, dtype=np.float64).reshape(8, 2)
+    avg = viz.value_averages(r, x, bins=4, max_distinct=2)
+    # Feature 0 has two values: the mean over the rows with the same value.
+    same0 = x[:, 0][:, None] == x[:, 0][None, :]
+    np.testing.assert_allclose(avg[:, 0], (same0 * r[:, 0][None, :]).sum(1) / same0.sum(1))
+    # Feature 1 is continuous: quartile intervals (e_k-1, e_k] of its 8 values hold 2 rows each.
+    np.testing.assert_allclose(avg[:, 1], np.repeat([2.0, 6.0, 10.0, 14.0], 2))
+    # With targets, only rows explained for the same output are averaged.
+    t = np.array([0, 1, 0, 1, 0, 1, 0, 1])
+    avg_t = viz.value_averages(r, x, bins=1, max_distinct=0, targets=t)
+    np.testing.assert_allclose(avg_t[:, 0], np.where(t == 0, r[t == 0, 0].mean(), r[t == 1, 0].mean()))
+    with pytest.raises(ValueError, match="same shape"):
+        viz.value_averages(r, x[:, :1])
+    with pytest.raises(ValueError, match="targets"):
+        viz.value_averages(r, x, targets=t[:3])
+
+
+def test_feature_bars_sort_by_magnitude_colour_by_sign_and_name_the_features() -> None:
+    pytest.importorskip("matplotlib")
+    rel = np.array([0.1, -0.5, 0.3, 0.0])
+    fig = viz.feature_bars(rel, ["a", "b", "c", "d"], average=np.array([0.2, -0.1, 0.05, 0.4]),
+                           values=np.array([1.0, 2.5, 3.0, 0.125]), title="#0")
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["b", "c", "a", "d"]  # largest |R| on top
+    assert [t.get_text() for t in fig.axes[1].get_yticklabels()] == ["2.5", "3", "1", "0.125"]  # values, right
+    bars = ax.patches
+    average, instance = bars[:4], bars[4:]
+    assert [round(b.get_width(), 6) for b in instance] == [-0.5, 0.3, 0.1, 0.0]
+    assert [round(b.get_width(), 6) for b in average] == [-0.1, 0.05, 0.2, 0.4]
+    import matplotlib.colors as mc
+
+    assert mc.to_hex(instance[0].get_facecolor()) == viz.BAR_NEGATIVE
+    assert mc.to_hex(instance[1].get_facecolor()) == viz.BAR_POSITIVE
+    assert mc.to_hex(average[0].get_facecolor()) == viz.BAR_NEGATIVE_AVERAGE
+    assert all(b.get_height() > i.get_height() for b, i in zip(average, instance))  # the average is the wide bar
+    assert ax.get_title() == "#0"
+    png = viz.feature_bars(rel, top=2, png=True)
+    assert _png_chunks(png)[0][0] == b"IHDR"
+    fig = viz.feature_bars(rel, top=2)
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["x1", "x2"]  # default names
+    with pytest.raises(ValueError, match="3 names for 4 features"):
+        viz.feature_bars(rel, ["a", "b", "c"])
+    with pytest.raises(ValueError, match="not one string"):
+        viz.feature_bars(rel, "a,b,c,d")
+    with pytest.raises(ValueError, match="average must be"):
+        viz.feature_bars(rel, average=np.zeros(3))
+    with pytest.raises(ValueError, match="one instance"):
+        viz.feature_bars(np.zeros((2, 4)))
+
+
+def test_feature_summary_shows_mean_magnitude_and_mean() -> None:
+    pytest.importorskip("matplotlib")
+    rel = np.array([[1.0, -2.0, 0.1], [-1.0, -2.0, 0.3]])
+    fig = viz.feature_summary(rel, ["p", "q", "r"])
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["q", "p", "r"]
+    widths = [round(b.get_width(), 6) for b in ax.patches]
+    assert widths == [2.0, 1.0, 0.2, -2.0, 0.0, 0.2]  # mean |R|, then mean R
+    assert _png_chunks(viz.feature_summary(rel, png=True))[0][0] == b"IHDR"
+    with pytest.raises(ValueError, match=r"\(N, F\)"):
+        viz.feature_summary(rel[0])

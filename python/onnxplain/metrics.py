@@ -4,6 +4,9 @@ and how reliable the metrics themselves are.
 - :func:`aopc`: region perturbation (pixel-flipping with ``region=1``) and the area over the
   perturbation curve, Samek et al. 2017.
 - :func:`faithfulness_correlation`: Bhatt et al. 2020.
+
+Both take images (N, C, H, W), 1-D signals (N, C, L) and tabular data (N, F) (one column per
+feature; regions and subsets are then sets of features).
 - :func:`model_randomisation` and :func:`randomised_models`: the cascading model parameter
   randomisation test of Adebayo et al. 2018.
 - :func:`reliability`: inter-rater reliability, inter-method reliability and internal consistency
@@ -12,8 +15,11 @@ and how reliable the metrics themselves are.
 Every metric runs the model through ``model.predict`` on its outputs as they are: a model loaded
 with ``ox.load(..., strip_softmax=True)`` (the default) is measured on its logits. Perturbed
 inputs of many samples and steps are stacked into batches of ``batch_size`` rows for the forward
-passes. Optional dependencies are imported when needed: SciPy (Gaussian blur; a NumPy fallback
-exists), scikit-image (SSIM) and ``krippendorff`` (Krippendorff's alpha).
+passes. Every metric but the model-randomisation check needs nothing but ``predict``, so it measures
+models run by onnxruntime (``ox.load(..., backend="onnxruntime")``, the fallback for models the
+engine cannot run, such as scikit-learn pipelines) exactly as those the engine runs. Optional
+dependencies are imported when needed: SciPy (Gaussian blur; a NumPy fallback exists),
+scikit-image (SSIM) and ``krippendorff`` (Krippendorff's alpha).
 """
 
 from __future__ import annotations
@@ -296,7 +302,29 @@ def _replacement(x: np.ndarray, perturbation: str, fill: Any, rng: np.random.Gen
     return _gaussian_blur(x, sigma, spatial_axes).astype(np.float32)
 
 
-def aopc(model: Any, x: Any, relevance: Any, target: TargetLike = None, region: int | Sequence[int] = 9,
+def _tabular_replacement(x: np.ndarray, perturbation: str, fill: Any, rng: np.random.Generator) -> np.ndarray:
+    """The values a perturbed feature of tabular data (N, F) takes, per sample: (N, F) float32."""
+    n, f = x.shape
+    if perturbation == "constant":
+        v = np.asarray(fill, dtype=np.float64)
+        if not np.all(np.isfinite(v)):
+            raise ValueError("fill must be finite")
+        if v.ndim > 1 or (v.ndim == 1 and v.shape[0] not in (1, f)):
+            raise ValueError(f"fill of shape {v.shape} is neither a number nor one value per feature ({f},); for "
+                             "tabular data pass e.g. the training mean, train.mean(axis=0)")
+        return np.broadcast_to(np.broadcast_to(v, (f,)).astype(np.float32), x.shape)
+    if perturbation == "mean":
+        return np.broadcast_to(x.astype(np.float64).mean(axis=0).astype(np.float32), x.shape)
+    if perturbation == "uniform":
+        lo = x.min(axis=0).astype(np.float64)
+        hi = x.max(axis=0).astype(np.float64)
+        return rng.uniform(lo, hi, size=x.shape).astype(np.float32)
+    raise ValueError(f"perturbation {perturbation!r} needs image-like inputs with channels and positions; for tabular "
+                     "data (N, F) use 'constant' (fill: a number or one value per feature, such as the training "
+                     "mean), 'mean' or 'uniform'")
+
+
+def aopc(model: Any, x: Any, relevance: Any, target: TargetLike = None, region: int | Sequence[int] | None = None,
          steps: int | None = None, order: str = "morf", perturbation: str = "constant", fill: Any = 0.0,
          seed: int = 0, batch_size: int = _DEFAULT_BATCH, sigma: float | None = None) -> AOPCResult:
     """Region perturbation and the area over the perturbation curve (AOPC).
@@ -317,21 +345,36 @@ def aopc(model: Any, x: Any, relevance: Any, target: TargetLike = None, region: 
 
     for each sample (``r.aopc``) and its mean over the samples (``r.mean``).
 
+    **Tabular data** (x of shape (N, F), one column per feature) has no channels and no
+    neighbourhood: a region is ``region`` consecutive features (columns ``[k*region,
+    (k+1)*region)``, the last one partial), so the default ``region=1`` ranks and perturbs single
+    features, the survey's "disabling input variables" one at a time. The relevance is (N, F).
+    The perturbations are defined per feature, since features have their own scales:
+    ``"constant"`` takes one number or one value per feature (the training mean,
+    ``fill=train.mean(axis=0)``: the survey's "average value of all samples for the current
+    input-variable"), ``"mean"`` the per-feature mean of the batch x, ``"uniform"`` a draw in
+    [min, max] of each feature over the batch x; ``"dirichlet"`` and ``"blur"`` need channels or
+    positions and are refused.
+
     Parameters
     ----------
     model : onnxplain.Model
         Anything with ``predict(batch) -> (N, outputs)``; its outputs are used as they are (logits
-        when the final softmax was stripped at load, the default).
+        when the final softmax was stripped at load, the default; class probabilities for a
+        scikit-learn classifier run by onnxruntime). Models run by onnxruntime work as they are.
     x : numpy.ndarray
-        Image-like inputs (N, C, H, W) or 1-D signals (N, C, L).
+        Image-like inputs (N, C, H, W), 1-D signals (N, C, L) or tabular data (N, F).
     relevance : numpy.ndarray
         Shaped like x, like x with a channel axis of 1, or like x without the channel axis
-        ((N, H, W) / (N, L)); summed over the channel axis before the tiles are ranked.
+        ((N, H, W) / (N, L)); summed over the channel axis before the tiles are ranked. (N, F) for
+        tabular data.
     target : None, int or sequence of int
         The output f_t: None = the argmax of ``model.predict(x)`` per sample, an int for all, or
         one per sample.
-    region : int or tuple of int
-        The tile side (one per spatial axis as a tuple); at most the spatial size.
+    region : int or tuple of int, optional
+        The tile side (one per spatial axis as a tuple); at most the spatial size. For tabular data
+        the number of consecutive features per region. Default (None): 9 for images and signals,
+        1 (single features) for tabular data.
     steps : int, optional
         How many tiles to perturb, 1..number of tiles; None = all of them.
     order : {"morf", "lerf", "random"}
@@ -341,18 +384,21 @@ def aopc(model: Any, x: Any, relevance: Any, target: TargetLike = None, region: 
         What a perturbed tile is replaced with:
 
         - ``"constant"``: ``fill`` (a scalar, or an array broadcastable to one sample such as a data
-          set's per-channel mean shaped (C, 1, 1) -- the "data mean" of the literature).
+          set's per-channel mean shaped (C, 1, 1) -- the "data mean" of the literature; for tabular
+          data a number or one value per feature, (F,)).
         - ``"mean"``: the sample's own mean per channel over all its positions, computed once from the
-          unperturbed sample (so the curve does not depend on earlier steps).
+          unperturbed sample (so the curve does not depend on earlier steps); for tabular data the
+          per-feature mean of the batch x.
         - ``"uniform"``: uniform noise in [min, max] of the sample (over all its values), drawn once
           for the whole sample (``rng.uniform(lo, hi, size=x.shape)`` after any random order
           draws, ``rng = np.random.default_rng(seed)``): each position takes its noise value when
-          its tile is perturbed.
+          its tile is perturbed; for tabular data in [min, max] of each feature over the batch.
         - ``"dirichlet"``: the channel vector of each position is replaced by a draw from the flat
           Dirichlet distribution on the simplex (``rng.dirichlet(ones(C))``), the perturbation for
-          one-hot or probability-vector inputs such as DNA sequences (N, 4, L); needs C >= 2.
+          one-hot or probability-vector inputs such as DNA sequences (N, 4, L); needs C >= 2 (not for
+          tabular data).
         - ``"blur"``: the Gaussian blur of the sample (standard deviation ``sigma`` on the spatial
-          axes, reflecting boundary, as ``scipy.ndimage.gaussian_filter``).
+          axes, reflecting boundary, as ``scipy.ndimage.gaussian_filter``); not for tabular data.
     fill : float or array_like
         The value for ``perturbation="constant"``.
     seed : int
@@ -370,17 +416,33 @@ def aopc(model: Any, x: Any, relevance: Any, target: TargetLike = None, region: 
     Raises
     ------
     ValueError
-        For inputs that are not (N, C, H, W) or (N, C, L), relevance of another shape, a region
-        larger than the input, an unknown order or perturbation, or steps out of range.
+        For inputs that are not (N, C, H, W), (N, C, L) or (N, F), relevance of another shape, a
+        region larger than the input, an unknown order or perturbation (or one that tabular data
+        has no meaning for), or steps out of range.
     """
     x = _batch(x)
-    if x.ndim not in (3, 4):
-        raise ValueError(f"aopc needs image-like inputs (N, C, H, W) or 1-D signals (N, C, L); got shape {x.shape}")
+    if x.ndim not in (2, 3, 4):
+        raise ValueError(f"aopc needs image-like inputs (N, C, H, W), 1-D signals (N, C, L) or tabular data (N, F); "
+                         f"got shape {x.shape}")
     if order not in _ORDERS:
         raise ValueError(f"order must be one of {_ORDERS}; got {order!r}")
     if perturbation not in _PERTURBATIONS:
         raise ValueError(f"perturbation must be one of {_PERTURBATIONS}; got {perturbation!r}")
     batch_size = _check_batch_size(batch_size)
+    tabular = x.ndim == 2
+    if region is None:
+        region = 1 if tabular else 9
+    rng = np.random.default_rng(seed)
+    if tabular:
+        # The features as positions along the one spatial axis of a single channel: (N, 1, F).
+        r_tab = np.asarray(relevance)
+        if r_tab.shape != x.shape:
+            raise ValueError(f"relevance has shape {r_tab.shape}; for tabular x of shape {x.shape} it must be "
+                             f"{x.shape} (one value per feature)")
+        if perturbation in ("dirichlet", "blur"):
+            _tabular_replacement(x, perturbation, fill, rng)  # raises, saying what to use instead
+        x = x[:, None, :]
+        relevance = r_tab[:, None, :]
     n, spatial = x.shape[0], tuple(x.shape[2:])
     sides = _region_sides(region, spatial)
     rel = _spatial_relevance(relevance, x)
@@ -399,7 +461,6 @@ def aopc(model: Any, x: Any, relevance: Any, target: TargetLike = None, region: 
     flat_ids = tile_id.reshape(-1)
     offsets = (np.arange(n)[:, None] * n_tiles + flat_ids[None, :]).reshape(-1)
     scores = np.bincount(offsets, weights=rel.reshape(-1), minlength=n * n_tiles).reshape(n, n_tiles)
-    rng = np.random.default_rng(seed)
     if order == "morf":
         ranking = np.argsort(-scores, axis=1, kind="stable")
     elif order == "lerf":
@@ -409,8 +470,12 @@ def aopc(model: Any, x: Any, relevance: Any, target: TargetLike = None, region: 
     rank = np.empty_like(ranking)
     np.put_along_axis(rank, ranking, np.arange(n_tiles)[None, :].repeat(n, axis=0), axis=1)
 
-    replacement = _replacement(x, perturbation, fill, rng, float(sigma))
-    base = _predict(model, x, batch_size)
+    if tabular:
+        replacement = _tabular_replacement(x[:, 0], perturbation, fill, rng)[:, None, :]
+    else:
+        replacement = _replacement(x, perturbation, fill, rng, float(sigma))
+    sample_shape = x.shape[2:] if tabular else x.shape[1:]  # what the model takes per row
+    base = _predict(model, x.reshape(n, *sample_shape), batch_size)
     targets = _targets(target, n, base)
     curves = np.empty((n, steps + 1), dtype=np.float64)
     curves[:, 0] = base[np.arange(n), targets]
@@ -420,7 +485,7 @@ def aopc(model: Any, x: Any, relevance: Any, target: TargetLike = None, region: 
         idx = np.arange(start, min(start + batch_size, total))
         i, k = idx // steps, idx % steps + 1
         mask = rank[i][:, tile_id] < k.reshape(-1, *([1] * len(spatial)))  # (B, *spatial)
-        rows = np.where(mask[:, None], replacement[i], x[i])
+        rows = np.where(mask[:, None], replacement[i], x[i]).reshape(len(idx), *sample_shape)
         out = _predict(model, np.ascontiguousarray(rows, dtype=np.float32), len(idx))
         curves[i, k] = out[np.arange(len(idx)), targets[i]]
 
@@ -471,14 +536,17 @@ def faithfulness_correlation(model: Any, x: Any, relevance: Any, target: TargetL
     is returned (Pearson's r). A feature is one element of x: one value of one channel at one
     position (as Quantus's ``FaithfulnessCorrelation``, whose defaults this follows: 100 runs,
     subsets of 224, Pearson). Relevance without channels is broadcast over the channels, so each
-    element carries its position's relevance.
+    element carries its position's relevance. For tabular data (N, F) a feature is a column, and
+    ``fill`` a number or one value per feature, such as the training mean
+    (``fill=train.mean(axis=0)``); the default subset is then half the features.
 
     Parameters
     ----------
     model : onnxplain.Model
         Anything with ``predict``; outputs used as they are.
     x : numpy.ndarray
-        A batch (N, ...) of any rank >= 2.
+        A batch (N, ...) of any rank >= 2: images (N, C, H, W), signals (N, C, L), tabular data
+        (N, F).
     relevance : numpy.ndarray
         Shaped like x; for x with a channel axis (rank >= 3) also (N, 1, ...) or (N, ...) without it.
     target : None, int or sequence of int
@@ -574,6 +642,14 @@ def faithfulness_correlation(model: Any, x: Any, relevance: Any, target: TargetL
 
 
 def _linear_layers(model: Any) -> list[tuple[str, dict[str, Any]]]:
+    backend = getattr(model, "backend", "onnxplain")
+    if backend != "onnxplain":
+        what = ("the model-randomisation check (it re-draws the weights of the layers in onnxplain's IR, which a "
+                f"model run by {backend} does not have; AOPC and faithfulness work on any model)")
+        requires = getattr(model, "requires_engine", None)
+        if requires is not None:
+            raise requires(what)
+        raise ValueError(f"{what} needs onnxplain's engine")
     if not (hasattr(model, "layers") and hasattr(model, "with_weights")):
         raise ValueError("model randomisation needs an onnxplain.Model loaded with the onnxplain engine (it re-draws "
                          "weights through Model.layers() and Model.with_weights())")
@@ -717,7 +793,8 @@ def model_randomisation(model: Any, method: str, x: Any, target: TargetLike = No
     Parameters
     ----------
     model : onnxplain.Model
-        The trained model.
+        The trained model, run by onnxplain's engine (the copies are made by re-drawing weights in
+        its IR; a model run by onnxruntime cannot be randomised).
     method : str
         A method name from ``ox.methods()``.
     x : numpy.ndarray
@@ -750,6 +827,12 @@ def model_randomisation(model: Any, method: str, x: Any, target: TargetLike = No
     -------
     list of (str, numpy.ndarray)
         ``(node name, (N,) similarity)`` in the order the layers were randomised (top-down).
+
+    Raises
+    ------
+    onnxplain.UnsupportedModelError
+        For a model the engine cannot run (loaded through onnxruntime as a fallback), naming what
+        the engine lacks; ``ValueError`` for one loaded with ``backend="onnxruntime"`` by choice.
     """
     if similarity not in _SIMILARITIES:
         raise ValueError(f"similarity must be one of {_SIMILARITIES}; got {similarity!r}")

@@ -145,14 +145,14 @@ class OrtModel(Model):
         return np.asarray(_as_array(self._session.run([name], self._feeds(x))[0]), dtype=np.float32)
 
     def requires_engine(self, what: str) -> Exception:
-        """The error for something that needs onnxplain's engine (a backward pass, the IR)."""
+        """The error for something that needs onnxplain's engine (a backward pass, the IR): a new
+        ``UnsupportedModelError`` (same ``ops``) saying what needed it, or a ``ValueError`` when
+        onnxruntime was asked for."""
         if self._unsupported is not None:
             err = self._unsupported
-            try:
-                err.args = (f"{what} needs onnxplain's engine, which cannot run this model: {err}",)
-            except Exception:  # noqa: BLE001 - a message is best effort
-                pass
-            return err
+            new = type(err)(f"{what} needs onnxplain's engine, which cannot run this model: {err}")
+            new.ops = getattr(err, "ops", [])
+            return new
         return ValueError(f"{what} needs onnxplain's engine; this model was loaded with backend='onnxruntime' "
                           "(load it with backend='onnxplain')")
 

@@ -263,7 +263,7 @@ def _figure(width: float, height: float) -> Any:
 
 
 def aopc_figure(curves: Mapping[str, Mapping[str, np.ndarray]], colours: Mapping[str, str] | None = None,
-                region: int | None = None) -> Any:
+                region: int | None = None, xlabel: str | None = None, unit: str = "regions") -> Any:
     """The pixel-flipping curves of several methods: one panel per order (MoRF, LeRF), one line per method.
 
     Parameters
@@ -276,6 +276,11 @@ def aopc_figure(curves: Mapping[str, Mapping[str, np.ndarray]], colours: Mapping
         A colour per method.
     region : int, optional
         The region size, for the axis label.
+    xlabel : str, optional
+        The label of the step axis (default: regions perturbed, with their size); e.g. ``"features
+        perturbed"`` for tabular data.
+    unit : str
+        What is perturbed, for the panel titles (``"features"`` for tabular data).
 
     Returns
     -------
@@ -284,8 +289,8 @@ def aopc_figure(curves: Mapping[str, Mapping[str, np.ndarray]], colours: Mapping
     orders = [o for o in ("morf", "lerf") if any(o in c for c in curves.values())]
     fig = _figure(5.0 * max(len(orders), 1) + 1.5, 3.6)
     axes = fig.subplots(1, max(len(orders), 1), squeeze=False)[0]
-    titles = {"morf": "MoRF: most relevant regions first (steep drop = faithful)",
-              "lerf": "LeRF: least relevant regions first (flat = faithful)"}
+    titles = {"morf": f"MoRF: most relevant {unit} first (steep drop = faithful)",
+              "lerf": f"LeRF: least relevant {unit} first (flat = faithful)"}
     for ax, order in zip(axes, orders):
         for i, (method, c) in enumerate(curves.items()):
             if order not in c:
@@ -301,7 +306,8 @@ def aopc_figure(curves: Mapping[str, Mapping[str, np.ndarray]], colours: Mapping
                 se = a.std(axis=0) / np.sqrt(a.shape[0])
                 ax.fill_between(k, mean - se, mean + se, color=colour, alpha=0.15, linewidth=0)
         ax.set_title(titles[order], fontsize=9)
-        ax.set_xlabel("regions perturbed" + (f" ({region}×{region} pixels each)" if region else ""), fontsize=9)
+        ax.set_xlabel(xlabel or ("regions perturbed" + (f" ({region}×{region} pixels each)" if region else "")),
+                      fontsize=9)
         ax.set_ylabel("target output f_t (mean over samples)", fontsize=9)
         ax.tick_params(labelsize=8)
         ax.grid(alpha=0.3)
@@ -377,3 +383,290 @@ def randomisation_figure(results: Mapping[str, Sequence[tuple[str, np.ndarray]]]
     ax.grid(alpha=0.3)
     _legend(fig, ax)
     return fig
+
+
+# ---- tabular data ----------------------------------------------------------------------------------------------
+
+#: Colours of the tabular bar charts: an instance's contribution (red positive, blue negative, the ends
+#: of the heatmaps' ``bwr`` softened a little for text on top) and the average beside it (pale tints).
+BAR_POSITIVE, BAR_NEGATIVE = "#d62728", "#1f5fbf"
+BAR_POSITIVE_AVERAGE, BAR_NEGATIVE_AVERAGE = "#f4b9b9", "#b5cdf0"
+
+
+def feature_labels(count: int, names: Sequence[str] | None = None) -> list[str]:
+    """The names of ``count`` features: ``names`` checked (one per feature, as strings), or the
+    default ``"x0"`` .. ``"x{count-1}"``.
+
+    Parameters
+    ----------
+    count : int
+        The number of features F.
+    names : sequence of str, optional
+        The caller's names.
+
+    Returns
+    -------
+    list of str
+
+    Raises
+    ------
+    ValueError
+        When there is not exactly one name per feature.
+    """
+    if names is None:
+        return [f"x{j}" for j in range(count)]
+    if isinstance(names, str):
+        raise ValueError("feature_names must be a sequence of names, one per feature (not one string); split it, "
+                         "e.g. 'a,b,c'.split(',')")
+    out = [str(n) for n in names]
+    if len(out) != count:
+        raise ValueError(f"feature_names has {len(out)} names for {count} features")
+    return out
+
+
+def value_averages(relevance: np.ndarray, x: np.ndarray, bins: int = 4, max_distinct: int = 10,
+                   targets: np.ndarray | None = None) -> np.ndarray:
+    """The average contribution of each instance's feature *value* over the data: explainVis's light
+    bars (Robnik-Šikonja & Kononenko 2008; the survey's Figure 9).
+
+    For instance i and feature j: the mean of ``relevance[:, j]`` over the instances whose value of
+    feature j is like ``x[i, j]``: the same value for a feature with at most ``max_distinct``
+    distinct values in ``x`` (nominal, binary or counted features), else the same interval of the
+    ``bins`` quantile intervals of the feature's values in ``x`` (quartiles by default, as LIME
+    discretises continuous features; Robnik-Šikonja and Kononenko average over discretised
+    intervals of numeric attributes too). Instance i counts itself. With ``targets`` (the output
+    each instance was explained for) only instances explained for the same output as instance i
+    are averaged: explainVis's averages are those of one class.
+
+    Parameters
+    ----------
+    relevance : numpy.ndarray
+        (N, F): the explanations of the data set's instances.
+    x : numpy.ndarray
+        (N, F): the instances.
+    bins : int
+        Quantile intervals per continuous feature (at least 1; 1 averages over all instances).
+    max_distinct : int
+        Features with at most this many distinct values are grouped by value.
+    targets : numpy.ndarray, optional
+        (N,) ints: the explained output of each instance; instances are averaged only with those of
+        the same target.
+
+    Returns
+    -------
+    numpy.ndarray
+        (N, F) float64.
+    """
+    r = np.asarray(relevance, dtype=np.float64)
+    a = np.asarray(x, dtype=np.float64)
+    if r.ndim != 2 or r.shape != a.shape:
+        raise ValueError(f"value_averages needs relevance and x of the same shape (N, F); got {r.shape} and {a.shape}")
+    if isinstance(bins, bool) or int(bins) < 1:
+        raise ValueError(f"bins must be a positive int, got {bins!r}")
+    if targets is None:
+        same = np.zeros(r.shape[0], dtype=np.int64)
+    else:
+        t = np.asarray(targets)
+        if t.shape != (r.shape[0],):
+            raise ValueError(f"targets must be one int per instance, ({r.shape[0]},); got shape {t.shape}")
+        same = np.unique(t, return_inverse=True)[1].reshape(-1)
+    classes = int(same.max()) + 1 if same.size else 1
+    out = np.empty_like(r)
+    for j in range(a.shape[1]):
+        col = a[:, j]
+        distinct = np.unique(col)
+        if distinct.size <= max_distinct:
+            group = np.searchsorted(distinct, col)
+        else:
+            edges = np.unique(np.quantile(col, np.linspace(0, 1, int(bins) + 1)[1:-1]))
+            group = np.searchsorted(edges, col, side="left")  # interval (e_k-1, e_k]: a value on an edge goes left
+        group = group * classes + same
+        sums = np.bincount(group, weights=r[:, j])
+        counts = np.bincount(group)
+        out[:, j] = sums[group] / counts[group]
+    return out
+
+
+def _value_text(v: float) -> str:
+    if not np.isfinite(v):
+        return str(v)
+    if v == int(v) and abs(v) < 1e6:
+        return str(int(v))
+    return f"{v:.3g}"
+
+
+def _bottom_legend(fig: Any, ax: Any, handles: list[Any]) -> None:
+    """One row of legend entries under the axes (inside them before matplotlib 3.7)."""
+    try:
+        fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), fontsize=7, frameon=False,
+                   handlelength=1.2)
+    except ValueError:  # matplotlib < 3.7 has no "outside" locations
+        ax.legend(handles=handles, fontsize=7, frameon=False, loc="best", handlelength=1.2)
+
+
+def _bar_colours(v: np.ndarray, pos: str, neg: str) -> list[str]:
+    return [pos if t > 0 else neg for t in v]
+
+
+def feature_bars(relevance_row: np.ndarray, feature_names: Sequence[str] | None = None,
+                 average: np.ndarray | None = None, values: np.ndarray | None = None, top: int | None = None,
+                 title: str | None = None, xlabel: str = "contribution", width: float = 5.2,
+                 png: bool = False) -> Any:
+    """The contributions of one instance's features as horizontal bars, beside the average
+    contribution over the data: explainVis, the picture of Robnik-Šikonja & Kononenko 2008 (the
+    survey's Figure 9).
+
+    One row per feature, sorted by |contribution| (largest on top); the instance's contribution is
+    a narrow bar, red when it speaks for the explained output and blue when against it, drawn over
+    a wide pale bar of the average (``average``; e.g. :func:`value_averages`: the mean
+    contribution of this feature's value over the data, "the overall trend for the feature"). The
+    feature names are on the left, the instance's values (``values``) on the right.
+
+    Parameters
+    ----------
+    relevance_row : numpy.ndarray
+        (F,): one instance's contributions (the relevance of a tabular explanation).
+    feature_names : sequence of str, optional
+        One name per feature; default ``"x0"`` .. ``"x{F-1}"``.
+    average : numpy.ndarray, optional
+        (F,): the average contribution to draw beside each feature's bar.
+    values : numpy.ndarray, optional
+        (F,): the instance's feature values, written right of the chart.
+    top : int, optional
+        Draw only the ``top`` features with the largest |contribution| (default all).
+    title : str, optional
+        A title, e.g. the instance and its predicted probability.
+    xlabel : str
+        The label of the contribution axis (name the measure: ``"weight of evidence (bits)"``).
+    width : float
+        The figure's width in inches (the height follows from the number of rows).
+    png : bool
+        Return the PNG bytes (150 dpi) instead of the figure.
+
+    Returns
+    -------
+    matplotlib.figure.Figure or bytes
+        The figure, or its PNG when ``png`` is true.
+    """
+    r = np.asarray(relevance_row, dtype=np.float64)
+    if r.ndim != 1 or r.size == 0:
+        raise ValueError(f"feature_bars draws one instance: relevance_row must be (F,), got shape {r.shape}")
+    f = r.size
+    names = feature_labels(f, feature_names)
+    avg = None if average is None else np.asarray(average, dtype=np.float64)
+    if avg is not None and avg.shape != (f,):
+        raise ValueError(f"average must be (F,) = ({f},), got shape {avg.shape}")
+    vals = None if values is None else np.asarray(values, dtype=np.float64)
+    if vals is not None and vals.shape != (f,):
+        raise ValueError(f"values must be (F,) = ({f},), got shape {vals.shape}")
+    order = np.argsort(-np.abs(np.nan_to_num(r)), kind="stable")
+    if top is not None:
+        if isinstance(top, bool) or int(top) < 1:
+            raise ValueError(f"top must be a positive int, got {top!r}")
+        order = order[:int(top)]
+    k = len(order)
+    longest = max(len(names[j]) for j in order)
+    fig = _figure(width + 0.055 * min(longest, 40), 1.0 + 0.24 * k + (0.25 if title else 0.0))
+    ax = fig.subplots()
+    y = np.arange(k)
+    rv = r[order]
+    if avg is not None:
+        av = avg[order]
+        ax.barh(y, av, height=0.82, color=_bar_colours(av, BAR_POSITIVE_AVERAGE, BAR_NEGATIVE_AVERAGE),
+                edgecolor="none", label="average over the data")
+    ax.barh(y, rv, height=0.42 if avg is not None else 0.62, color=_bar_colours(rv, BAR_POSITIVE, BAR_NEGATIVE),
+            edgecolor="none", label="this instance")
+    ax.axvline(0.0, color="0.35", linewidth=0.8)
+    ax.set_yticks(y)
+    ax.set_yticklabels([names[j] if len(names[j]) <= 40 else names[j][:39] + "…" for j in order], fontsize=8)
+    ax.set_ylim(k - 0.5, -0.5)  # the largest |contribution| on top
+    lim = float(np.nanmax(np.abs(np.concatenate([rv, [] if avg is None else avg[order]])))) if k else 0.0
+    lim = lim * 1.08 if lim > 0 else 1.0
+    ax.set_xlim(-lim, lim)
+    ax.set_xlabel(xlabel, fontsize=8)
+    ax.tick_params(axis="x", labelsize=7)
+    ax.grid(axis="x", alpha=0.3)
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+    if vals is not None:
+        right = ax.twinx()
+        right.set_ylim(ax.get_ylim())
+        right.set_yticks(y)
+        right.set_yticklabels([_value_text(v) for v in vals[order]], fontsize=7, color="0.3")
+        right.tick_params(axis="y", length=0)
+        for side in ("top", "right", "left", "bottom"):
+            right.spines[side].set_visible(False)
+    if title:
+        ax.set_title(title, fontsize=9)
+    if avg is not None:
+        from matplotlib.patches import Patch
+
+        _bottom_legend(fig, ax, [Patch(color=BAR_POSITIVE, label="this instance: for"),
+                                 Patch(color=BAR_NEGATIVE, label="against"),
+                                 Patch(color=BAR_POSITIVE_AVERAGE, label="average for this value (pale)")])
+    return figure_png(fig) if png else fig
+
+
+def feature_summary(relevance: np.ndarray, feature_names: Sequence[str] | None = None, top: int | None = None,
+                    title: str | None = None, xlabel: str = "contribution", width: float = 5.2,
+                    png: bool = False) -> Any:
+    """The average explanation over a data set (Robnik-Šikonja & Kononenko's "model explanation"):
+    per feature its mean |contribution| (pale bar: how much the feature matters) and its mean
+    contribution (narrow bar, red positive / blue negative: in which direction on average), sorted
+    by the mean |contribution|.
+
+    Parameters
+    ----------
+    relevance : numpy.ndarray
+        (N, F): the explanations of N instances.
+    feature_names : sequence of str, optional
+        One name per feature; default ``"x0"`` .. ``"x{F-1}"``.
+    top : int, optional
+        Draw only the ``top`` features with the largest mean |contribution|.
+    title, xlabel, width, png
+        As for :func:`feature_bars`.
+
+    Returns
+    -------
+    matplotlib.figure.Figure or bytes
+    """
+    r = np.asarray(relevance, dtype=np.float64)
+    if r.ndim != 2 or r.shape[0] == 0 or r.shape[1] == 0:
+        raise ValueError(f"feature_summary needs the explanations of a batch, (N, F); got shape {r.shape}")
+    f = r.shape[1]
+    names = feature_labels(f, feature_names)
+    mag = np.abs(r).mean(axis=0)
+    mean = r.mean(axis=0)
+    order = np.argsort(-mag, kind="stable")
+    if top is not None:
+        if isinstance(top, bool) or int(top) < 1:
+            raise ValueError(f"top must be a positive int, got {top!r}")
+        order = order[:int(top)]
+    k = len(order)
+    longest = max(len(names[j]) for j in order)
+    fig = _figure(width + 0.055 * min(longest, 40), 1.0 + 0.24 * k + (0.25 if title else 0.0))
+    ax = fig.subplots()
+    y = np.arange(k)
+    ax.barh(y, mag[order], height=0.82, color="#d9d9d9", edgecolor="none")
+    mv = mean[order]
+    ax.barh(y, mv, height=0.42, color=_bar_colours(mv, BAR_POSITIVE, BAR_NEGATIVE), edgecolor="none")
+    ax.axvline(0.0, color="0.35", linewidth=0.8)
+    ax.set_yticks(y)
+    ax.set_yticklabels([names[j] if len(names[j]) <= 40 else names[j][:39] + "…" for j in order], fontsize=8)
+    ax.set_ylim(k - 0.5, -0.5)
+    lim = float(max(np.max(mag[order]), np.max(np.abs(mv)))) if k else 0.0
+    lim = lim * 1.08 if lim > 0 else 1.0
+    ax.set_xlim(-lim, lim)
+    ax.set_xlabel(xlabel, fontsize=8)
+    ax.tick_params(axis="x", labelsize=7)
+    ax.grid(axis="x", alpha=0.3)
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+    from matplotlib.patches import Patch
+
+    _bottom_legend(fig, ax, [Patch(color="#d9d9d9", label="mean |contribution|"),
+                             Patch(color=BAR_POSITIVE, label="mean contribution: for"),
+                             Patch(color=BAR_NEGATIVE, label="against")])
+    if title:
+        ax.set_title(title, fontsize=9)
+    return figure_png(fig) if png else fig

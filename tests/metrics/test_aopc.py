@@ -319,7 +319,9 @@ def test_errors() -> None:
     _, m, x, rel, _ = setup(3, 12, n=2)
     aopc = ox.metrics.aopc
     with pytest.raises(ValueError, match="image-like"):
-        aopc(m, x.reshape(2, -1), rel.reshape(2, -1))
+        aopc(m, x.reshape(-1), rel.reshape(-1))
+    with pytest.raises(ValueError, match="one value per feature"):  # rank 2 is tabular data (N, F)
+        aopc(m, x.reshape(2, -1), rel.reshape(2, -1)[:, :5])
     with pytest.raises(ValueError, match="image-like"):
         aopc(m, x[..., None], rel[..., None])
     with pytest.raises(ValueError, match="relevance has shape"):
