@@ -42,12 +42,12 @@ namespace ops {
 enum class OpKind {
   Linear,         // y = W*x + b with constant W (Conv, Gemm, MatMul with a constant operand)
   Activation,     // elementwise unary y = f(x) (Relu, Sigmoid, Tanh, Clip, ...)
-  Sum,            // elementwise sum of activations (Add, Sub): residual connections, bias adds
+  Sum,            // elementwise sum of activations (Add, Sub, variadic Sum): residual connections, bias adds
   Product,        // elementwise product/quotient (Mul, Div) or MatMul of two activations
-  AvgPool,        // linear averaging without weights (AveragePool, GlobalAveragePool, ReduceMean/Sum)
-  MaxPool,        // winner-take-all selection (MaxPool, GlobalMaxPool)
+  AvgPool,        // linear averaging without weights (AveragePool, GlobalAveragePool, ReduceMean/Sum, Mean)
+  MaxPool,        // winner-take-all selection (MaxPool, GlobalMaxPool, ReduceMax, variadic Max/Min)
   Routing,        // moves values without arithmetic (Reshape, Transpose, Concat, Pad, Gather, ...)
-  Normalization,  // BatchNormalization (folded into a linear op where possible)
+  Normalization,  // BatchNormalization (folded into a linear op where possible), LRN
   Softmax,        // Softmax, LogSoftmax
   Constant,       // produces a constant (Constant)
   ShapeOf,        // produces integer metadata, not differentiable (Shape)
@@ -130,6 +130,10 @@ class Op {
   /// non-negative combination of them (pooling, reshaping, routing): outputs of non-negative
   /// inputs are non-negative, so the sign-split rules need no sign scan after such an op either.
   virtual bool keeps_nonneg() const { return false; }
+  /// For OpKind::MaxPool: true when the winner is the minimum (Min), not the maximum. DeepLIFT's
+  /// max rule splits each output's difference at the cross extreme of input and reference, which
+  /// for a minimum is the smaller of the two.
+  virtual bool selects_min() const { return false; }
 
   /// For OpKind::Linear: which inputs hold the weight and the (optional) bias; -1 if none.
   virtual int weight_input() const { return -1; }

@@ -171,49 +171,83 @@ class MaxPoolRule final : public Rule {
   std::string name() const override { return "deeplift.maxpool"; }
   void backward(const NodeValues& v, const std::vector<const Tensor*>& rout, const std::vector<bool>& need,
                 std::vector<Tensor>& rin, ExecContext& ctx) const override {
-    if (!reaches_input0(v, rout, need, rin)) return;
-    const Tensor& x = *v.in[0];
+    if (rin.size() < need.size()) rin.resize(need.size());
+    // The inputs that get multipliers: every needed float input (MaxPool has one, a variadic Max
+    // or Min up to N; the op's VJP routes each output to its winner among them).
+    std::vector<std::size_t> idx;
+    for (std::size_t j = 0; j < need.size() && j < v.in.size(); ++j)
+      if (need[j] && v.in[j] && v.in[j]->dtype() == DType::Float32) idx.push_back(j);
+    if (idx.empty() || rout.empty() || !rout[0]) return zero_missing(v, need, rin);
     const Tensor& y = *v.out[0];
     const Tensor& r = *rout[0];
-    const int64_t m = half_of(x, c_->batch, v), n = half_of(y, c_->batch, v);
+    const int64_t n = half_of(y, c_->batch, v);
     const float* py = y.f32();
-    const float* px = x.f32();
-    Tensor out(DType::Float32, x.shape());
-    // One part's multipliers rr (n entries) to the input part dst (m entries): Δy split at the
-    // cross maximum c, c − y_ref through the input's argmax and y − c through the reference's.
-    auto one = [&](const float* rr, float* dst) {
-      Tensor gs(DType::Float32, y.shape()), gx;
+    const bool low = v.op->selects_min();
+    std::vector<int64_t> m(idx.size());
+    std::vector<Tensor> outs(idx.size());
+    std::vector<char> tiny(idx.size());
+    bool any_tiny = false;
+    for (std::size_t k = 0; k < idx.size(); ++k) {
+      const Tensor& x = *v.in[idx[k]];
+      m[k] = half_of(x, c_->batch, v);
+      outs[k] = Tensor(DType::Float32, x.shape());
+      const float* px = x.f32();
+      const int64_t mk = m[k];
+      tiny[k] = any_index(mk, ctx.threads(), [&](int64_t i) { return std::fabs(px[i] - px[i + mk]) < kNearZero; });
+      any_tiny = any_tiny || tiny[k];
+    }
+    // The op's VJP for the inputs in idx.
+    auto vjp_sel = [&](const Tensor& g) {
+      std::vector<const Tensor*> gout(v.out.size(), nullptr);
+      gout[0] = &g;
+      std::vector<bool> nd(v.in.size(), false);
+      for (std::size_t j : idx) nd[j] = true;
+      std::vector<Tensor> gin(v.in.size());
+      v.op->vjp(v.in, v.out, gout, nd, gin, ctx);
+      return gin;
+    };
+    // One part's multipliers rr (n entries) to part `part` of every input: Δy split at the cross
+    // extreme c (the larger of y and y_ref for a maximum, the smaller for a minimum), c − y_ref
+    // through the input's winner and y − c through the reference's.
+    auto one = [&](const float* rr, int64_t part) {
+      Tensor gs(DType::Float32, y.shape());
       float* q = gs.f32();
       kernels::parallel_for(n, ctx.threads(), [&](int64_t b, int64_t e) {
         for (int64_t i = b; i < e; ++i) {
-          const float c = std::max(py[i], py[i + n]);
+          const float c = low ? std::min(py[i], py[i + n]) : std::max(py[i], py[i + n]);
           q[i] = rr[i] * (c - py[i + n]);
           q[i + n] = rr[i] * (py[i] - c);
         }
       });
-      const Tensor u = vjp0(v, gs, ctx);
-      const bool tiny = any_index(m, ctx.threads(), [&](int64_t i) { return std::fabs(px[i] - px[i + m]) < kNearZero; });
-      Tensor gg;
-      if (tiny) {  // the plain gradient, where the input did not move
-        gx = Tensor::zeros(DType::Float32, y.shape());
+      const std::vector<Tensor> u = vjp_sel(gs);
+      std::vector<Tensor> gg;
+      if (any_tiny) {  // the plain gradient, where an input did not move
+        Tensor gx = Tensor::zeros(DType::Float32, y.shape());
         std::memcpy(gx.f32(), rr, sizeof(float) * static_cast<std::size_t>(n));
-        gg = vjp0(v, gx, ctx);
+        gg = vjp_sel(gx);
       }
-      const float* pu = u.f32();
-      const float* pg = tiny ? gg.f32() : nullptr;
-      kernels::parallel_for(m, ctx.threads(), [&](int64_t b, int64_t e) {
-        for (int64_t i = b; i < e; ++i) {
-          const float dx = px[i] - px[i + m];
-          dst[i] = std::fabs(dx) >= kNearZero ? (pu[i] + pu[i + m]) / dx : pg[i];
-        }
-      });
+      for (std::size_t k = 0; k < idx.size(); ++k) {
+        const int64_t mk = m[k];
+        const float* px = v.in[idx[k]]->f32();
+        const float* pu = u[idx[k]].f32();
+        const float* pg = tiny[k] ? gg[idx[k]].f32() : nullptr;
+        float* dst = outs[k].f32() + part * mk;
+        kernels::parallel_for(mk, ctx.threads(), [&](int64_t b, int64_t e) {
+          for (int64_t i = b; i < e; ++i) {
+            const float dx = px[i] - px[i + mk];
+            dst[i] = std::fabs(dx) >= kNearZero ? (pu[i] + pu[i + mk]) / dx : pg[i];
+          }
+        });
+      }
     };
-    one(r.f32(), out.f32());
-    if (halves_equal(r))
-      std::memcpy(out.f32() + m, out.f32(), sizeof(float) * static_cast<std::size_t>(m));
-    else
-      one(r.f32() + n, out.f32() + m);
-    rin[0] = out;
+    one(r.f32(), 0);
+    if (halves_equal(r)) {
+      for (std::size_t k = 0; k < idx.size(); ++k)
+        std::memcpy(outs[k].f32() + m[k], outs[k].f32(), sizeof(float) * static_cast<std::size_t>(m[k]));
+    } else {
+      one(r.f32() + n, 1);
+    }
+    for (std::size_t k = 0; k < idx.size(); ++k) rin[idx[k]] = outs[k];
     zero_missing(v, need, rin);
   }
 

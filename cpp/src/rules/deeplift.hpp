@@ -44,6 +44,9 @@ using DeepLiftContextPtr = std::shared_ptr<const DeepLiftContext>;
 
 /// Element-wise nonlinearities: RevealCancel where the context has Δz+ for the node, else Rescale.
 RulePtr deeplift_nonlinear_rule(DeepLiftContextPtr ctx);
+/// Winner-take-all ops (OpKind::MaxPool: MaxPool, GlobalMaxPool, ReduceMax, variadic Max / Min):
+/// DeepSHAP's max rule, Δy split at the cross maximum (cross minimum where Op::selects_min()) of
+/// input and reference, through the input's and the reference's winners, to every needed input.
 RulePtr deeplift_maxpool_rule(DeepLiftContextPtr ctx);
 /// Linear ops: both parts alike as one VJP on the input half; under RevealCancel, where the parts
 /// differ, M+ / M- by the sign of each term w_ij Δx_i.
