@@ -85,6 +85,10 @@ Explanation Explainer::explain_occlusion(const std::vector<Tensor>& inputs, cons
   if (x.rank() < 2)
     throw InvalidArgument("occlusion: the input needs a batch axis and at least one feature axis, got shape " +
                           shape_str(x.shape()));
+  // Targets and f_t(x) from the clean forward pass, which also checks the batch against the model
+  // (a batch of the wrong size is a ShapeError, as for every method, before the window is checked).
+  Explanation ex = sweep(inputs, targets, threads, false, /*reverse=*/false);
+  ex.start = "occlusion";
   const Shape sample(x.shape().begin() + 1, x.shape().end());
   const std::vector<int64_t> win = per_axis(params_, "window", 8, sample);
   const std::vector<int64_t> stride = per_axis(params_, "stride", 8, sample);
@@ -113,9 +117,6 @@ Explanation Explainer::explain_occlusion(const std::vector<Tensor>& inputs, cons
   }
   const int64_t n = x.dim(0), m = x.numel() / std::max<int64_t>(n, 1);
 
-  // Targets and f_t(x) from the clean forward pass.
-  Explanation ex = sweep(inputs, targets, threads, false, /*reverse=*/false);
-  ex.start = "occlusion";
 
   // The window's box at index j (first axis slowest).
   auto box = [&](int64_t j, std::vector<int64_t>& start, std::vector<int64_t>& size) {
