@@ -6,6 +6,7 @@
 
 #include <cstring>
 
+#include "importer/onnx_loader.hpp"
 #include "ops/op.hpp"
 #include "runtime/model.hpp"
 #include "runtime/reverse.hpp"
@@ -101,7 +102,9 @@ PYBIND11_MODULE(_core, m) {
   m.doc() = "onnxplain C++ core";
 
   auto base = py::register_exception<Error>(m, "OnnxplainError", PyExc_RuntimeError);
-  py::register_exception<ModelFormatError>(m, "ModelFormatError", base.ptr());
+  // Also a ValueError: shapes that contradict the model's own weights were ShapeError (a ValueError)
+  // before they became ModelFormatError, and code that catches ValueError keeps working.
+  py::register_exception<ModelFormatError>(m, "ModelFormatError", py::make_tuple(base, py::handle(PyExc_ValueError)));
   py::register_exception<ShapeError>(m, "ShapeError", PyExc_ValueError);
   py::register_exception<InvalidArgument>(m, "InvalidArgument", PyExc_ValueError);
   // Kept as a raw, intentionally leaked reference: the type lives as long as the interpreter.
@@ -122,6 +125,21 @@ PYBIND11_MODULE(_core, m) {
       PyErr_SetObject(unsupported, exc.ptr());
     }
   });
+  // OSError(errno, message, path) picks its subclass from errno: FileNotFoundError,
+  // IsADirectoryError, PermissionError. Registered last, so it is tried before the Error base.
+  py::register_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const IoError& e) {
+      const int err = e.error_number();
+      py::object exc = err ? py::reinterpret_borrow<py::object>(PyExc_OSError)(err, std::strerror(err), e.path())
+                           : py::reinterpret_borrow<py::object>(PyExc_OSError)(e.what());
+      PyErr_SetObject(PyExc_OSError, exc.ptr());
+    }
+  });
+
+  m.attr("NEWEST_OPSET") = importer::kNewestOpset;
+  m.attr("NEWEST_IR_VERSION") = importer::kNewestIrVersion;
 
   m.def("supported_ops", [] {
     std::vector<std::pair<std::string, std::string>> v;

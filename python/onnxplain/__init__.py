@@ -11,7 +11,7 @@ from __future__ import annotations
 from . import metrics
 from .errors import InvalidArgument, ModelFormatError, OnnxplainError, ShapeError, UnsupportedModelError
 from .explain import Explainer, MethodInfo, PatternStatistics, explainer, load_explainer, methods
-from .model import Model, TensorSpec, load, supported_ops
+from .model import NEWEST_IR_VERSION, NEWEST_OPSET, Model, TensorSpec, load, supported_ops
 from .quality import signal_quality
 from .report import report
 
@@ -21,6 +21,8 @@ __all__ = [
     "Explainer",
     "InvalidArgument",
     "MethodInfo",
+    "NEWEST_IR_VERSION",
+    "NEWEST_OPSET",
     "Model",
     "ModelFormatError",
     "OnnxplainError",

@@ -32,6 +32,20 @@ def _raw_op_counts(path: str) -> Counter[str] | None:
     return Counter((f"{n.domain}." if n.domain not in ("", "ai.onnx") else "") + n.op_type for n in proto.graph.node)
 
 
+def _opset_line(path: str) -> str | None:
+    """``opsets: ai.onnx 13, ai.onnx.ml 3   ir_version: 8`` from the file, with what onnxplain knows."""
+    try:
+        import onnx
+
+        proto = onnx.load(path, load_external_data=False)
+    except Exception:
+        return None
+    imports = sorted(((o.domain or "ai.onnx"), int(o.version)) for o in proto.opset_import)
+    listed = ", ".join(f"{d} {v}" for d, v in imports) or "none"
+    return (f"opsets: {listed}   ir_version: {proto.ir_version}   (onnxplain knows ai.onnx opsets up to "
+            f"{_model.NEWEST_OPSET}, ir_version up to {_model.NEWEST_IR_VERSION})")
+
+
 _AGNOSTIC = ("perturbation methods and metrics", "occlusion, prediction_difference, lime, ox.metrics, report")
 
 
@@ -40,10 +54,13 @@ def inspect(path: str, strip_softmax: bool) -> int:
     engine runs the model), 1 only the forward-only methods (through onnxruntime), 2 none."""
     supported = set(_model.supported_ops())
     raw = _raw_op_counts(path)
+    opsets = _opset_line(path)
     try:
         m = _model.load(path, strip_softmax=strip_softmax, backend="onnxplain")
     except UnsupportedModelError as e:
         print(f"{path}: NOT SUPPORTED by onnxplain's engine")
+        if opsets:
+            print(opsets)
         print(str(e))
         if raw:
             print("\nops in the file:")
@@ -60,10 +77,17 @@ def inspect(path: str, strip_softmax: bool) -> int:
         for family, names, _ in _FAMILIES:
             print(f"  {family:<34} do not apply: they walk the graph backwards in the engine   ({names})")
         return 1
+    except OSError as e:
+        print(f"{path}: {e}", file=sys.stderr)
+        return 2
     except ModelFormatError as e:
-        print(f"{path}: not a valid ONNX model: {e}", file=sys.stderr)
+        print(f"{path}: cannot load the model: {e}", file=sys.stderr)
+        if opsets:
+            print(opsets, file=sys.stderr)
         return 2
     print(f"{path}: supported")
+    if opsets:
+        print(opsets)
     print(m.summary())
     if raw:
         print("ops in the file (before rewrites):")

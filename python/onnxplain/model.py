@@ -366,8 +366,13 @@ def load(
 
     Raises
     ------
+    FileNotFoundError, IsADirectoryError, PermissionError
+        The path is missing, a directory or unreadable (the exception's ``filename`` is the path).
     ModelFormatError
-        The file is not a valid ONNX model.
+        The file is not a valid ONNX model, or it contradicts itself (a weight that does not fit the
+        shapes its graph implies, a bad attribute: the message names the node), imports an ai.onnx
+        opset newer than ``onnxplain.NEWEST_OPSET`` or none, or has an ``ir_version`` newer than
+        onnxplain reads. Also a ``ValueError``.
     UnsupportedModelError
         The engine cannot run the model (``.ops`` lists every unsupported op), and with
         ``backend="auto"`` onnxruntime cannot either.
@@ -380,8 +385,7 @@ def load(
         source = bytes(path_or_bytes)
     else:
         source = os.path.abspath(os.fspath(path_or_bytes))
-        if not os.path.exists(source):
-            raise FileNotFoundError(f"no such model file: '{source}'")
+        _check_readable(source)
     if backend == "onnxruntime":
         from .ort_backend import ort_load
 
@@ -402,6 +406,24 @@ def load(
             raise e from None
     model = Model(m, threads, source, options)
     return model._select_output(output) if output is not None else model
+
+
+#: The newest ai.onnx opset whose op definitions onnxplain was checked against; a model importing a
+#: newer one is refused with ModelFormatError (re-export it with this opset or lower).
+NEWEST_OPSET: int = int(core.NEWEST_OPSET)
+#: The newest ModelProto.ir_version onnxplain reads.
+NEWEST_IR_VERSION: int = int(core.NEWEST_IR_VERSION)
+
+
+def _check_readable(path: str) -> None:
+    """Raises the ``OSError`` subclass that says why ``path`` cannot be read as a model file."""
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as e:
+        # FileNotFoundError, IsADirectoryError, PermissionError, ...: the same class, a clearer message.
+        reason = e.strerror or str(e)
+        raise type(e)(e.errno, f"cannot read the model file: {reason}", path) from None
 
 
 def _unpickle_model(data: bytes, path: str | None, options: tuple[bool, bool, bool], threads: int,

@@ -193,7 +193,7 @@ def _load(model):
 def test_error_groups_do_not_divide_channels():
     x = np.zeros((1, 6, 5, 5), np.float32)
     w = np.zeros((4, 1, 3, 3), np.float32)
-    with pytest.raises(ox.ShapeError, match=r"conv_node.*group 4 does not divide the 6 input channels"):
+    with pytest.raises(ox.ModelFormatError, match=r"conv_node.*group 4 does not divide the 6 input channels"):
         _load(_conv_model(x, w, group=4))
     with pytest.raises(ValueError):
         _load(_conv_model(x, w, group=4))
@@ -202,14 +202,14 @@ def test_error_groups_do_not_divide_channels():
 def test_error_groups_do_not_divide_output_channels():
     x = np.zeros((1, 4, 5, 5), np.float32)
     w = np.zeros((3, 2, 3, 3), np.float32)
-    with pytest.raises(ox.ShapeError, match=r"conv_node.*group 2 does not divide the 3 output channels"):
+    with pytest.raises(ox.ModelFormatError, match=r"conv_node.*group 2 does not divide the 3 output channels"):
         _load(_conv_model(x, w, group=2))
 
 
 def test_error_weight_channels():
     x = np.zeros((1, 4, 5, 5), np.float32)
     w = np.zeros((3, 3, 3, 3), np.float32)
-    with pytest.raises(ox.ShapeError, match=r"conv_node.*expected W.shape\[1\] = 4, got 3"):
+    with pytest.raises(ox.ModelFormatError, match=r"conv_node.*expected W.shape\[1\] = 4, got 3"):
         _load(_conv_model(x, w))
 
 
@@ -229,13 +229,13 @@ def test_error_weight_channels_runtime_weight():
 def test_error_bias_shape_rank_and_kernel():
     x = np.zeros((1, 4, 5, 5), np.float32)
     w = np.zeros((3, 4, 3, 3), np.float32)
-    with pytest.raises(ox.ShapeError, match=r"conv_node.*B must have shape \(3\)"):
+    with pytest.raises(ox.ModelFormatError, match=r"conv_node.*B must have shape \(3\)"):
         _load(_conv_model(x, w, np.zeros(4, np.float32)))
-    with pytest.raises(ox.ShapeError, match=r"conv_node.*rank"):
+    with pytest.raises(ox.ModelFormatError, match=r"conv_node.*rank"):
         _load(_conv_model(x, np.zeros((3, 4, 3), np.float32)))
-    with pytest.raises(ox.ShapeError, match=r"conv_node.*kernel_shape does not match W"):
+    with pytest.raises(ox.ModelFormatError, match=r"conv_node.*kernel_shape does not match W"):
         _load(_conv_model(x, w, kernel_shape=[2, 2]))
-    with pytest.raises(ox.ShapeError, match=r"conv_node.*larger than the padded input"):
+    with pytest.raises(ox.ModelFormatError, match=r"conv_node.*larger than the padded input"):
         _load(_conv_model(x, np.zeros((3, 4, 7, 3), np.float32)))
 
 

@@ -1,6 +1,6 @@
 """Pad against onnxruntime: opset 2 attributes, opset 11/13 inputs (pads, optional
 constant_value), opset 18/19 axes input, negative pads that crop, 0-size dims, int64 data,
-runtime pads; modes other than constant refused with the mode named; errors naming the node."""
+runtime pads; modes reflect/edge (opset 2+) and wrap (19+) with their VJP; errors naming the node."""
 
 from __future__ import annotations
 
@@ -140,15 +140,103 @@ def test_pad_large_multithreaded(rng):
     _check(_pad_model(x, [0, 0, 1, 1, 0, 0, 1, 1], value=0.5), {"x": x}, threads=2)
 
 
+MODE_CASES = [
+    ((2, 3), [1, 2, 0, 1]),
+    ((3, 4), [2, 3, 2, 3]),  # pads up to dim - 1 (reflect's limit in onnxruntime)
+    ((2, 3, 4), [0, 1, 2, 0, 1, 2]),
+    ((1, 2, 5, 5), [0, 0, 1, 1, 0, 0, 1, 1]),
+    ((1, 2, 5, 6), [0, 0, 2, 3, 0, 0, 4, 1]),
+    ((5,), [4, 3]),
+]
+
+
+@pytest.mark.parametrize("shape,pads", MODE_CASES, ids=str)
 @pytest.mark.parametrize(
     ("mode", "opset"),
-    # wrap exists from opset 19 only.
-    [(m, o) for m in ("reflect", "edge", "wrap") for o in (2, 13, 19) if m != "wrap" or o >= 19],
+    [(m, o) for m in ("reflect", "edge", "wrap") for o in (2, 11, 18, 19) if m != "wrap" or o >= 19],
 )
-def test_pad_non_constant_mode_refused(mode, opset):
+def test_pad_modes_vs_ort(shape, pads, mode, opset):
+    x = _data(shape)
+    _check(_pad_model(x, pads, mode=mode, opset=opset), {"x": x})
+    if opset >= 11:
+        _check(_pad_model(x, pads, value=3.0, mode=mode, opset=opset), {"x": x})  # the constant is ignored
+
+
+@pytest.mark.parametrize("mode", ["reflect", "edge"])
+def test_pad_modes_int64_and_axes(mode):
+    x = _data((2, 4, 5), np.int64)
+    _check(_pad_model(x, [1, 2, 0, 1, 3, 0], mode=mode, opset=13), {"x": x})
+    xf = _data((2, 4, 5))
+    _check(_pad_model(xf, [2, 1, 3, 2], axes=[2, -2], mode=mode, opset=18), {"x": xf})
+
+
+def test_pad_edge_with_crop():
+    x = _data((3, 5))
+    _check(_pad_model(x, [2, -1, -1, 3], mode="edge", opset=13), {"x": x})
+
+
+def test_pad_modes_large_multithreaded(rng):
+    x = rng.standard_normal((4, 16, 64, 64)).astype(np.float32)
+    for mode in ("reflect", "edge"):
+        _check(_pad_model(x, [0, 0, 3, 2, 0, 0, 1, 3], mode=mode), {"x": x}, threads=3)
+
+
+@pytest.mark.parametrize("opset", [2, 13, 18])
+def test_pad_wrap_before_opset_19_refused(opset):
     x = _data((2, 3))
-    with pytest.raises(ox.ModelFormatError, match=rf"'pad'.*Pad mode '{mode}' is not supported"):
-        ox.load(_pad_model(x, [1, 1, 1, 1], mode=mode, opset=opset), strip_softmax=False)
+    with pytest.raises(ox.ModelFormatError, match=r"'pad'.*Pad mode 'wrap' is not supported.*from opset 19"):
+        ox.load(_pad_model(x, [1, 1, 1, 1], mode="wrap", opset=opset), strip_softmax=False)
+
+
+def test_pad_unknown_mode_refused():
+    with pytest.raises(ox.ModelFormatError, match=r"'pad'.*Pad mode 'mirror' is not supported"):
+        ox.load(_pad_model(_data((2, 3)), [1, 1, 1, 1], mode="mirror", opset=19), strip_softmax=False)
+
+
+@pytest.mark.parametrize("mode", ["reflect", "edge", "wrap"])
+def test_pad_mode_on_empty_axis_names_node(mode):
+    x = np.zeros((2, 0), np.float32)
+    with pytest.raises(ValueError, match=rf"'pad'.*cannot pad the empty axis 1.*{mode}"):
+        ox.load(_pad_model(x, [0, 1, 0, 1], mode=mode, opset=19), strip_softmax=False)
+
+
+@pytest.mark.parametrize("mode", ["reflect", "edge", "wrap"])
+@pytest.mark.parametrize(("shape", "pads"), [((2, 3, 4, 5), [0, 1, 2, 3, 0, 0, 3, 1]), ((4, 3), [3, 2, 1, 2])])
+def test_pad_mode_vjp_vs_torch_and_fd(mode, shape, pads, rng):
+    """The VJP sums the cotangent of every copy back onto its source: torch autograd through
+    numpy-equivalent index gathers (float64), and central differences of the onnxruntime forward."""
+    import torch
+
+    x = rng.standard_normal(shape).astype(np.float32)
+    model = _pad_model(x, pads, mode=mode, opset=19)
+    m = ox.load(model, strip_softmax=False)
+    y = m.predict(x)
+    cot = rng.standard_normal(y.shape).astype(np.float32)
+    (got,) = m.vjp(x, cot)
+    n = len(shape)
+    idx = np.arange(x.size).reshape(shape)
+    src = np.pad(idx, [(pads[k], pads[k + n]) for k in range(n)], mode=mode)
+    t = torch.tensor(x.astype(np.float64), requires_grad=True)
+    yt = t.reshape(-1)[torch.tensor(src.reshape(-1))].reshape(src.shape)
+    (want,) = torch.autograd.grad(yt, [t], grad_outputs=torch.tensor(cot.astype(np.float64)))
+    np.testing.assert_allclose(got, want.numpy(), rtol=1e-6, atol=1e-6)
+    # finite differences of onnxruntime's forward (linear: exact up to rounding) on a few entries
+    eps = 1e-2
+    for i in [tuple(int(v) for v in rng.integers(0, shape)) for _ in range(4)]:
+        p, q = x.copy(), x.copy()
+        p[i] += eps
+        q[i] -= eps
+        fd = float(((ort_run(model, {"x": p})[0] - ort_run(model, {"x": q})[0]) * cot).sum()) / (2 * eps)
+        assert abs(got[i] - fd) <= 1e-3 * (1 + abs(fd))
+
+
+def test_pad_mode_lrp_conserves(rng):
+    """Routing: each copy's relevance goes back to its source, so the total is kept."""
+    x = rng.standard_normal((2, 3, 4, 4)).astype(np.float32)
+    m = ox.load(_pad_model(x, [0, 0, 2, 1, 0, 0, 1, 2], mode="reflect"), strip_softmax=False)
+    R = ox.explainer(m, "lrp.epsilon").explain(x, target=7)
+    y = m.predict(x).reshape(2, -1)[:, 7]
+    np.testing.assert_allclose(R.reshape(2, -1).sum(1), y, rtol=1e-5)
 
 
 def test_pad_explicit_constant_mode():

@@ -39,10 +39,25 @@ class UnsupportedModelError : public Error {
   std::vector<UnsupportedOp> ops_;
 };
 
-/// Shapes that do not fit (at load time or for a given input); maps to ValueError.
+/// Shapes that do not fit the given inputs at run time; maps to ValueError. Found while loading, a
+/// shape that does not fit is an inconsistent model: Model::from_bytes rethrows it as ModelFormatError.
 class ShapeError : public Error {
  public:
   using Error::Error;
+};
+
+/// A file that cannot be read or written: missing, a directory, no permission. Carries the path and
+/// the errno, so that Python raises FileNotFoundError / IsADirectoryError / PermissionError.
+class IoError : public Error {
+ public:
+  IoError(const std::string& what, std::string path, int err) : Error(what), path_(std::move(path)), errno_(err) {}
+  explicit IoError(const std::string& what) : Error(what) {}
+  const std::string& path() const { return path_; }
+  int error_number() const { return errno_; }
+
+ private:
+  std::string path_;
+  int errno_ = 0;
 };
 
 /// A bad argument from the caller (unknown input name, wrong dtype, bad option); maps to ValueError.

@@ -52,11 +52,6 @@ struct onnxplain_explainer {
 
 namespace {
 
-/// A file that cannot be read or written (ONNXPLAIN_IO).
-struct IoError : Error {
-  using Error::Error;
-};
-
 thread_local std::string t_error;
 thread_local onnxplain_status t_status = ONNXPLAIN_OK;
 
@@ -143,14 +138,7 @@ runtime::LoadOptions load_options(const onnxplain_load_options* opts, int* threa
   return lo;
 }
 
-std::string read_file(const char* path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) throw IoError(std::string("cannot open '") + path + "'");
-  std::ostringstream ss;
-  ss << f.rdbuf();
-  if (!f && !f.eof()) throw IoError(std::string("cannot read '") + path + "'");
-  return ss.str();
-}
+std::string read_file(const char* path) { return runtime::read_file(path); }
 
 int threads_or(int threads, int dflt) {
   if (threads < 0) throw InvalidArgument("threads must be >= 0 (0 = the default), got " + std::to_string(threads));

@@ -728,7 +728,34 @@ Graph import_model(const uint8_t* data, std::size_t size, const std::string& bas
                            " bytes read)");
   if (ir_version <= 0)
     throw ModelFormatError("not a valid ONNX model: ir_version is missing");
-  if (!im.g.opsets.count("")) im.g.opsets[""] = ir_version < 3 ? 1 : 7;  // what onnxruntime assumes
+  if (ir_version > kNewestIrVersion)
+    throw ModelFormatError("the model's ir_version is " + std::to_string(ir_version) +
+                           ", newer than onnxplain reads (up to " + std::to_string(kNewestIrVersion) +
+                           ", ONNX 1.23); re-export it with an older exporter or onnx package, or re-save it "
+                           "with model.ir_version = " + std::to_string(kNewestIrVersion) +
+                           " if it uses nothing newer");
+  const auto def = im.g.opsets.find("");
+  if (def != im.g.opsets.end() && def->second > kNewestOpset)
+    throw ModelFormatError("the model imports ai.onnx opset " + std::to_string(def->second) +
+                           ", newer than the newest onnxplain knows (opset " + std::to_string(kNewestOpset) +
+                           "); re-export it with opset " + std::to_string(kNewestOpset) +
+                           " or lower (torch.onnx.export(..., opset_version=" + std::to_string(kNewestOpset) +
+                           "), tf2onnx --opset) or convert it with onnx.version_converter.convert_version(model, " +
+                           std::to_string(kNewestOpset) + ")");
+  if (def != im.g.opsets.end() && def->second < 1)
+    throw ModelFormatError("the model imports ai.onnx opset " + std::to_string(def->second) +
+                           ", which is not an opset version (they start at 1); re-export the model");
+  if (def == im.g.opsets.end()) {
+    // Without it the version of every default-domain op is unknown (onnxruntime refuses such a
+    // model too). A graph of other domains only (ai.onnx.ml) needs none.
+    for (const auto& n : im.g.nodes)
+      if (n.domain.empty())
+        throw ModelFormatError(Graph::node_context(n) +
+                               " is an ai.onnx op, but the model imports no ai.onnx opset, so its version is "
+                               "unknown; re-export the model with an opset (e.g. opset " +
+                               std::to_string(kNewestOpset) + "), or add the one it was written for: "
+                               "model.opset_import.append(onnx.helper.make_opsetid('', N))");
+  }
   if (im.g.outputs.empty()) throw ModelFormatError("the graph has no outputs");
   im.g.toposort();
   return std::move(im.g);

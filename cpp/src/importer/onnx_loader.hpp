@@ -9,6 +9,14 @@
 
 namespace onnxplain::importer {
 
+/// The newest default-domain (ai.onnx) opset whose op definitions onnxplain's ops were checked
+/// against: ONNX 1.23. Every supported op's schema up to this opset was compared with its file;
+/// the versions after 22 only add element types (float4/6/8, int2/4) that onnxplain does not hold.
+constexpr int64_t kNewestOpset = 28;
+/// The newest ModelProto.ir_version the wire reader reads (ONNX 1.23 writes 14; onnxruntime 1.32
+/// refuses 15 and above too). Fields added by newer IR versions would be skipped unseen.
+constexpr int64_t kNewestIrVersion = 14;
+
 /// Limits that keep hostile files from exhausting memory or the stack.
 struct ImportLimits {
   std::size_t max_nesting = 64;                        // message nesting depth
@@ -23,7 +31,9 @@ struct ImportLimits {
 /// outside base_dir is refused. `base_dir` empty = external data not allowed (bytes input).
 /// Names that are not valid UTF-8 are escaped (\xNN) so messages can always show them.
 /// Nodes without a name get "<op_type>_<index>". The graph is toposorted before returning.
-/// Throws ModelFormatError on anything malformed; never reads out of bounds.
+/// Throws ModelFormatError on anything malformed, on an ir_version above kNewestIrVersion, on an
+/// ai.onnx opset above kNewestOpset, and on default-domain nodes without an ai.onnx opset import;
+/// never reads out of bounds.
 Graph import_model(const uint8_t* data, std::size_t size, const std::string& base_dir,
                    const ImportLimits& limits = ImportLimits());
 

@@ -40,14 +40,14 @@ namespace ops {
 
 /// How the reverse passes treat an op (DESIGN.md): relevance rules attach to kinds, not op types.
 enum class OpKind {
-  Linear,         // y = W*x + b with constant W (Conv, Gemm, MatMul with a constant operand)
+  Linear,         // y = W*x + b with constant W (Conv, ConvTranspose, Gemm, MatMul with a constant operand)
   Activation,     // elementwise unary y = f(x) (Relu, Sigmoid, Tanh, Clip, ...)
   Sum,            // elementwise sum of activations (Add, Sub, variadic Sum): residual connections, bias adds
   Product,        // elementwise product/quotient (Mul, Div) or MatMul of two activations
   AvgPool,        // linear averaging without weights (AveragePool, GlobalAveragePool, ReduceMean/Sum, Mean)
   MaxPool,        // winner-take-all selection (MaxPool, GlobalMaxPool, ReduceMax, variadic Max/Min)
   Routing,        // moves values without arithmetic (Reshape, Transpose, Concat, Pad, Gather, ...)
-  Normalization,  // BatchNormalization (folded into a linear op where possible), LRN
+  Normalization,  // BatchNormalization (folded into a linear op where possible), LRN, Instance/LayerNorm
   Softmax,        // Softmax, LogSoftmax
   Constant,       // produces a constant (Constant)
   ShapeOf,        // produces integer metadata, not differentiable (Shape)

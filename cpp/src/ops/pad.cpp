@@ -1,10 +1,14 @@
 // Pad — https://onnx.ai/onnx/operators/onnx__Pad.html (opset 1 (`paddings`), 2: attributes `pads`,
-// `value`; 11, 13: inputs pads, constant_value; 18, 19, 21: optional axes input).
+// `value`, `mode`; 11, 13: inputs pads, constant_value; 18: optional axes input; 19, 21: mode "wrap").
 // y = x surrounded by pads[k] elements before and pads[k + n] after on axis k (n = len(axes) or
-// rank), filled with constant_value; negative pads crop. Only mode "constant" is supported:
-// "reflect", "edge" and "wrap" are refused at load (ModelFormatError naming the mode).
-// Kind: Routing (relevance and gradients are cropped back to the input region, zero where
-// negative pads cut x off; a padding constant computed from the input gets the sum of the rest).
+// rank); negative pads crop. Output index i on axis k reads x at j = i - pads[k], or where j falls
+// outside [0, n_k): mode "constant": constant_value; "edge": x at clamp(j, 0, n_k - 1); "reflect":
+// x mirrored about its first and last entries (period 2 (n_k - 1), as numpy.pad's 'reflect');
+// "wrap" (opset >= 19): x at j mod n_k. Edge/reflect/wrap refuse to pad an empty axis.
+// Kind: Routing (relevance and gradients go back to the entries they were copied from: cropped to
+// the input region in constant mode, zero where negative pads cut x off, a padding constant
+// computed from the input getting the sum of the rest; summed over the copies in the other modes).
+#include "ops/axis_map.hpp"
 #include "ops/op.hpp"
 #include "ops/routing_util.hpp"
 
@@ -15,8 +19,18 @@ class Pad final : public Op {
  public:
   explicit Pad(const NodeDesc& d) : Op(d) {
     const std::string mode = d.attrs->get_string("mode", "constant");
-    if (mode != "constant")
-      fail_format("Pad mode '" + mode + "' is not supported (only mode 'constant' is)");
+    if (mode == "constant") {
+      mode_ = Mode::Constant;
+    } else if (mode == "edge") {
+      mode_ = Mode::Edge;
+    } else if (mode == "reflect") {
+      mode_ = Mode::Reflect;
+    } else if (mode == "wrap" && d.opset >= 19) {
+      mode_ = Mode::Wrap;
+    } else {
+      fail_format("Pad mode '" + mode + "' is not supported (constant, reflect and edge are" +
+                  (d.opset >= 19 ? ", and wrap" : "; wrap from opset 19 on") + ")");
+    }
     require_io(*this, d, d.opset < 11 ? 1 : 2, "data, pads");
     auto present = [&](std::size_t i) { return i < d.input_present.size() && d.input_present[i]; };
     if (d.opset < 11) {
@@ -44,6 +58,9 @@ class Pad final : public Op {
     for (std::size_t k = 0; k < s.size(); ++k) {
       if (s[k] < 0) continue;
       s[k] += b[k] + e[k];
+      if (mode_ != Mode::Constant && x.shape[k] == 0 && s[k] > 0)
+        fail_shape("cannot pad the empty axis " + std::to_string(k) + " of " + shape_str(x.shape) + " in mode " +
+                   mode_name());
       if (s[k] < 0)
         fail_shape("pads " + ints_str(pads) + " crop more than dim " + std::to_string(k) + " of " + shape_str(x.shape) +
                    " holds");
@@ -53,6 +70,10 @@ class Pad final : public Op {
 
   void forward(const std::vector<const Tensor*>& in, std::vector<Tensor>& out, ExecContext& ctx) const override {
     const Tensor& x = *in[0];
+    if (mode_ != Mode::Constant) {
+      out[0] = apply_axis_maps(x, maps(in), ctx);
+      return;
+    }
     const Geometry gm = geometry(in);
     out[0] = ctx.alloc(x.dtype(), gm.y);
     Tensor& y = out[0];
@@ -69,6 +90,19 @@ class Pad final : public Op {
     const bool need_value = value_input_ && needed(2);
     if (!needed(0) && !need_value) return;
     const Tensor& x = *in[0];
+    if (mode_ != Mode::Constant) {
+      const std::vector<AxisMap> mp = maps(in);
+      Shape ys = x.shape();
+      for (const AxisMap& m : mp) ys[static_cast<std::size_t>(m.axis)] = m.out_len();
+      const Tensor* g = checked_cotangent(*this, gout, 0, ys);
+      if (!g) {
+        zero_grads(in, need, gin, 0, ctx);
+        return;
+      }
+      if (needed(0)) gin[0] = adjoint_axis_maps(*g, x.shape(), mp, ctx);
+      if (need_value) gin[2] = Tensor::zeros(DType::Float32, in[2]->shape());  // the constant is unused
+      return;
+    }
     const Geometry gm = geometry(in);
     const Tensor* g = checked_cotangent(*this, gout, 0, gm.y);
     if (!g) {
@@ -135,6 +169,55 @@ class Pad final : public Op {
     return gm;
   }
 
+  // Edge / reflect / wrap: for each axis, which x index every y index copies.
+  std::vector<AxisMap> maps(const std::vector<const Tensor*>& in) const {
+    const Tensor& x = *in[0];
+    const std::vector<int64_t> pads = pads_input_ ? in[1]->to_i64_vector() : attr_pads_;
+    std::vector<int64_t> axes;
+    if (axes_input_) axes = in[3]->to_i64_vector();
+    std::vector<int64_t> b, e;
+    per_axis(x.rank(), pads, axes_input_, axes, b, e);
+    std::vector<AxisMap> out;
+    for (int64_t k = 0; k < x.rank(); ++k) {
+      const auto ku = static_cast<std::size_t>(k);
+      const int64_t n = x.dim(k), len = n + b[ku] + e[ku];
+      if (len < 0)
+        fail_shape("pads " + ints_str(pads) + " crop more than dim " + std::to_string(k) + " of " +
+                   shape_str(x.shape()) + " holds");
+      if (b[ku] == 0 && e[ku] == 0) continue;
+      if (n == 0 && len > 0)
+        fail_shape("cannot pad the empty axis " + std::to_string(k) + " of " + shape_str(x.shape()) + " in mode " +
+                   mode_name());
+      AxisMap m;
+      m.axis = k;
+      m.in_len = n;
+      m.i0.resize(static_cast<std::size_t>(len));
+      for (int64_t i = 0; i < len; ++i) {
+        int64_t j = i - b[ku];
+        if (j < 0 || j >= n) {
+          if (mode_ == Mode::Edge) {
+            j = std::min<int64_t>(std::max<int64_t>(j, 0), n - 1);
+          } else if (mode_ == Mode::Wrap) {
+            j = ((j % n) + n) % n;
+          } else if (n == 1) {
+            j = 0;
+          } else {
+            const int64_t p = 2 * (n - 1);
+            j = ((j % p) + p) % p;
+            if (j >= n) j = p - j;
+          }
+        }
+        m.i0[static_cast<std::size_t>(i)] = j;
+      }
+      out.push_back(std::move(m));
+    }
+    return out;
+  }
+
+  const char* mode_name() const {
+    return mode_ == Mode::Edge ? "edge" : mode_ == Mode::Reflect ? "reflect" : mode_ == Mode::Wrap ? "wrap" : "constant";
+  }
+
   // Splits pads into begin/end per axis of a rank-r input; pads list [begins..., ends...] over
   // `axes` (opset 18) or over all axes.
   void per_axis(int64_t r, const std::vector<int64_t>& pads, bool use_axes, const std::vector<int64_t>& axes,
@@ -174,6 +257,8 @@ class Pad final : public Op {
     }
   }
 
+  enum class Mode { Constant, Edge, Reflect, Wrap };
+  Mode mode_ = Mode::Constant;
   std::vector<int64_t> attr_pads_;
   float attr_value_ = 0.f;
   bool pads_input_ = false, value_input_ = false, axes_input_ = false;

@@ -1,5 +1,9 @@
 #include "runtime/model.hpp"
 
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 
@@ -11,32 +15,54 @@
 
 namespace onnxplain::runtime {
 
+std::string read_file(const std::string& path) {
+  auto fail = [&](const char* what, int err) -> std::string {
+    throw IoError(std::string(what) + " '" + path + "': " + std::strerror(err), path, err);
+  };
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return fail("cannot open", errno);
+  // An ifstream opens a directory without complaint and then reads nothing.
+  if (S_ISDIR(st.st_mode)) return fail("cannot read", EISDIR);
+  errno = 0;
+  std::ifstream f(path, std::ios::binary);
+  if (!f) return fail("cannot open", errno ? errno : EACCES);
+  std::ostringstream ss;
+  ss << f.rdbuf();
+  if (f.bad()) return fail("cannot read", errno ? errno : EIO);
+  return ss.str();
+}
+
 std::shared_ptr<Model> Model::from_bytes(const uint8_t* data, std::size_t size, const std::string& base_dir,
                                          const LoadOptions& opts) {
   auto m = std::make_shared<Model>();
   m->opts_ = opts;
   Graph& g = m->graph_;
-  g = importer::import_model(data, size, base_dir);
-  passes::prune_outputs(g);
-  passes::remove_identity(g);
-  passes::instantiate_and_fold(g);
-  if (opts.strip_softmax) passes::strip_softmax(g);
-  passes::fuse_matmul_add(g);
-  if (opts.fold_batch_norm) passes::fold_batch_norm(g);
-  g.remove_dead_nodes();
-  passes::infer_shapes(g);
-  m->plan();
+  try {
+    g = importer::import_model(data, size, base_dir);
+    passes::prune_outputs(g);
+    passes::remove_identity(g);
+    passes::instantiate_and_fold(g);
+    if (opts.strip_softmax) passes::strip_softmax(g);
+    passes::fuse_matmul_add(g);
+    if (opts.fold_batch_norm) passes::fold_batch_norm(g);
+    g.remove_dead_nodes();
+    passes::infer_shapes(g);
+    m->plan();
+  } catch (const ShapeError& e) {
+    // Nothing but the model's own contents is known while loading: shapes that do not fit (weights
+    // against the shapes the graph implies, declared inputs against an op) are an inconsistent
+    // model. The message keeps its node context. ShapeError stays for inputs given at run time.
+    throw ModelFormatError(e.what());
+  }
   return m;
 }
 
 std::shared_ptr<Model> Model::from_file(const std::string& path, const LoadOptions& opts) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) throw InvalidArgument("cannot open model file '" + path + "'");
-  std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  const std::string bytes = read_file(path);
   std::string dir = ".";
   auto slash = path.find_last_of('/');
   if (slash != std::string::npos) dir = slash == 0 ? "/" : path.substr(0, slash);
-  return from_bytes(bytes.data(), bytes.size(), dir, opts);
+  return from_bytes(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), dir, opts);
 }
 
 void Model::plan() {

@@ -24,6 +24,9 @@ struct TensorSpec {
   Shape shape;  // dims < 0 are dynamic (e.g. the batch)
 };
 
+/// The bytes of a file; IoError (with the path and errno) when it is missing, a directory or unreadable.
+std::string read_file(const std::string& path);
+
 class Model {
  public:
   static std::shared_ptr<Model> from_bytes(const uint8_t* data, std::size_t size, const std::string& base_dir,
