@@ -508,6 +508,19 @@ def _bar_colours(v: np.ndarray, pos: str, neg: str) -> list[str]:
     return [pos if t > 0 else neg for t in v]
 
 
+def _bar_layout(order: np.ndarray, names: Sequence[str], top: Any, width: float,
+                title: Any) -> tuple[np.ndarray, int, Any, Any, np.ndarray]:
+    """The features to draw (``order`` cut to ``top``) and a figure sized for their bars and names."""
+    if top is not None:
+        if isinstance(top, bool) or int(top) < 1:
+            raise ValueError(f"top must be a positive int, got {top!r}")
+        order = order[:int(top)]
+    k = len(order)
+    longest = max(len(names[j]) for j in order)
+    fig = _figure(width + 0.055 * min(longest, 40), 1.0 + 0.24 * k + (0.25 if title else 0.0))
+    return order, k, fig, fig.subplots(), np.arange(k)
+
+
 def feature_bars(relevance_row: np.ndarray, feature_names: Sequence[str] | None = None,
                  average: np.ndarray | None = None, values: np.ndarray | None = None, top: int | None = None,
                  title: str | None = None, xlabel: str = "contribution", width: float = 5.2,
@@ -559,16 +572,7 @@ def feature_bars(relevance_row: np.ndarray, feature_names: Sequence[str] | None 
     vals = None if values is None else np.asarray(values, dtype=np.float64)
     if vals is not None and vals.shape != (f,):
         raise ValueError(f"values must be (F,) = ({f},), got shape {vals.shape}")
-    order = np.argsort(-np.abs(np.nan_to_num(r)), kind="stable")
-    if top is not None:
-        if isinstance(top, bool) or int(top) < 1:
-            raise ValueError(f"top must be a positive int, got {top!r}")
-        order = order[:int(top)]
-    k = len(order)
-    longest = max(len(names[j]) for j in order)
-    fig = _figure(width + 0.055 * min(longest, 40), 1.0 + 0.24 * k + (0.25 if title else 0.0))
-    ax = fig.subplots()
-    y = np.arange(k)
+    order, k, fig, ax, y = _bar_layout(np.argsort(-np.abs(np.nan_to_num(r)), kind="stable"), names, top, width, title)
     rv = r[order]
     if avg is not None:
         av = avg[order]
@@ -637,16 +641,7 @@ def feature_summary(relevance: np.ndarray, feature_names: Sequence[str] | None =
     names = feature_labels(f, feature_names)
     mag = np.abs(r).mean(axis=0)
     mean = r.mean(axis=0)
-    order = np.argsort(-mag, kind="stable")
-    if top is not None:
-        if isinstance(top, bool) or int(top) < 1:
-            raise ValueError(f"top must be a positive int, got {top!r}")
-        order = order[:int(top)]
-    k = len(order)
-    longest = max(len(names[j]) for j in order)
-    fig = _figure(width + 0.055 * min(longest, 40), 1.0 + 0.24 * k + (0.25 if title else 0.0))
-    ax = fig.subplots()
-    y = np.arange(k)
+    order, k, fig, ax, y = _bar_layout(np.argsort(-mag, kind="stable"), names, top, width, title)
     ax.barh(y, mag[order], height=0.82, color="#d9d9d9", edgecolor="none")
     mv = mean[order]
     ax.barh(y, mv, height=0.42, color=_bar_colours(mv, BAR_POSITIVE, BAR_NEGATIVE), edgecolor="none")
