@@ -153,6 +153,13 @@ PYBIND11_MODULE(_core, m) {
     return names;
   });
 
+  m.def("op_versions", [] {
+    py::dict d;
+    for (const auto& o : ops::all_op_versions())
+      d[py::str(o.op_type)] = py::make_tuple(o.implemented, o.missing, std::string(o.advice));
+    return d;
+  });
+
   py::class_<runtime::Model, std::shared_ptr<runtime::Model>>(m, "Model")
       .def_static(
           "from_file",

@@ -11,7 +11,7 @@ from __future__ import annotations
 from . import metrics
 from .errors import InvalidArgument, ModelFormatError, OnnxplainError, ShapeError, UnsupportedModelError
 from .explain import Explainer, MethodInfo, PatternStatistics, explainer, load_explainer, methods
-from .model import NEWEST_IR_VERSION, NEWEST_OPSET, Model, TensorSpec, load, supported_ops
+from .model import NEWEST_IR_VERSION, NEWEST_OPSET, Model, TensorSpec, load, op_versions, supported_ops
 from .quality import signal_quality
 from .report import report
 
@@ -38,5 +38,6 @@ __all__ = [
     "metrics",
     "signal_quality",
     "supported_ops",
+    "op_versions",
     "__version__",
 ]

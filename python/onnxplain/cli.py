@@ -46,6 +46,30 @@ def _opset_line(path: str) -> str | None:
             f"{_model.NEWEST_OPSET}, ir_version up to {_model.NEWEST_IR_VERSION})")
 
 
+def _ai_onnx_opset(path: str) -> int:
+    try:
+        import onnx
+
+        proto = onnx.load(path, load_external_data=False)
+    except Exception:
+        return 0
+    return max((int(o.version) for o in proto.opset_import if o.domain in ("", "ai.onnx")), default=0)
+
+
+def _op_status(op: str, opset: int, supported: set[str], versions: dict[str, tuple[list[int], list[int], str]],
+               absent: str) -> str:
+    """``supported (v13)``, ``UNSUPPORTED version 1: <advice>`` or ``absent`` for an op of the file."""
+    if op not in supported:
+        return absent
+    impl, miss, advice = versions[op]
+    v = max((u for u in (*impl, *miss) if u <= opset), default=0) if opset else 0
+    if not v:
+        return "supported"
+    if v in impl:
+        return f"supported (version {v})"
+    return f"UNSUPPORTED version {v}: {advice}"
+
+
 _AGNOSTIC = ("perturbation methods and metrics", "occlusion, prediction_difference, lime, ox.metrics, report")
 
 
@@ -53,8 +77,10 @@ def inspect(path: str, strip_softmax: bool) -> int:
     """Prints what onnxplain can do with a model. Exit status: 0 every method family applies (the
     engine runs the model), 1 only the forward-only methods (through onnxruntime), 2 none."""
     supported = set(_model.supported_ops())
+    versions = _model.op_versions()
     raw = _raw_op_counts(path)
     opsets = _opset_line(path)
+    opset = _ai_onnx_opset(path)
     try:
         m = _model.load(path, strip_softmax=strip_softmax, backend="onnxplain")
     except UnsupportedModelError as e:
@@ -65,7 +91,7 @@ def inspect(path: str, strip_softmax: bool) -> int:
         if raw:
             print("\nops in the file:")
             for op, n in sorted(raw.items()):
-                print(f"  {op:<28} {n:>4}   {'supported' if op in supported else 'UNSUPPORTED'}")
+                print(f"  {op:<28} {n:>4}   {_op_status(op, opset, supported, versions, 'UNSUPPORTED')}")
         try:
             ort_model = _model.load(path, backend="onnxruntime")
         except Exception as ort_error:  # noqa: BLE001 - any reason onnxruntime gives
@@ -90,9 +116,9 @@ def inspect(path: str, strip_softmax: bool) -> int:
         print(opsets)
     print(m.summary())
     if raw:
-        print("ops in the file (before rewrites):")
+        print("ops in the file (before rewrites), with the ONNX version each runs under:")
         for op, n in sorted(raw.items()):
-            print(f"  {op:<28} {n:>4}   {'supported' if op in supported else 'removed by rewrites'}")
+            print(f"  {op:<28} {n:>4}   {_op_status(op, opset, supported, versions, 'removed by rewrites')}")
     kinds = {k for _, _, k in m.nodes}
     from .explain import methods
 

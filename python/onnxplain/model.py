@@ -442,3 +442,22 @@ def _unpickle_model(data: bytes, path: str | None, options: tuple[bool, bool, bo
 def supported_ops() -> list[str]:
     """ONNX op types (ai.onnx domain) that onnxplain can run."""
     return list(core.supported_ops())
+
+
+def op_versions() -> dict[str, tuple[list[int], list[int], str]]:
+    """The ONNX versions of each supported op: ``{op_type: (implemented, not_implemented, advice)}``.
+
+    A version is a since-version (the opset in which the op's definition last changed, as
+    ``onnx.defs`` numbers them); a node runs under the newest one at or below the model's ai.onnx
+    opset. Every since-version up to :data:`NEWEST_OPSET` is listed; a model whose op runs under a
+    version onnxplain does not implement is refused at load (:class:`UnsupportedModelError`, with
+    ``advice``) and, with ``backend="auto"``, runs through onnxruntime.
+    """
+    return {op: (list(impl), list(miss), advice) for op, (impl, miss, advice) in core.op_versions().items()}
+
+
+def version_in_effect(op_type: str, opset: int) -> int:
+    """The since-version of ``op_type`` a node runs under at ai.onnx ``opset`` (0: the op did not
+    exist yet, or onnxplain does not know it)."""
+    impl, miss, _ = op_versions().get(op_type, ([], [], ""))
+    return max((v for v in (*impl, *miss) if v <= opset), default=0)

@@ -205,6 +205,21 @@ struct OpDef {
 
 /// The ops compiled in (ai.onnx domain), in op_list.inc order.
 const std::vector<OpDef>& registry();
+
+/// The ONNX versions of an op (op_versions.inc): every since-version ONNX defines up to
+/// importer::kNewestOpset, split into those onnxplain implements and those it does not.
+struct OpVersions {
+  const char* op_type;
+  std::vector<int64_t> implemented, missing;  // ascending
+  const char* advice;                         // what to do about a missing version
+  /// The since-version a node runs under at `opset` (the newest at or below it); 0 if the op did
+  /// not exist yet.
+  int64_t in_effect(int64_t opset) const;
+  bool implements(int64_t version) const;
+};
+/// nullptr for an op type not in the registry.
+const OpVersions* op_versions(const std::string& op_type);
+const std::vector<OpVersions>& all_op_versions();
 /// nullptr when op_type is not supported.
 const OpDef* find_op(const std::string& op_type, const std::string& domain);
 

@@ -1,4 +1,6 @@
-// PRelu — https://onnx.ai/onnx/operators/onnx__PRelu.html (opsets 6, 7, 9, 16).
+// PRelu — https://onnx.ai/onnx/operators/onnx__PRelu.html (opsets 1, 6, 7, 9, 16). Before opset 7
+// the slope did not broadcast numpy-style: a 1-D slope of x's channel count is one slope per
+// channel (axis 1), as caffe2's exports meant it; such a slope is read as [C, 1, ..., 1].
 // Formula: y = x < 0 ? slope * x : x, slope broadcast unidirectionally to x (numpy rules, the
 // output keeps x's shape): a scalar/[1] slope, or per channel [C, 1, 1] against [N, C, H, W]
 // (what exporters emit for nn.PReLU(C)), or [C] against [N, C].
@@ -19,13 +21,15 @@ struct PReluFn {
 
 class PRelu final : public Op {
  public:
-  explicit PRelu(const NodeDesc& d) : Op(d) {
+  explicit PRelu(const NodeDesc& d) : Op(d), legacy_(d.opset > 0 && d.opset < 7) {
     if (d.input_present.size() != 2 || !d.input_present[0] || !d.input_present[1])
       fail_format("expects 2 inputs (X, slope), got " + std::to_string(d.input_present.size()));
   }
   OpKind kind() const override { return OpKind::Activation; }
   bool local_window(const std::vector<const Tensor*>& in, LocalWindow* w) const override {
-    if (in.empty() || !in[0] || in[0]->rank() < 3) return false;
+    // A legacy per-channel slope [C] would look to the local forward like one varying along the
+    // last spatial axis; such old models take the plain batched pass.
+    if (legacy_ || in.empty() || !in[0] || in[0]->rank() < 3) return false;
     *w = LocalWindow::pointwise(static_cast<std::size_t>(in[0]->rank() - 2), /*broadcasts=*/true);
     return true;
   }
@@ -38,7 +42,8 @@ class PRelu final : public Op {
     o.value = nullptr;
     if (x.has_rank && s.has_rank) {
       Shape b;
-      if (!kernels::broadcast_shapes(x.shape, s.shape, b) || !fits(b, x.shape)) fail_unidirectional(x.shape, s.shape);
+      const Shape ss = slope_shape(x.shape, s.shape);
+      if (!kernels::broadcast_shapes(x.shape, ss, b) || !fits(b, x.shape)) fail_unidirectional(x.shape, s.shape);
       // An unknown dim of x that the slope pins down (> 1) is known after all.
       o.shape = b;
     }
@@ -50,7 +55,8 @@ class PRelu final : public Op {
     const Tensor& s = *in[1];
     check_dtypes(x.dtype(), s.dtype());
     kernels::BroadcastPlan plan;
-    if (!kernels::make_broadcast_plan(x.shape(), s.shape(), plan) || plan.out_shape != x.shape())
+    if (!kernels::make_broadcast_plan(x.shape(), slope_shape(x.shape(), s.shape()), plan) ||
+        plan.out_shape != x.shape())
       fail_unidirectional(x.shape(), s.shape());
     out[0] = ctx.alloc(DType::Float32, x.shape());
     kernels::broadcast_binary(plan, x.f32(), s.f32(), out[0].f32(), ctx.threads(), PReluFn{});
@@ -63,8 +69,9 @@ class PRelu final : public Op {
     const Tensor& x = *in[0];
     const Tensor& s = *in[1];
     check_dtypes(x.dtype(), s.dtype());
+    const Shape ss = slope_shape(x.shape(), s.shape());
     kernels::BroadcastPlan plan;
-    if (!kernels::make_broadcast_plan(x.shape(), s.shape(), plan) || plan.out_shape != x.shape())
+    if (!kernels::make_broadcast_plan(x.shape(), ss, plan) || plan.out_shape != x.shape())
       fail_unidirectional(x.shape(), s.shape());
     if (kernels::zero_vjp(gout[0], in, need, gin)) return;
     const Tensor& g = *gout[0];
@@ -81,11 +88,19 @@ class PRelu final : public Op {
       Tensor t = ctx.alloc(DType::Float32, x.shape());
       kernels::broadcast_ternary(plan, x.f32(), s.f32(), g.f32(), t.f32(), ctx.threads(),
                                  [](float vx, float, float vg) { return vx > 0.f ? 0.f : vx * vg; });
-      gin[1] = kernels::sum_to(t, s.shape(), s.shape(), ctx.threads());
+      gin[1] = kernels::sum_to(t, ss, ss, ctx.threads()).reshaped(s.shape());
     }
   }
 
  private:
+  // The shape the slope broadcasts with: before opset 7 a 1-D slope of x's channel count (> 1)
+  // is per channel, [C] -> [C, 1, ..., 1]; otherwise numpy's rules as they are.
+  Shape slope_shape(const Shape& x, const Shape& s) const {
+    if (!legacy_ || x.size() < 3 || s.size() != 1 || s[0] <= 1 || s[0] != x[1]) return s;
+    Shape c(x.size() - 1, 1);
+    c[0] = s[0];
+    return c;
+  }
   void check_dtypes(DType x, DType s) const {
     if (x != DType::Float32 || s != DType::Float32)
       fail_format(std::string("expects float32 inputs, got ") + dtype_name(x) + " and " + dtype_name(s));
@@ -100,6 +115,7 @@ class PRelu final : public Op {
   [[noreturn]] void fail_unidirectional(const Shape& x, const Shape& s) const {
     fail_shape("slope of shape " + shape_str(s) + " does not broadcast to the input shape " + shape_str(x));
   }
+  bool legacy_;
 };
 
 }  // namespace

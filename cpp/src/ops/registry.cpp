@@ -1,3 +1,5 @@
+#include <algorithm>
+#include <cstdlib>
 #include <cstring>
 
 #include "ops/op.hpp"
@@ -45,6 +47,56 @@ const std::vector<OpDef>& registry() {
 #undef OP
   };
   return defs;
+}
+
+namespace {
+std::vector<int64_t> parse_versions(const char* text) {
+  std::vector<int64_t> v;
+  const char* p = text;
+  while (*p) {
+    char* end = nullptr;
+    const long long x = std::strtoll(p, &end, 10);
+    if (end == p) break;
+    v.push_back(x);
+    p = end;
+  }
+  return v;
+}
+}  // namespace
+
+const std::vector<OpVersions>& all_op_versions() {
+  static const std::vector<OpVersions> table = [] {
+    std::vector<OpVersions> t;
+#define OPV(OP_TYPE, IMPLEMENTED, MISSING, ADVICE) \
+  t.push_back(OpVersions{#OP_TYPE, parse_versions(IMPLEMENTED), parse_versions(MISSING), ADVICE});
+#include "ops/op_versions.inc"
+#undef OPV
+    for (auto& o : t) {
+      std::sort(o.implemented.begin(), o.implemented.end());
+      std::sort(o.missing.begin(), o.missing.end());
+    }
+    return t;
+  }();
+  return table;
+}
+
+const OpVersions* op_versions(const std::string& op_type) {
+  for (const auto& o : all_op_versions())
+    if (op_type == o.op_type) return &o;
+  return nullptr;
+}
+
+int64_t OpVersions::in_effect(int64_t opset) const {
+  int64_t best = 0;
+  for (int64_t v : implemented)
+    if (v <= opset && v > best) best = v;
+  for (int64_t v : missing)
+    if (v <= opset && v > best) best = v;
+  return best;
+}
+
+bool OpVersions::implements(int64_t version) const {
+  return std::find(implemented.begin(), implemented.end(), version) != implemented.end();
 }
 
 const OpDef* find_op(const std::string& op_type, const std::string& domain) {

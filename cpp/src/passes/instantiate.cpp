@@ -1,4 +1,6 @@
 // Op instantiation, shape inference and constant folding: one walk in topological order.
+#include <algorithm>
+#include <cstdint>
 #include <stdexcept>
 #include <map>
 
@@ -95,22 +97,40 @@ static void infer_node(Graph& g, Node& n) {
 
 void instantiate_and_fold(Graph& g) {
   // Report every unsupported op at once, before anything else can fail.
+  // An op whose version in effect at the model's opset is one onnxplain does not implement counts
+  // as unsupported too (with what to do), so that load(backend="auto") can hand it to onnxruntime.
   std::map<std::string, UnsupportedOp> missing;
-  for (auto& n : g.nodes)
-    if (!ops::find_op(n.op_type, n.domain)) {
-      std::string key = n.domain + "/" + n.op_type;
-      auto& u = missing[key];
-      u.op_type = n.op_type;
-      u.domain = n.domain;
-      u.node_names.push_back(n.name);
+  std::map<std::string, std::string> detail;
+  for (auto& n : g.nodes) {
+    std::string why;
+    if (ops::find_op(n.op_type, n.domain)) {
+      const ops::OpVersions* vs = g.opset() > 0 ? ops::op_versions(n.op_type) : nullptr;
+      const int64_t v = vs ? vs->in_effect(g.opset()) : 0;
+      if (vs && v == 0)
+        throw ModelFormatError(Graph::node_context(n) + ": " + n.op_type + " does not exist at ai.onnx opset " +
+                               std::to_string(g.opset()) + ", which the model imports (it was added in opset " +
+                               std::to_string(std::min(vs->implemented.empty() ? INT64_MAX : vs->implemented.front(),
+                                                       vs->missing.empty() ? INT64_MAX : vs->missing.front())) +
+                               "); re-export the model at a newer opset");
+      if (!vs || vs->implements(v)) continue;
+      why = " version " + std::to_string(v) + " (in effect at opset " + std::to_string(g.opset()) + "): " + vs->advice;
     }
+    std::string key = n.domain + "/" + n.op_type;
+    auto& u = missing[key];
+    u.op_type = n.op_type;
+    u.domain = n.domain;
+    u.node_names.push_back(n.name);
+    if (!why.empty()) detail[key] = why;
+  }
   if (!missing.empty()) {
     std::string msg = "the model uses ops onnxplain does not support:";
     std::vector<UnsupportedOp> list;
     for (auto& kv : missing) {
       const auto& u = kv.second;
-      msg += "\n  " + (u.domain.empty() ? std::string() : u.domain + ".") + u.op_type + " (" +
-             std::to_string(u.node_names.size()) + " node" + (u.node_names.size() > 1 ? "s" : "") + ": ";
+      msg += "\n  " + (u.domain.empty() ? std::string() : u.domain + ".") + u.op_type;
+      const auto d = detail.find(kv.first);
+      if (d != detail.end()) msg += d->second;
+      msg += " (" + std::to_string(u.node_names.size()) + " node" + (u.node_names.size() > 1 ? "s" : "") + ": ";
       for (std::size_t k = 0; k < u.node_names.size() && k < 5; ++k) msg += (k ? ", " : "") + ("'" + u.node_names[k] + "'");
       if (u.node_names.size() > 5) msg += ", ...";
       msg += ")";
