@@ -99,8 +99,54 @@ def export(model: nn.Module, shape: tuple[int, ...]) -> bytes:
     return buf.getvalue()
 
 
+class SmallCNN(nn.Module):
+    """The small CNNs users explain over whole data sets: two conv blocks (3x3, ReLU, 2x2 max pool)
+    and two dense layers, on side x side inputs (8: digits-like, 16, 32: CIFAR-like)."""
+
+    def __init__(self, side: int, c_in: int = 3, widths: tuple[int, int] = (32, 64), classes: int = 10) -> None:
+        super().__init__()
+        a, b = widths
+        self.features = nn.Sequential(
+            nn.Conv2d(c_in, a, 3, padding=1), nn.ReLU(), nn.Conv2d(a, a, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(a, b, 3, padding=1), nn.ReLU(), nn.Conv2d(b, b, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(b * (side // 4) ** 2, 128), nn.ReLU(), nn.Linear(128, classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+def mlp(sizes: tuple[int, ...]) -> nn.Module:
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(nn.Linear(a, b))
+        if i < len(sizes) - 2:
+            layers.append(nn.ReLU())
+    return nn.Sequential(*layers)
+
+
+# name -> input shape of one sample, for the small models (bench/forward.py's small rows).
+SMALL = {
+    "cnn8": (3, 8, 8),
+    "cnn16": (3, 16, 16),
+    "cnn32": (3, 32, 32),
+    "digits": (1, 8, 8),
+    "mlp_mnist": (784,),
+    "mlp_tabular": (20,),
+}
+
+
 def build(name: str) -> bytes:
     torch.manual_seed(0)
+    if name in ("cnn8", "cnn16", "cnn32"):
+        return export(SmallCNN(SMALL[name][1]), (1, *SMALL[name]))
+    if name == "digits":
+        from onnxplain.demo import MODEL_PATH
+
+        return MODEL_PATH.read_bytes()
+    if name == "mlp_mnist":
+        return export(mlp((784, 256, 128, 10)), (1, 784))
+    if name == "mlp_tabular":
+        return export(mlp((20, 64, 64, 2)), (1, 20))
     if name == "vgg16":
         return export(VGG16(), (1, 3, 224, 224))
     if name == "resnet50":

@@ -38,12 +38,14 @@ void sgemm_1(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float 
                     static_cast<int>(lda), B, static_cast<int>(ldb), beta, C, static_cast<int>(ldc));
 }
 
-// Sixteen floats as one value: one AVX-512 register, two AVX2 ones, whatever the build targets.
-// GCC notes that passing such a value changes the ABI without AVX-512 (a portable build); these
-// helpers are internal and inlined, so no call across an ABI boundary passes one.
+// Sixteen floats as one value: one AVX-512 register, or a pair of 8-float (AVX2) vectors. GCC
+// lowers a 64-byte generic vector on a target without AVX-512 through the stack (every
+// accumulator spilled: the batch-1 dense layer ran at a quarter of numpy's gemv on an AVX2
+// machine), so there the pair is spelled out and stays in registers.
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wpsabi"
 #endif
+#if defined(__AVX512F__)
 typedef float Vec16 __attribute__((vector_size(64)));
 inline Vec16 load16(const float* p) {
   Vec16 v;
@@ -51,7 +53,7 @@ inline Vec16 load16(const float* p) {
   return v;
 }
 inline void store16(float* p, Vec16 v) { std::memcpy(p, &v, sizeof v); }
-
+inline Vec16 splat16(float s) { return Vec16{} + s; }
 inline Vec16 pos_part(Vec16 w) {
   const Vec16 z = {};
   return w > z ? w : z;
@@ -60,11 +62,60 @@ inline Vec16 neg_part(Vec16 w) {
   const Vec16 z = {};
   return w < z ? w : z;
 }
+// w > 0 ? a : b, lane by lane.
+inline Vec16 where_pos(Vec16 w, Vec16 a, Vec16 b) {
+  const Vec16 z = {};
+  return w > z ? a : b;
+}
 inline float hsum(Vec16 v) {
   float s = 0.f;
   for (int j = 0; j < 16; ++j) s += v[j];
   return s;
 }
+#else
+typedef float Vec8 __attribute__((vector_size(32)));
+struct Vec16 {
+  Vec8 lo, hi;
+};
+inline Vec16 operator+(Vec16 a, Vec16 b) { return {a.lo + b.lo, a.hi + b.hi}; }
+inline Vec16 operator*(Vec16 a, Vec16 b) { return {a.lo * b.lo, a.hi * b.hi}; }
+inline Vec16& operator+=(Vec16& a, Vec16 b) {
+  a.lo += b.lo;
+  a.hi += b.hi;
+  return a;
+}
+inline Vec16 load16(const float* p) {
+  Vec16 v;
+  std::memcpy(&v.lo, p, sizeof v.lo);
+  std::memcpy(&v.hi, p + 8, sizeof v.hi);
+  return v;
+}
+inline void store16(float* p, Vec16 v) {
+  std::memcpy(p, &v.lo, sizeof v.lo);
+  std::memcpy(p + 8, &v.hi, sizeof v.hi);
+}
+inline Vec16 splat16(float s) { return {Vec8{} + s, Vec8{} + s}; }
+inline Vec8 pos8(Vec8 w) {
+  const Vec8 z = {};
+  return w > z ? w : z;
+}
+inline Vec8 neg8(Vec8 w) {
+  const Vec8 z = {};
+  return w < z ? w : z;
+}
+inline Vec16 pos_part(Vec16 w) { return {pos8(w.lo), pos8(w.hi)}; }
+inline Vec16 neg_part(Vec16 w) { return {neg8(w.lo), neg8(w.hi)}; }
+inline Vec16 where_pos(Vec16 w, Vec16 a, Vec16 b) {
+  const Vec8 z = {};
+  return {w.lo > z ? a.lo : b.lo, w.hi > z ? a.hi : b.hi};
+}
+inline float hsum(Vec16 v) {
+  const Vec8 t = v.lo + v.hi;
+  float s = 0.f;
+  for (int j = 0; j < 8; ++j) s += t[j];
+  return s;
+}
+#endif
 
 // Output entries [0, n) split over the threads of this thread's sgemm budget in blocks of 64,
 // when there is enough work (n * depth multiply-adds) to pay for a parallel region.
@@ -206,7 +257,7 @@ void gemv_sign_split(bool trans_b, int64_t N, int64_t K, const float* a, const f
           const float s = a[k];
           if (s == 0.f) return;  // behind a ReLU about half the row is zero
           const float* bk = B + k * ldb;
-          const Vec16 sv = Vec16{} + s;
+          const Vec16 sv = splat16(s);
           int64_t n = c0;
           for (; n + 16 <= c1; n += 16) {
             const Vec16 w = load16(bk + n);
@@ -228,10 +279,9 @@ void gemv_sign_split_vjp(bool trans_b, int64_t N, int64_t K, const float* g1, co
         const float* bk = B + k * ldb;
         Vec16 acc = {};
         int64_t n = 0;
-        const Vec16 z = {};
         for (; n + 16 <= N; n += 16) {
           const Vec16 w = load16(bk + n);
-          acc += w * (w > z ? load16(g1 + n) : load16(g2 + n));
+          acc += w * where_pos(w, load16(g1 + n), load16(g2 + n));
         }
         float s = hsum(acc);
         for (; n < N; ++n) s += bk[n] * (bk[n] > 0.f ? g1[n] : g2[n]);
@@ -248,11 +298,11 @@ void gemv_sign_split_vjp(bool trans_b, int64_t N, int64_t K, const float* g1, co
           const float s1 = g1[n], s2 = g2[n];
           if (s1 == 0.f && s2 == 0.f) return;  // no relevance reached this output
           const float* bn = B + n * ldb;
-          const Vec16 v1 = Vec16{} + s1, v2 = Vec16{} + s2, z = {};
+          const Vec16 v1 = splat16(s1), v2 = splat16(s2);
           int64_t k = c0;
           for (; k + 16 <= c1; k += 16) {
             const Vec16 w = load16(bn + k);
-            store16(out + k, load16(out + k) + w * (w > z ? v1 : v2));
+            store16(out + k, load16(out + k) + w * where_pos(w, v1, v2));
           }
           for (; k < c1; ++k) out[k] += bn[k] * (bn[k] > 0.f ? s1 : s2);
         });
