@@ -109,7 +109,8 @@ class SmallCNN(nn.Module):
         self.features = nn.Sequential(
             nn.Conv2d(c_in, a, 3, padding=1), nn.ReLU(), nn.Conv2d(a, a, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
             nn.Conv2d(a, b, 3, padding=1), nn.ReLU(), nn.Conv2d(b, b, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))
-        self.head = nn.Sequential(nn.Flatten(), nn.Linear(b * (side // 4) ** 2, 128), nn.ReLU(), nn.Linear(128, classes))
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(b * (side // 4) ** 2, 128), nn.ReLU(),
+                                  nn.Linear(128, classes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))

@@ -12,6 +12,7 @@ import pytest
 from onnx import helper
 
 import onnxplain as ox
+from onnxplain.ort_backend import OrtModel
 from tests.helpers.onnx_builders import make_model
 
 rng = np.random.default_rng(11)
@@ -145,3 +146,23 @@ def test_zipmap_classifier_predicts_probabilities_on_both_backends() -> None:
         m = ox.load(data, backend=backend, strip_softmax=False)
         np.testing.assert_allclose(m.predict(X[:7]), want, rtol=1e-4, atol=1e-5)
         assert m.outputs[0].dtype == "float32"
+
+
+@pytest.mark.parametrize("unary", ["Relu", "Shrink"], ids=["engine", "onnxruntime"])
+def test_fixed_batch_model_runs_a_multiple_of_its_batch_in_passes(unary: str) -> None:
+    """The Model Zoo's files fix the batch at 1, in the input and in Reshape shapes; both backends
+    run k samples as k passes (what LIME, prediction difference and the metrics rely on)."""
+    w = rng.standard_normal((4, 3)).astype(np.float32)
+    attrs = {"lambd": 0.0} if unary == "Shrink" else {}
+    nodes = [helper.make_node("Reshape", ["x", "s1"], ["r"], name="r1"),
+             helper.make_node(unary, ["r"], ["u"], name="u", **attrs),
+             helper.make_node("Reshape", ["u", "s2"], ["f"], name="r2"),
+             helper.make_node("MatMul", ["f", "w"], ["y"], name="mm")]
+    data = make_model(nodes, [("x", [1, 4])], ["y"], initializers={
+        "s1": np.array([1, 2, 2], np.int64), "s2": np.array([1, 4], np.int64), "w": w}, opset=13)
+    m = ox.load(data)
+    assert isinstance(m, OrtModel) == (unary == "Shrink")
+    x = rng.standard_normal((3, 4)).astype(np.float32)
+    each = np.concatenate([m.predict(x[i:i + 1]) for i in range(3)])
+    np.testing.assert_array_equal(m.predict(x), each)
+    np.testing.assert_allclose(each, np.maximum(x, 0) @ w if unary == "Relu" else x @ w, rtol=1e-5, atol=1e-6)

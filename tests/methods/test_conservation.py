@@ -180,3 +180,21 @@ def test_empty_batch(arch: str, method: str) -> None:
     m = ox.load(export(model, torch.randn(2, *shape), dynamo=False))
     rel = ox.explainer(m, method).explain(np.zeros((0, *shape), np.float32), target=1)
     assert rel.shape == (0, *shape)
+
+
+def test_lrp_z_survives_units_whose_output_is_exactly_zero() -> None:
+    """A filter of zeros (as bias-free depthwise filters over a dead patch give) has z = 0: LRP-0
+    divides by z + stabilizer sign(z) (Zennit's stabilize), not by 0, and still conserves."""
+    torch.manual_seed(5)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1, bias=False), nn.ReLU(), nn.Flatten(),
+                        nn.Linear(4 * 6 * 6, 3, bias=False)).eval()
+    with torch.no_grad():
+        net[0].weight[2].zero_()
+    model = ox.load(export(net, torch.zeros(2, 3, 6, 6), dynamo=False), strip_softmax=False)
+    x = np.random.default_rng(0).standard_normal((2, 3, 6, 6)).astype(np.float32)
+    for method in ("lrp.z", "lrp"):
+        params = {"rules": {"linear": "z"}} if method == "lrp" else {}
+        rel = ox.explainer(model, method, **params).explain(x, target=1)
+        assert np.isfinite(rel).all(), method
+        f = model.predict(x)[:, 1]
+        np.testing.assert_allclose(rel.reshape(2, -1).sum(1), f, rtol=1e-4, atol=1e-5 * np.abs(f).max())

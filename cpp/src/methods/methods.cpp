@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <cstring>
 #include <random>
 #include <set>
@@ -29,6 +30,7 @@ const char* kLapuschkin = "Kohlbrenner et al. 2020, Towards best practice in exp
 std::vector<MethodInfo> build_infos() {
   const ParamInfo eps{"epsilon", "1e-6", "stabilizer added to the denominator with its sign"};
   const ParamInfo stab{"stabilizer", "1e-6", "stabilizer of the denominators"};
+  const ParamInfo zstab{"stabilizer", "0", "added to z with its sign; 0: exact LRP-0, a unit with z = 0 passes nothing"};
   const ParamInfo gamma{"gamma", "0.25", "weight of the added positive parts"};
   const ParamInfo low{"low", "-1.0", "lowest input value (scalar or array shaped like one input)"};
   const ParamInfo high{"high", "1.0", "highest input value (scalar or array shaped like one input)"};
@@ -49,7 +51,7 @@ std::vector<MethodInfo> build_infos() {
        "Zeiler & Fergus 2014, Visualizing and understanding convolutional networks", {}},
       {"guided_backprop", "gradient", "Guided BackProp: gradient gated by forward input and backward signal at ReLUs",
        "Springenberg et al. 2015, Striving for simplicity: the all convolutional net", {}},
-      {"lrp.z", "lrp", "LRP-0 (z rule) on every linear op", kBach, {stab}},
+      {"lrp.z", "lrp", "LRP-0 (z rule) on every linear op", kBach, {zstab}},
       {"lrp.epsilon", "lrp", "LRP-epsilon on every linear op", kBach, {eps, stab}},
       {"lrp.gamma", "lrp", "LRP-gamma (generalized) on every linear op", kMontavon19, {gamma, stab}},
       {"lrp.alpha_beta", "lrp", "LRP-alpha-beta on every linear op (alpha - beta = 1)", kBach,
@@ -124,6 +126,17 @@ constexpr int64_t kDriverBatch = 8;
 // ---- small tensor helpers (batch axis 0) -----------------------------------------------------
 
 int64_t per_sample(const Tensor& t) { return t.rank() == 0 || t.dim(0) == 0 ? 0 : t.numel() / t.dim(0); }
+
+// Samples [b0, b1) of a batch (a copy).
+Tensor slice_batch(const Tensor& t, int64_t b0, int64_t b1) {
+  Shape s = t.shape();
+  const int64_t m = per_sample(t);
+  s[0] = b1 - b0;
+  Tensor y(t.dtype(), s);
+  std::memcpy(y.raw(), static_cast<const char*>(t.raw()) + static_cast<std::size_t>(b0 * m) * dtype_size(t.dtype()),
+              y.nbytes());
+  return y;
+}
 
 Tensor concat_batch(const std::vector<Tensor>& parts) {
   Shape s = parts.at(0).shape();
@@ -213,12 +226,19 @@ Tensor scalar_or_array(const Params& p, const std::string& k, float dflt) {
   return Tensor::scalar_f32(static_cast<float>(num(p, k, dflt)));
 }
 
+// LRP-0: R / z exactly, but for a unit whose z is exactly 0 (a bias-free depthwise filter over a
+// dead patch), which passes nothing instead of dividing 0 by 0: the smallest normal float as the
+// stabilizer leaves every other z unchanged in float32. A given stabilizer is added with z's sign.
+rules::RulePtr z_rule(float stabilizer) {
+  return rules::epsilon_rule(stabilizer > 0.f ? stabilizer : std::numeric_limits<float>::min());
+}
+
 rules::RulePtr make_rule(const RuleChoice& c, const std::string& where) {
   auto n = [&](const char* k, double d) { auto it = c.numbers.find(k); return static_cast<float>(it == c.numbers.end() ? d : it->second); };
   const float stab = n("stabilizer", 1e-6);
   const std::string& r = c.rule;
   if (r == "epsilon") return rules::epsilon_rule(n("epsilon", 1e-6));
-  if (r == "z") return rules::epsilon_rule(0.f);
+  if (r == "z") return z_rule(n("stabilizer", 0.0));
   if (r == "zplus" || r == "z_plus") return rules::zplus_rule(stab);
   if (r == "alpha_beta") {
     const float a = n("alpha", 1.0), b = n("beta", 0.0);
@@ -337,7 +357,7 @@ Explainer::Explainer(std::shared_ptr<const runtime::Model> model, const std::str
   } else if (method == "deconvnet" || method == "guided_backprop") {
     by_cat["rectifier"] = method == "deconvnet" ? rules::deconvnet_rule() : rules::guided_backprop_rule();
   } else if (method == "lrp.z") {
-    linear(rules::epsilon_rule(0.f));
+    linear(z_rule(static_cast<float>(num(params, "stabilizer", 0.0))));
   } else if (method == "lrp.epsilon") {
     linear(rules::epsilon_rule(eps));
   } else if (method == "lrp.gamma") {
@@ -438,7 +458,17 @@ void Explainer::partial_fit(const std::vector<Tensor>& inputs, int threads, int6
     if (x.dtype() != DType::Float32) throw InvalidArgument("fitting needs float inputs");
   std::lock_guard<std::recursive_mutex> lock(mu_);
   if (!collector_) collector_ = std::make_unique<patterns::Collector>(model_);
-  collector_->add(inputs, threads, *stats_, gram_max_dim);
+  const int64_t fb = model_->fixed_batch();
+  const int64_t n = !inputs.empty() && inputs[0].rank() ? inputs[0].dim(0) : 0;
+  if (fb > 0 && n > fb && n % fb == 0) {
+    for (int64_t b0 = 0; b0 < n; b0 += fb) {
+      std::vector<Tensor> part;
+      for (const auto& x : inputs) part.push_back(slice_batch(x, b0, b0 + fb));
+      collector_->add(part, threads, *stats_, gram_max_dim);
+    }
+  } else {
+    collector_->add(inputs, threads, *stats_, gram_max_dim);
+  }
   dirty_ = true;
 }
 
@@ -610,6 +640,37 @@ Explanation Explainer::explain(const std::vector<Tensor>& inputs, const std::vec
                                const Progress& progress) const {
   for (const auto& x : inputs)
     if (x.dtype() != DType::Float32) throw InvalidArgument("explanations need float inputs");
+  {
+    // A model exported with a fixed batch (the Model Zoo's fix it at 1) explains k * B samples
+    // in k calls of B; every driver below then keeps its batches at B.
+    const int64_t fb = model_->fixed_batch();
+    const int64_t n = !inputs.empty() && inputs[0].rank() ? inputs[0].dim(0) : 0;
+    if (fb > 0 && n > fb && n % fb == 0) {
+      Explanation all;
+      const int64_t chunks = n / fb;
+      for (int64_t c = 0; c < chunks; ++c) {
+        std::vector<Tensor> part;
+        for (const auto& x : inputs) part.push_back(slice_batch(x, c * fb, (c + 1) * fb));
+        std::vector<int64_t> tg = targets;
+        if (static_cast<int64_t>(targets.size()) == n)
+          tg.assign(targets.begin() + c * fb, targets.begin() + (c + 1) * fb);
+        Explanation e = explain(part, tg, threads, nullptr);
+        if (c == 0) {
+          all = std::move(e);
+          for (auto& r : all.relevance) r = concat_batch({r});  // own the data: later parts append
+        } else {
+          for (std::size_t i = 0; i < all.relevance.size(); ++i)
+            all.relevance[i] = concat_batch({all.relevance[i], e.relevance[i]});
+          all.targets.insert(all.targets.end(), e.targets.begin(), e.targets.end());
+          all.target_values.insert(all.target_values.end(), e.target_values.begin(), e.target_values.end());
+          all.reference_values.insert(all.reference_values.end(), e.reference_values.begin(),
+                                      e.reference_values.end());
+        }
+        if (progress) progress(c + 1, chunks);
+      }
+      return all;
+    }
+  }
   const bool relevance = family_ == "lrp" || family_ == "deep_taylor";
   if (method_ == "integrated_gradients") {
     const int64_t steps = static_cast<int64_t>(num(params_, "steps", 64));
@@ -675,7 +736,9 @@ Explanation Explainer::explain(const std::vector<Tensor>& inputs, const std::vec
       for (int64_t b = 0; b < n; ++b) ex.reference_values.push_back(yb.f32()[b * k + ex.targets[static_cast<std::size_t>(b)]]);
     }
     // Path points in chunks of steps, all samples of a chunk in one batch.
-    const int64_t chunk = std::max<int64_t>(1, std::min<int64_t>(steps, kDriverBatch / std::max<int64_t>(n, 1)));
+    const int64_t chunk = model_->fixed_batch() > 0
+                              ? 1  // the model takes its fixed batch only
+                              : std::max<int64_t>(1, std::min<int64_t>(steps, kDriverBatch / std::max<int64_t>(n, 1)));
     std::vector<Tensor> acc;
     for (const auto& x : inputs) acc.push_back(Tensor::zeros(DType::Float32, x.shape()));
     for (int64_t s0 = 0; s0 < steps; s0 += chunk) {
@@ -720,7 +783,9 @@ Explanation Explainer::explain(const std::vector<Tensor>& inputs, const std::vec
     const int64_t n = inputs.at(0).rank() ? inputs[0].dim(0) : 1;
     std::mt19937_64 rng(seed);
     std::normal_distribution<float> normal(0.f, 1.f);
-    const int64_t chunk = std::max<int64_t>(1, std::min<int64_t>(samples, kDriverBatch / std::max<int64_t>(n, 1)));
+    const int64_t chunk = model_->fixed_batch() > 0
+                              ? 1
+                              : std::max<int64_t>(1, std::min<int64_t>(samples, kDriverBatch / std::max<int64_t>(n, 1)));
     for (int64_t s0 = 0; s0 < samples; s0 += chunk) {
       const int64_t s1 = std::min(samples, s0 + chunk);
       std::vector<Tensor> batch;

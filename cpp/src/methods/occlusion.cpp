@@ -143,7 +143,9 @@ Explanation Explainer::explain_occlusion(const std::vector<Tensor>& inputs, cons
   // Recompute only each window's cone of influence through the local ops at the start of the
   // model (runtime/local_forward.hpp); ONNXPLAIN_LOCAL_FORWARD=0 runs every copy whole.
   const char* env = std::getenv("ONNXPLAIN_LOCAL_FORWARD");
-  const bool local = sample.size() >= 2 && !(env && std::string(env) == "0");
+  // A model with a fixed batch (the Model Zoo's: 1, with Reshape shapes that repeat it) takes no
+  // batch of crops; its copies go through run(), which passes them one fixed batch at a time.
+  const bool local = sample.size() >= 2 && !(env && std::string(env) == "0") && model_->fixed_batch() == 0;
   int64_t done = 0;
   for (int64_t b = 0; b < n; ++b) {
     std::vector<Tensor> base;

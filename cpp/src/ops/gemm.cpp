@@ -41,7 +41,10 @@ class Gemm final : public Op {
         fail_format("expects float32 inputs, input " + std::to_string(i) + " is " + dtype_name(in[i].dtype));
     const ValueInfo& a = in.at(0);
     const ValueInfo& b = in.at(1);
-    if (a.has_rank && a.rank() != 2) fail_shape("A must be 2-D, got shape " + shape_str(a.shape));
+    // Caffe2's first ONNX exports (the zoo's original opset-3 files) fed Gemm a pooled [N, C, H, W].
+    if (a.has_rank && a.rank() != 2)
+      fail_shape("A must be 2-D, got shape " + shape_str(a.shape) +
+                 "; Gemm takes a matrix: flatten A first (Flatten with axis=1, or Reshape to [N, -1])");
     if (b.has_rank && b.rank() != 2) fail_shape("B must be 2-D, got shape " + shape_str(b.shape));
     int64_t M = -1, K = -1, Kb = -1, N = -1;
     if (a.has_rank) {

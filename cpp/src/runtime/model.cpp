@@ -140,9 +140,57 @@ std::shared_ptr<Model> Model::with_output(std::size_t index) const {
   return m;
 }
 
+int64_t Model::fixed_batch() const {
+  int64_t b = 0;
+  for (int in : graph_.inputs) {
+    const ValueInfo& info = graph_.values[static_cast<std::size_t>(in)].info;
+    if (!info.has_rank || info.shape.empty() || info.shape[0] <= 0) return 0;
+    if (b && info.shape[0] != b) return 0;
+    b = info.shape[0];
+  }
+  return b;
+}
+
 std::vector<Tensor> Model::run(const std::vector<Tensor>& inputs, int threads, std::vector<Tensor>* keep,
                                const ForwardHook& hook) const {
   const Graph& g = graph_;
+  // A model exported with a fixed batch B run on k * B samples: k passes, outputs joined on axis 0.
+  if (!keep && !hook && inputs.size() == g.inputs.size() && !inputs.empty()) {
+    const int64_t fb = fixed_batch();
+    const int64_t n = inputs[0].rank() ? inputs[0].dim(0) : 0;
+    bool split = fb > 0 && n > fb && n % fb == 0;
+    for (const auto& t : inputs) split = split && t.rank() && t.dim(0) == n;
+    if (split) {
+      std::vector<std::vector<Tensor>> parts;
+      for (int64_t b0 = 0; b0 < n; b0 += fb) {
+        std::vector<Tensor> chunk;
+        for (const auto& t : inputs) {
+          Shape sh = t.shape();
+          sh[0] = fb;
+          chunk.push_back(t.view(sh, b0 * (t.numel() / n)));
+        }
+        parts.push_back(run(chunk, threads));
+      }
+      std::vector<Tensor> result;
+      for (std::size_t o = 0; o < parts[0].size(); ++o) {
+        const Tensor& first = parts[0][o];
+        if (!first.rank() || first.dim(0) != fb)
+          throw ShapeError("output " + std::to_string(o) + " of shape " + shape_str(first.shape()) +
+                           " has no batch axis of the model's fixed batch " + std::to_string(fb) +
+                           ": run the model on batches of " + std::to_string(fb));
+        Shape sh = first.shape();
+        sh[0] = n;
+        Tensor y(first.dtype(), sh);
+        std::size_t off = 0;
+        for (const auto& p : parts) {
+          std::memcpy(static_cast<char*>(y.raw()) + off, p[o].raw(), p[o].nbytes());
+          off += p[o].nbytes();
+        }
+        result.push_back(std::move(y));
+      }
+      return result;
+    }
+  }
   if (inputs.size() != g.inputs.size())
     throw InvalidArgument("the model has " + std::to_string(g.inputs.size()) + " input(s) but " +
                           std::to_string(inputs.size()) + " were given");

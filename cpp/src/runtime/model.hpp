@@ -46,6 +46,12 @@ class Model {
   std::vector<Tensor> run(const std::vector<Tensor>& inputs, int threads, std::vector<Tensor>* keep = nullptr,
                           const ForwardHook& hook = nullptr) const;
 
+  /// The batch size every graph input fixes on its axis 0 (the Model Zoo's files fix it at 1,
+  /// often with Reshape shapes that repeat it), or 0 when the batch is free. run() without keep
+  /// and hook splits a batch of a multiple of it into passes of that size; the methods' drivers
+  /// do the same for their sweeps.
+  int64_t fixed_batch() const;
+
   const LoadOptions& options() const { return opts_; }
 
   /// Op types present (after rewrites) with their node counts.
