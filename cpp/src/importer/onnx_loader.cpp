@@ -415,6 +415,7 @@ struct ParsedAttr {
 ParsedAttr parse_attribute(Reader r, const ExternalCtx& ext, const ImportLimits& limits) {
   ParsedAttr p;
   Attribute& a = p.a;
+  const std::size_t at = r.offset();
   bool has_f = false, has_i = false, has_s = false, has_t = false, has_g = false;
   bool has_tensors = false, has_graphs = false;
   uint32_t f;
@@ -447,7 +448,11 @@ ParsedAttr parse_attribute(Reader r, const ExternalCtx& ext, const ImportLimits&
     case 1: a.type = T::Float; break;
     case 2: a.type = T::Int; break;
     case 3: a.type = T::String; break;
-    case 4: a.type = T::Tensor; break;
+    case 4:
+      // Without its tensor the attribute would read as a scalar with no data.
+      if (!has_t) Reader::fail_at(at, "attribute '" + p.name + "' is declared a TENSOR but holds no tensor");
+      a.type = T::Tensor;
+      break;
     case 5: case 10: a.type = T::Graph; break;
     case 6: a.type = T::Floats; break;
     case 7: a.type = T::Ints; break;
@@ -561,7 +566,16 @@ ParsedNode parse_node(Reader r, const ExternalCtx& ext, const ImportLimits& limi
       case 3: expect(r, wt, WireType::Len, "NodeProto.name"); n.name = safe_utf8(r.string()); break;
       case 4: expect(r, wt, WireType::Len, "NodeProto.op_type"); n.op_type = safe_utf8(r.string()); break;
       case 7: expect(r, wt, WireType::Len, "NodeProto.domain"); n.domain = safe_utf8(r.string()); break;
-      case 5: expect(r, wt, WireType::Len, "NodeProto.attribute"); n.attrs.push_back(parse_attribute(r.nested(), ext, limits)); break;
+      case 5:
+        expect(r, wt, WireType::Len, "NodeProto.attribute");
+        try {
+          n.attrs.push_back(parse_attribute(r.nested(), ext, limits));
+        } catch (const ModelFormatError& e) {
+          // Exporters write name and op_type before the attributes: name the node where known.
+          if (n.name.empty() && n.op_type.empty()) throw;
+          throw ModelFormatError("node '" + n.name + "' (" + n.op_type + "): " + e.what());
+        }
+        break;
       default: r.skip(wt, f);
     }
   }

@@ -3,6 +3,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -23,13 +24,42 @@ const char* dtype_name(DType t) {
   return "?";
 }
 
+int64_t checked_numel_mul(int64_t a, int64_t b) {
+  if (a < 0 || b < 0) throw ShapeError("negative element count " + std::to_string(a < 0 ? a : b));
+  if (a != 0 && b > kMaxNumel / a)
+    throw ShapeError(std::to_string(a) + " x " + std::to_string(b) + " elements is more than 2^60");
+  return a * b;
+}
+
 int64_t shape_numel(const Shape& s) {
+  // The product of the non-zero dims is bounded too, so that no product of some of a tensor's
+  // dims (outer x inner around an axis, strides) can overflow, even for an empty tensor.
   int64_t n = 1;
+  bool empty = false;
   for (int64_t d : s) {
     if (d < 0) throw ShapeError("shape " + shape_str(s) + " is not fully known");
+    if (d == 0) {
+      empty = true;
+      continue;
+    }
+    if (n > kMaxNumel / d) throw ShapeError("shape " + shape_str(s) + " has more than 2^60 elements");
     n *= d;
   }
-  return n;
+  return empty ? 0 : n;
+}
+
+std::size_t max_tensor_bytes() {
+  static const std::size_t limit = [] {
+    const char* v = std::getenv("ONNXPLAIN_MAX_TENSOR_MB");
+    if (v && *v) {
+      const long long mb = std::atoll(v);
+      if (mb > 0) return static_cast<std::size_t>(mb) << 20;
+    }
+    const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    return pages > 0 && page > 0 ? static_cast<std::size_t>(pages) * static_cast<std::size_t>(page)
+                                 : std::size_t{1} << 40;
+  }();
+  return limit;
 }
 
 std::string shape_str(const Shape& s) {
@@ -127,7 +157,20 @@ std::shared_ptr<void> aligned_storage(std::size_t bytes) {
 }
 }  // namespace
 
+void check_tensor_size(DType dtype, const Shape& shape) {
+  // Shapes come from the model: a few bytes of it can ask for any size. Refuse what cannot fit
+  // in memory before asking for it (an allocation that the system grants lazily and then kills
+  // the process for while it is filled).
+  const auto n = static_cast<std::size_t>(shape_numel(shape));
+  if (n > max_tensor_bytes() / dtype_size(dtype))
+    throw ShapeError("a " + std::string(dtype_name(dtype)) + " tensor of shape " + shape_str(shape) + " needs " +
+                     std::to_string(n * dtype_size(dtype)) + " bytes, more than the " +
+                     std::to_string(max_tensor_bytes()) +
+                     "-byte limit per tensor (the machine's memory, or ONNXPLAIN_MAX_TENSOR_MB)");
+}
+
 Tensor::Tensor(DType dtype, Shape shape) : dtype_(dtype), shape_(std::move(shape)) {
+  check_tensor_size(dtype_, shape_);
   numel_ = shape_numel(shape_);
   storage_ = aligned_storage(static_cast<std::size_t>(numel_) * dtype_size(dtype_));
   data_ = storage_.get();
@@ -201,7 +244,13 @@ std::vector<int64_t> Tensor::to_i64_vector() const {
   if (dtype_ == DType::Int64) {
     for (int64_t i = 0; i < numel_; ++i) v[static_cast<std::size_t>(i)] = i64()[i];
   } else {
-    for (int64_t i = 0; i < numel_; ++i) v[static_cast<std::size_t>(i)] = static_cast<int64_t>(f32()[i]);
+    for (int64_t i = 0; i < numel_; ++i) {
+      const float f = f32()[i];
+      // 2^63 is exactly representable: anything from it up (and NaN) has no int64 value.
+      if (!(std::fabs(f) < 9223372036854775808.f))
+        throw ShapeError("the value " + std::to_string(f) + " is not an integer in the int64 range");
+      v[static_cast<std::size_t>(i)] = static_cast<int64_t>(f);
+    }
   }
   return v;
 }

@@ -18,8 +18,20 @@ inline std::size_t dtype_size(DType t) { return t == DType::Int64 ? 8 : 4; }
 
 using Shape = std::vector<int64_t>;
 
-/// Number of elements of a fully known shape (all dims >= 0).
+/// The most elements a shape may have (2^60, so that its bytes fit in 64 bits); a shape with more
+/// is refused with ShapeError wherever elements are counted.
+constexpr int64_t kMaxNumel = int64_t{1} << 60;
+/// a * b for element counts (a, b >= 0); ShapeError when the product exceeds kMaxNumel.
+int64_t checked_numel_mul(int64_t a, int64_t b);
+/// Number of elements of a fully known shape (all dims >= 0); ShapeError above kMaxNumel.
 int64_t shape_numel(const Shape& s);
+/// The most bytes one allocated tensor may take: the machine's physical memory, or
+/// ONNXPLAIN_MAX_TENSOR_MB where set. A larger one is a ShapeError (at load: ModelFormatError), not
+/// an allocation that fails or that the kernel kills the process for.
+std::size_t max_tensor_bytes();
+/// The ShapeError Tensor(dtype, shape) would throw (a dim < 0, more than kMaxNumel elements, more
+/// than max_tensor_bytes()), for code that sizes other buffers by a shape before allocating it.
+void check_tensor_size(DType dtype, const Shape& shape);
 /// "(1, 3, 224, 224)"; unknown dims (-1) print as "?".
 std::string shape_str(const Shape& s);
 

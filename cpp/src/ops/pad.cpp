@@ -71,6 +71,11 @@ class Pad final : public Op {
   void forward(const std::vector<const Tensor*>& in, std::vector<Tensor>& out, ExecContext& ctx) const override {
     const Tensor& x = *in[0];
     if (mode_ != Mode::Constant) {
+      Shape ys;
+      if (empty_output(in, &ys)) {
+        out[0] = ctx.alloc(x.dtype(), ys);
+        return;
+      }
       out[0] = apply_axis_maps(x, maps(in), ctx);
       return;
     }
@@ -91,6 +96,11 @@ class Pad final : public Op {
     if (!needed(0) && !need_value) return;
     const Tensor& x = *in[0];
     if (mode_ != Mode::Constant) {
+      Shape ys0;
+      if (empty_output(in, &ys0)) {
+        zero_grads(in, need, gin, 0, ctx);  // nothing flows back from an empty output
+        return;
+      }
       const std::vector<AxisMap> mp = maps(in);
       Shape ys = x.shape();
       for (const AxisMap& m : mp) ys[static_cast<std::size_t>(m.axis)] = m.out_len();
@@ -158,6 +168,7 @@ class Pad final : public Op {
         fail_shape("pads " + ints_str(pads) + " crop more than dim " + std::to_string(k) + " of " +
                    shape_str(x.shape()) + " holds");
     }
+    check_tensor_size(x.dtype(), gm.y);  // before its strides are multiplied out
     gm.ys = strides_of(gm.y);
     for (std::size_t k = 0; k < r; ++k) {
       // Negative pads start reading inside x; positive ones start writing inside y.
@@ -169,6 +180,30 @@ class Pad final : public Op {
     return gm;
   }
 
+  // Edge / reflect / wrap: whether the output is empty (its shape in *ys). Then nothing is
+  // copied, and no index map is built for its other axes, however long (callers return before
+  // maps()).
+  bool empty_output(const std::vector<const Tensor*>& in, Shape* ys) const {
+    const Tensor& x = *in[0];
+    const std::vector<int64_t> pads = pads_input_ ? in[1]->to_i64_vector() : attr_pads_;
+    std::vector<int64_t> axes;
+    if (axes_input_) axes = in[3]->to_i64_vector();
+    std::vector<int64_t> b, e;
+    per_axis(x.rank(), pads, axes_input_, axes, b, e);
+    *ys = x.shape();
+    for (std::size_t k = 0; k < ys->size(); ++k) {
+      const int64_t n = (*ys)[k], len = n + b[k] + e[k];
+      if (len < 0)
+        fail_shape("pads " + ints_str(pads) + " crop more than dim " + std::to_string(k) + " of " +
+                   shape_str(x.shape()) + " holds");
+      if (n == 0 && len > 0)
+        fail_shape("cannot pad the empty axis " + std::to_string(k) + " of " + shape_str(x.shape()) + " in mode " +
+                   mode_name());
+      (*ys)[k] = len;
+    }
+    return shape_numel(*ys) == 0;
+  }
+
   // Edge / reflect / wrap: for each axis, which x index every y index copies.
   std::vector<AxisMap> maps(const std::vector<const Tensor*>& in) const {
     const Tensor& x = *in[0];
@@ -177,6 +212,9 @@ class Pad final : public Op {
     if (axes_input_) axes = in[3]->to_i64_vector();
     std::vector<int64_t> b, e;
     per_axis(x.rank(), pads, axes_input_, axes, b, e);
+    Shape ys = x.shape();
+    for (std::size_t k = 0; k < ys.size(); ++k) ys[k] = std::max<int64_t>(0, ys[k] + b[k] + e[k]);
+    check_tensor_size(x.dtype(), ys);  // before an index map per output position is built
     std::vector<AxisMap> out;
     for (int64_t k = 0; k < x.rank(); ++k) {
       const auto ku = static_cast<std::size_t>(k);
@@ -235,6 +273,8 @@ class Pad final : public Op {
                  " values (begin and end for " +
                  (use_axes ? "each of the axes " + ints_str(axes) : "each of the " + std::to_string(r) + " axes") +
                  ")");
+    for (int64_t p : pads)
+      if (p > kMaxNumel || p < -kMaxNumel) fail_shape("pads " + ints_str(pads) + " are out of range");
     for (std::size_t i = 0; i < ax.size(); ++i) {
       b[static_cast<std::size_t>(ax[i])] = pads[i];
       e[static_cast<std::size_t>(ax[i])] = pads[i + ax.size()];

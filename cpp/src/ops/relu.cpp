@@ -20,12 +20,14 @@ class Relu final : public Op {
 
   std::vector<ValueInfo> infer(const std::vector<ValueInfo>& in) const override {
     ValueInfo o = in.at(0);
+    check_float32(o.dtype);
     o.value = nullptr;
     return {o};
   }
 
   void forward(const std::vector<const Tensor*>& in, std::vector<Tensor>& out, ExecContext& ctx) const override {
     const Tensor& x = *in[0];
+    check_float32(x.dtype());
     out[0] = ctx.alloc(DType::Float32, x.shape());
     const float* px = x.f32();
     float* py = out[0].f32();
@@ -51,6 +53,12 @@ class Relu final : public Op {
 
   /// DeConvNet and Guided BackProp replace this op's backward.
   bool rectifier() const override { return true; }
+
+ private:
+  // ONNX allows integer Relu (opset 14); the IR's integers are shape arithmetic only.
+  void check_float32(DType t) const {
+    if (t != DType::Float32) fail_format(std::string("input of dtype ") + dtype_name(t) + ": Relu runs on float tensors only");
+  }
 };
 
 }  // namespace

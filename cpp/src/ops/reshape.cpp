@@ -93,7 +93,7 @@ class Reshape final : public Op {
         continue;
       }
       out[i] = v;
-      known *= v;
+      known = checked_numel_mul(known, v);
     }
     if (!ranked) return out;
     if (infer_at >= 0) {

@@ -63,6 +63,11 @@ class ResizeBase : public Op {
   void forward(const std::vector<const Tensor*>& in, std::vector<Tensor>& out, ExecContext& ctx) const override {
     const Tensor& x = *in[0];
     if (x.dtype() != DType::Float32) fail_format("expects float32 X");
+    Shape ys;
+    if (empty_output(in, &ys)) {
+      out[0] = ctx.alloc(x.dtype(), ys);
+      return;
+    }
     out[0] = apply_axis_maps(x, maps(in), ctx);
   }
 
@@ -71,6 +76,11 @@ class ResizeBase : public Op {
            ExecContext& ctx) const override {
     if (need.empty() || !need[0]) return;
     const Tensor& x = *in[0];
+    Shape ys0;
+    if (empty_output(in, &ys0)) {
+      gin[0] = Tensor::zeros(DType::Float32, x.shape());  // nothing flows back from an empty output
+      return;
+    }
     const std::vector<AxisMap> mp = maps(in);
     Shape ys = x.shape();
     for (const AxisMap& m : mp) ys[static_cast<std::size_t>(m.axis)] = m.out_len();
@@ -137,6 +147,13 @@ class ResizeBase : public Op {
     }
     *out = xs;
     s->assign(static_cast<std::size_t>(r), 1.f);
+    // An output dim computed in floating point: NaN, infinite or beyond kMaxNumel is refused (its
+    // conversion to an integer would be undefined).
+    auto out_dim = [&](float v) -> int64_t {
+      if (!(v >= 0.f) || static_cast<double>(v) >= static_cast<double>(kMaxNumel))
+        fail_shape("scales/sizes give an output dim of " + std::to_string(v) + " for X of shape " + shape_str(xs));
+      return static_cast<int64_t>(v);
+    };
     if (scales && scales->numel() == 0) scales = nullptr;
     std::vector<float> sv;
     if (scales) {
@@ -153,7 +170,7 @@ class ResizeBase : public Op {
         const auto k = static_cast<std::size_t>(ax[i]);
         if (!(sv[i] > 0.f)) fail_shape("scales " + floats_str(sv) + " must be positive");
         (*s)[k] = sv[i];
-        (*out)[k] = xs[k] < 0 ? -1 : static_cast<int64_t>(sv[i] * static_cast<float>(xs[k]));
+        (*out)[k] = xs[k] < 0 ? -1 : out_dim(sv[i] * static_cast<float>(xs[k]));
       }
       return;
     }
@@ -176,7 +193,7 @@ class ResizeBase : public Op {
       for (std::size_t i = 0; i < ax.size() && known; ++i) {
         const auto k = static_cast<std::size_t>(ax[i]);
         (*s)[k] = sc;
-        (*out)[k] = static_cast<int64_t>(std::round(sc * static_cast<float>(xs[k])));
+        (*out)[k] = out_dim(std::round(sc * static_cast<float>(xs[k])));
       }
       return;
     }
@@ -223,7 +240,8 @@ class ResizeBase : public Op {
     return 0;
   }
 
-  std::vector<AxisMap> maps(const std::vector<const Tensor*>& in) const {
+  // The output shape (and per-axis scales) for these inputs.
+  Shape out_shape(const std::vector<const Tensor*>& in, std::vector<float>* s) const {
     const Tensor& x = *in[0];
     const Tensor* sc = scales_input_ >= 0 ? input_or_null(in, static_cast<std::size_t>(scales_input_)) : nullptr;
     const Tensor* sz = sizes_input_ >= 0 ? input_or_null(in, static_cast<std::size_t>(sizes_input_)) : nullptr;
@@ -232,8 +250,23 @@ class ResizeBase : public Op {
     if (!sc && !sz && scales_input_ >= 0) fail_shape("needs one of scales and sizes");
     if (sc && sz) fail_shape("takes scales or sizes, not both");
     Shape out;
+    resolve(x.shape(), sc, sz, &out, s);
+    return out;
+  }
+
+  // Whether the output is empty: then nothing is resampled, and no index map is built for its
+  // other axes, however long (callers return before maps()).
+  bool empty_output(const std::vector<const Tensor*>& in, Shape* ys) const {
     std::vector<float> s;
-    resolve(x.shape(), sc, sz, &out, &s);
+    *ys = out_shape(in, &s);
+    return shape_numel(*ys) == 0;
+  }
+
+  std::vector<AxisMap> maps(const std::vector<const Tensor*>& in) const {
+    const Tensor& x = *in[0];
+    std::vector<float> s;
+    const Shape out = out_shape(in, &s);
+    check_tensor_size(x.dtype(), out);  // before an index map per output position is built
     std::vector<AxisMap> mp;
     for (int64_t k = 0; k < x.rank(); ++k) {
       const auto ku = static_cast<std::size_t>(k);

@@ -74,17 +74,19 @@ inline bool known_ints(const std::vector<ValueInfo>& in, std::size_t i, std::vec
 }
 
 /// Product of dims, or -1 when one of them is unknown (0 wins over unknown: the product is 0).
+/// ShapeError when the known non-zero dims multiply to more than kMaxNumel (as shape_numel).
 inline int64_t known_numel(const Shape& s) {
   int64_t n = 1;
-  bool unknown = false;
+  bool unknown = false, empty = false;
   for (int64_t d : s) {
-    if (d == 0) return 0;
     if (d < 0)
       unknown = true;
+    else if (d == 0)
+      empty = true;
     else
-      n *= d;
+      n = checked_numel_mul(n, d);
   }
-  return unknown ? -1 : n;
+  return empty ? 0 : unknown ? -1 : n;
 }
 
 /// Row-major strides (in elements) of a fully known shape.

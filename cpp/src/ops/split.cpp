@@ -158,7 +158,10 @@ class Split final : public Op {
       sizes = given ? *given : sizes_;
       check_sizes(sizes);
       int64_t total = 0;
-      for (int64_t v : sizes) total += v;
+      for (int64_t v : sizes) {
+        if (v > kMaxNumel - total) fail_shape("split sizes " + ints_str(sizes) + " add up to more than 2^60");
+        total += v;
+      }
       if (len >= 0 && total != len)
         fail_shape("split sizes " + ints_str(sizes) + " add up to " + std::to_string(total) + ", not to the length " +
                    std::to_string(len) + " of axis " + std::to_string(axis_));

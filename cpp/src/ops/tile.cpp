@@ -33,7 +33,8 @@ class Tile final : public Op {
     if (!r.value) return {ValueInfo(x.dtype, Shape(x.shape.size(), -1))};
     const std::vector<int64_t> reps = repeats(*r.value, x.rank());
     Shape s = x.shape;
-    for (std::size_t k = 0; k < s.size(); ++k) s[k] = s[k] < 0 ? (reps[k] == 0 ? 0 : -1) : s[k] * reps[k];
+    for (std::size_t k = 0; k < s.size(); ++k)
+      s[k] = s[k] < 0 ? (reps[k] == 0 ? 0 : -1) : checked_numel_mul(s[k], reps[k]);
     return {ValueInfo(x.dtype, s)};
   }
 
@@ -41,7 +42,7 @@ class Tile final : public Op {
     const Tensor& x = *in[0];
     const std::vector<int64_t> reps = repeats(*in[1], x.rank());
     Shape ys = x.shape();
-    for (std::size_t k = 0; k < ys.size(); ++k) ys[k] *= reps[k];
+    for (std::size_t k = 0; k < ys.size(); ++k) ys[k] = checked_numel_mul(ys[k], reps[k]);
     out[0] = ctx.alloc(x.dtype(), ys);
     // y viewed as [r_0, d_0, r_1, d_1, ...]: x's strides on the d axes, 0 on the repeat axes.
     Shape shape;
