@@ -582,7 +582,13 @@ Explanation Explainer::sweep(const std::vector<Tensor>& inputs, const std::vecto
       return r->forward(nv, outs, kept[i], ctx);
     };
   }
-  std::vector<Tensor> outs = m.run(inputs, threads, reverse ? &values : nullptr, hook);
+  // Only what the sweep will read outlives the forward pass (Rule::reads); it starts on output 0.
+  const runtime::RuleOf rule_of = [this](std::size_t i) -> const rules::Rule& { return *node_rule_[i]; };
+  std::vector<char> started(g.outputs.size(), 0);
+  if (!started.empty()) started[0] = 1;
+  const runtime::Model::KeepFilter filter =
+      reverse ? runtime::reverse_keep_filter(m, rule_of, &kept, started) : runtime::Model::KeepFilter();
+  std::vector<Tensor> outs = m.run(inputs, threads, reverse ? &values : nullptr, hook, filter);
   const Tensor& y = outs.at(0);
   if (y.dtype() != DType::Float32 || y.rank() < 1)
     throw InvalidArgument("the first output has shape " + shape_str(y.shape()) + "; explanations need a batch axis");
@@ -613,9 +619,7 @@ Explanation Explainer::sweep(const std::vector<Tensor>& inputs, const std::vecto
   if (!reverse) return ex;
   std::vector<Tensor> starts(g.outputs.size());
   starts[0] = start;
-  ex.relevance = runtime::reverse_sweep(
-      m, values, starts, [this](std::size_t i) -> const rules::Rule& { return *node_rule_[i]; }, threads,
-      kept.empty() ? nullptr : &kept);
+  ex.relevance = runtime::reverse_sweep(m, values, starts, rule_of, threads, kept.empty() ? nullptr : &kept);
   return ex;
 }
 

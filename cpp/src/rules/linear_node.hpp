@@ -36,6 +36,7 @@ class LinearNode {
     if (with_output && (v.out.empty() || !v.out[0]))
       throw ShapeError(std::string("the ") + rule + " rule needs the op's output");
   }
+  const ops::Op& op() const { return *v_.op; }
   int data() const { return d_; }
   /// The data input has no negative entries (it comes from a rectifier, or pooling or routing of
   /// one: NodeValues::in_nonneg), so no scan is needed to know it.

@@ -109,6 +109,20 @@ Tensor clamp_max0(const Tensor& t, ExecContext& ctx) {
   return map1(t, ctx, [](float v) { return v < 0.f ? v : 0.f; });
 }
 
+/// x ⊙ g (g a VJP's output), written over g when nothing else holds its storage, so that a
+/// layer's relevance does not take one more buffer of the input's size (at VGG-16's first layers,
+/// 100 MB at batch 8). The same product either way.
+Tensor times(const Tensor& x, Tensor g, ExecContext& ctx) {
+  if (g.shape() != x.shape() || g.storage_ref().use_count() != 1)
+    return map2(x, g, ctx, [](float a, float c) { return a * c; });
+  const float* px = x.f32();
+  float* pg = g.f32();
+  kernels::parallel_for(g.numel(), ctx.threads(), [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) pg[i] = px[i] * pg[i];
+  });
+  return g;
+}
+
 /// Whether t has any entry > 0 / < 0 (NaN counts as both, so it is never skipped).
 struct Signs {
   bool pos = false;
@@ -186,6 +200,13 @@ class LinearRule : public Rule {
   virtual Tensor relevance(const LinearNode& node, const Tensor& r, ExecContext& ctx) const = 0;
 };
 
+/// Rule::reads for a linear rule that reads the data input, weight and bias and of the output
+/// only its shape (the VJP's output shape, which no linear op's VJP reads); every value on an op
+/// without a weight. A rule that reads y (ε, z^B) keeps the default instead.
+void reads_inputs_only(const NodeValues& v, std::vector<char>& out) {
+  if (v.op->kind() == OpKind::Linear && v.op->weight_input() >= 0) std::fill(out.begin(), out.end(), 0);
+}
+
 /// R_in_i = x_i ⊙ VJP_i(R / stab(y)) for every needed input: Zennit's Norm, and ε on ops that
 /// have no weight (the same formula with ε as the stabilizer).
 void proportional(const NodeValues& v, const std::vector<const Tensor*>& rout, const std::vector<bool>& need,
@@ -224,7 +245,8 @@ class EpsilonRule final : public LinearRule {
   Tensor relevance(const LinearNode& n, const Tensor& r, ExecContext& ctx) const override {
     Tensor s = normalized(r, n.y(), eps_, ctx);
     Tensor g = n.vjp(n.x(), n.w(), n.b(), n.y(), s, ctx);
-    return map2(n.x(), g, ctx, [](float a, float b) { return a * b; });
+    s = Tensor();
+    return times(n.x(), std::move(g), ctx);
   }
 
  private:
@@ -343,13 +365,20 @@ Tensor branch_sum(const LinearNode& n, std::vector<Branch>& br, ExecContext& ctx
   return z;
 }
 
+/// Drops z and the branch outputs summed into it once s = R / stab(z) is made: from there on a
+/// branch's output is only the VJP's output shape, which n.y() gives, and the layer's
+/// temporaries are one buffer fewer.
+void release_sum(std::vector<Branch>& br, Tensor& z) {
+  z = Tensor();
+  for (Branch& b : br) b.out = Tensor();
+}
+
 /// acc += x ⊙ VJP(s) of the branch (acc empty: starts at 0 + ...). Zero-input branches add exact
 /// zeros and are skipped.
 void add_branch_relevance(const LinearNode& n, Branch& b, const Tensor& s, Tensor& acc, ExecContext& ctx) {
   if (b.x_zero) return;
   const Tensor& y = b.out.raw() ? b.out : n.y();
-  Tensor g = n.vjp(*b.x, b.p->w(), b.b(), y, s, ctx);
-  Tensor t = map2(*b.x, g, ctx, [](float a, float c) { return a * c; });
+  Tensor t = times(*b.x, n.vjp(*b.x, b.p->w(), b.b(), y, s, ctx), ctx);
   acc = acc.raw() ? map2(acc, t, ctx, [](float a, float c) { return a + c; }) : t;
 }
 
@@ -459,6 +488,181 @@ Shape stacked_shape(const Tensor& y) {
   return sh;
 }
 
+// ---- dense layers in blocks of output neurons -------------------------------------------------
+
+/// A linear op that does not stack on channels (a dense layer) as blocks of output neurons:
+/// neuron j is the matrix weight's slice j along Op::weight_neuron_axis and entry j of the
+/// output's last axis, and the bias broadcasts numpy-style (one value, or one per neuron along
+/// its last axis). A product with a modified weight then runs block by block on that block's
+/// modified slice, made when needed, so no modified copy of the weight exists whole or is kept:
+/// VGG-16's first dense layer has a 411 MB weight, and αβ's W+ and W- kept per explainer took
+/// 0.9 GB at batch 8. Blocks are as large as fit in kBlockBytes (a weight that fits is one block),
+/// in multiples of 16 neurons (whole panels per thread): sgemm on a few rows against a narrow
+/// block of a long weight runs far below its speed, and every block costs parallel regions
+/// (the modification, the split product), which on a loaded machine cost more than the work
+/// (VGG-16's dense layers, αβ at batch 8: 8 MiB blocks took 6x as long as 64 MiB ones).
+/// Weights under kMinBytes keep their copies (modifying them per call would cost more than their
+/// product at small batches).
+class NeuronBlocks {
+ public:
+  static constexpr int64_t kBlockBytes = int64_t{64} << 20, kMinBytes = int64_t{1} << 20;
+
+  /// False where the layout differs from the above, or the weight is small.
+  static bool applies(const LinearNode& n) {
+    const ops::Op& op = n.op();
+    if (n.stacks() || op.neuron_groups() != 1) return false;
+    const Tensor& w = n.w();
+    if (w.rank() != 2 || w.numel() * 4 < kMinBytes) return false;
+    const int a = op.weight_neuron_axis(2);
+    if (a != 0 && a != 1) return false;
+    const int64_t m = w.dim(a);
+    const Tensor& x = n.x();
+    if (x.rank() < 1 || op.out_neuron_axis(x.rank()) != x.rank() - 1) return false;
+    if (const Tensor* b = n.b()) {
+      if (b->numel() != 1 && !(b->numel() == m && b->rank() >= 1 && b->dim(b->rank() - 1) == m)) return false;
+    }
+    return m > 0;
+  }
+
+  NeuronBlocks(const LinearNode& n, int threads) : n_(n) {
+    axis_ = n.op().weight_neuron_axis(2);
+    m_ = n.w().dim(axis_);
+    k_ = n.w().dim(1 - axis_);
+    const int64_t fit = kBlockBytes / std::max<int64_t>(1, 4 * k_) / 16 * 16;
+    block_ = std::min(m_, std::max<int64_t>(16 * std::max(threads, 1), fit));
+  }
+  int64_t neurons() const { return m_; }
+  int64_t block() const { return block_; }
+
+  /// f(W) for neurons [j0, j1), shaped as the weight with j1 - j0 neurons.
+  template <class F>
+  Tensor weight(int64_t j0, int64_t j1, F f, ExecContext& ctx) const {
+    const Tensor& w = n_.w();
+    const int64_t mc = j1 - j0, K = k_, M = m_;
+    const float* src = w.f32();
+    if (axis_ == 0) {
+      Tensor y = ctx.alloc(DType::Float32, {mc, K});
+      float* dst = y.f32();
+      const float* s0 = src + j0 * K;
+      kernels::parallel_for(mc * K, ctx.threads(), [&](int64_t b, int64_t e) {
+        for (int64_t i = b; i < e; ++i) dst[i] = f(s0[i]);
+      });
+      return y;
+    }
+    Tensor y = ctx.alloc(DType::Float32, {K, mc});
+    float* dst = y.f32();
+    kernels::parallel_for(K, ctx.threads(), [&](int64_t b, int64_t e) {
+      for (int64_t k = b; k < e; ++k)
+        for (int64_t c = 0; c < mc; ++c) dst[k * mc + c] = f(src[k * M + j0 + c]);
+    });
+    return y;
+  }
+  /// f(b) for neurons [j0, j1) (all of a one-value bias); empty without a bias.
+  template <class F>
+  Tensor bias(int64_t j0, int64_t j1, F f, ExecContext& ctx) const {
+    const Tensor* b = n_.b();
+    if (!b) return Tensor();
+    if (b->numel() == 1) return map1(*b, ctx, f);
+    Shape sh = b->shape();
+    sh.back() = j1 - j0;
+    Tensor y = ctx.alloc(DType::Float32, sh);
+    const float* src = b->f32() + j0;
+    float* dst = y.f32();
+    for (int64_t c = 0; c < j1 - j0; ++c) dst[c] = f(src[c]);
+    return y;
+  }
+
+ private:
+  const LinearNode& n_;
+  int axis_ = 0;
+  int64_t m_ = 0, k_ = 0, block_ = 0;
+};
+
+/// Columns [j0, j0 + mc) of `full` (last axis M) from `part` (last axis mc), or into it.
+void scatter_columns(Tensor& full, const Tensor& part, int64_t j0, ExecContext& ctx) {
+  const int64_t M = full.dim(full.rank() - 1), mc = part.dim(part.rank() - 1);
+  const int64_t rows = M > 0 ? full.numel() / M : 0;
+  float* pf = full.f32();
+  const float* pp = part.f32();
+  kernels::parallel_for(rows, ctx.threads(), [&](int64_t b, int64_t e) {
+    for (int64_t r = b; r < e; ++r) std::copy(pp + r * mc, pp + (r + 1) * mc, pf + r * M + j0);
+  }, std::max<int64_t>(1, kernels::kParallelGrain / std::max<int64_t>(mc, 1)));
+}
+Tensor gather_columns(const Tensor& full, int64_t j0, int64_t j1, ExecContext& ctx) {
+  const int64_t M = full.dim(full.rank() - 1), mc = j1 - j0;
+  Shape sh = full.shape();
+  sh.back() = mc;
+  Tensor part = ctx.alloc(DType::Float32, sh);
+  const int64_t rows = M > 0 ? full.numel() / M : 0;
+  const float* pf = full.f32();
+  float* pp = part.f32();
+  kernels::parallel_for(rows, ctx.threads(), [&](int64_t b, int64_t e) {
+    for (int64_t r = b; r < e; ++r) std::copy(pf + r * M + j0, pf + r * M + j1, pp + r * mc);
+  }, std::max<int64_t>(1, kernels::kParallelGrain / std::max<int64_t>(mc, 1)));
+  return part;
+}
+
+/// o1 = op(x; f1(W), f1(b)) and o2 = op(x; f2(W), f2(b)) on the node's own input, block by block
+/// (NeuronBlocks::applies must hold).
+template <class F1, class F2>
+void blocked_pair_forward(const LinearNode& n, F1 f1, F2 f2, Tensor& o1, Tensor& o2, ExecContext& ctx) {
+  const NeuronBlocks nb(n, ctx.threads());
+  const int64_t M = nb.neurons();
+  for (int64_t j0 = 0; j0 < M; j0 += nb.block()) {
+    const int64_t j1 = std::min(M, j0 + nb.block());
+    for (int k = 0; k < 2; ++k) {
+      const Tensor w = k == 0 ? nb.weight(j0, j1, f1, ctx) : nb.weight(j0, j1, f2, ctx);
+      const Tensor b = k == 0 ? nb.bias(j0, j1, f1, ctx) : nb.bias(j0, j1, f2, ctx);
+      Tensor part = n.forward(n.x(), w, b.raw() ? &b : nullptr, ctx);
+      if (part.rank() < 1 || part.dim(part.rank() - 1) != j1 - j0)
+        throw ShapeError("internal: a block of " + std::to_string(j1 - j0) + " neurons gave output " +
+                         shape_str(part.shape()));
+      Tensor& o = k == 0 ? o1 : o2;
+      if (!o.raw()) {
+        if (j1 == M) {  // one block: the product itself
+          o = part;
+          continue;
+        }
+        Shape sh = part.shape();
+        sh.back() = M;
+        o = ctx.alloc(DType::Float32, sh);
+      }
+      scatter_columns(o, part, j0, ctx);
+    }
+  }
+}
+
+/// VJP_{f1(W)}(s1) + VJP_{f2(W)}(s2) with respect to the data input, block by block
+/// (NeuronBlocks::applies must hold; s1 and s2 shaped like the output).
+template <class F1, class F2>
+Tensor blocked_pair_vjp(const LinearNode& n, F1 f1, F2 f2, const Tensor& s1, const Tensor& s2, ExecContext& ctx) {
+  const NeuronBlocks nb(n, ctx.threads());
+  const int64_t M = nb.neurons();
+  Tensor gx;
+  for (int64_t j0 = 0; j0 < M; j0 += nb.block()) {
+    const int64_t j1 = std::min(M, j0 + nb.block());
+    for (int k = 0; k < 2; ++k) {
+      const Tensor& s = k == 0 ? s1 : s2;
+      const Tensor w = k == 0 ? nb.weight(j0, j1, f1, ctx) : nb.weight(j0, j1, f2, ctx);
+      const Tensor b = k == 0 ? nb.bias(j0, j1, f1, ctx) : nb.bias(j0, j1, f2, ctx);
+      const Tensor sp = j1 - j0 == M ? s : gather_columns(s, j0, j1, ctx);
+      Tensor g = n.vjp(n.x(), w, b.raw() ? &b : nullptr, sp, sp, ctx);
+      if (!gx.raw()) {
+        gx = std::move(g);
+      } else if (gx.storage_ref().use_count() == 1) {  // ours alone (the op's fresh output): sum in place
+        float* pg = gx.f32();
+        const float* pq = g.f32();
+        kernels::parallel_for(gx.numel(), ctx.threads(), [&](int64_t lo, int64_t hi) {
+          for (int64_t i = lo; i < hi; ++i) pg[i] += pq[i];
+        });
+      } else {
+        gx = map2(gx, g, ctx, [](float a, float c) { return a + c; });
+      }
+    }
+  }
+  return gx;
+}
+
 /// The two products a sign-split rule needs for an input without negative entries, computed in
 /// the forward pass in place of the plain product: o1 = op(x; p1), o2 = op(x; p2), and the
 /// node's output from them by `combine(a, b)` per entry (x- is zero there, so these are all the
@@ -500,10 +704,15 @@ bool split_forward(const NodeValues& v, const char* rule, F1 f1, F2 f2, ParamCac
     keep = {both};
     return true;
   }
-  auto p1 = mod_params(n, f1, ctx, &cache, tags[0]);
-  auto p2 = mod_params(n, f2, ctx, &cache, tags[1]);
-  const Tensor o1 = n.forward(n.x(), p1.w(), p1.b(), ctx);
-  const Tensor o2 = n.forward(n.x(), p2.w(), p2.b(), ctx);
+  Tensor o1, o2;
+  if (NeuronBlocks::applies(n)) {
+    blocked_pair_forward(n, f1, f2, o1, o2, ctx);
+  } else {
+    auto p1 = mod_params(n, f1, ctx, &cache, tags[0]);
+    auto p2 = mod_params(n, f2, ctx, &cache, tags[1]);
+    o1 = n.forward(n.x(), p1.w(), p1.b(), ctx);
+    o2 = n.forward(n.x(), p2.w(), p2.b(), ctx);
+  }
   if (o1.shape() != o2.shape()) throw ShapeError("internal: the two modified forwards differ in shape");
   out[0] = first_is_output ? o1 : map2(o1, o2, ctx, combine);
   keep = {o1, o2};
@@ -554,8 +763,9 @@ Tensor stacked_vjp_relevance(const LinearNode& n, F1 f1, F2 f2, ParamCache& cach
   const int64_t per = per_sample(n.y());
   float* ps = s.f32();
   for_stacked(n.y(), ctx, [&](int64_t i, int64_t off) { s_of(i, off, ps[off], ps[off + per]); });
-  const Tensor g = n.vjp(n.x(), sp.w(), sp.b(), s, s, ctx);
-  return map2(n.x(), g, ctx, [](float a, float c) { return a * c; });
+  Tensor g = n.vjp(n.x(), sp.w(), sp.b(), s, s, ctx);
+  s = Tensor();
+  return times(n.x(), std::move(g), ctx);
 }
 
 /// The sign-split rules' four branches for an input with entries of both signs, on an op that
@@ -595,8 +805,8 @@ Tensor mixed_sign_relevance(const LinearNode& n, const SignSplit& xs, F1 f1, F2 
   }
   Tensor acc;
   if (!xs.xp_zero) {
-    const Tensor g = n.vjp(xs.xp, sp.w(), sp.b(), s1, s1, ctx);
-    acc = map2(xs.xp, g, ctx, [](float a, float c) { return a * c; });
+    acc = times(xs.xp, n.vjp(xs.xp, sp.w(), sp.b(), s1, s1, ctx), ctx);
+    s1 = Tensor();
   }
   if (s2.raw()) {
     const Tensor g = n.vjp(xs.xn, sp.w(), sp.b(), s2, s2, ctx);
@@ -605,6 +815,18 @@ Tensor mixed_sign_relevance(const LinearNode& n, const SignSplit& xs, F1 f1, F2 
   }
   return acc.raw() ? acc : Tensor::zeros(DType::Float32, n.x().shape());
 }
+
+// αβ's parameter modifiers, as types (not function pointers) so that the loops that apply them
+// per call (NeuronBlocks) inline them: through a pointer, VGG-16's first dense layer took 0.5 s.
+struct Same {
+  float operator()(float v) const { return v; }
+};
+struct PosPart {
+  float operator()(float v) const { return v > 0.f ? v : 0.f; }
+};
+struct NegPart {
+  float operator()(float v) const { return v < 0.f ? v : 0.f; }
+};
 
 /// αβ (Zennit AlphaBeta; ZPlus is α = 1, β = 0 with the same branches):
 ///   positive part: (x+, W+, b+), (x-, W-, no bias)    z_p, s_p = R / stab(z_p)
@@ -615,6 +837,11 @@ class AlphaBetaRule final : public LinearRule {
   AlphaBetaRule(float alpha, float beta, float stab, std::string name)
       : alpha_(alpha), beta_(beta), stab_(stab), name_(std::move(name)) {}
   std::string name() const override { return name_; }
+  // x, W and b; never y (z comes from the branches' own products).
+  void reads(const NodeValues& v, std::vector<char>& in, std::vector<char>& out) const override {
+    (void)in;
+    reads_inputs_only(v, out);
+  }
   // With β != 0 both W+x and W-x are needed, and their sum is the output: the forward pass makes
   // them instead of Wx (four products per layer instead of five). With β = 0 W-x is never used.
   // With β = 0 (z+) only W+x is needed beside Wx: both come from one stacked pass where the op
@@ -644,8 +871,12 @@ class AlphaBetaRule final : public LinearRule {
         Tensor s1 = ctx.alloc(DType::Float32, n.y().shape());
         float* ps = s1.f32();
         for_stacked(n.y(), ctx, [&](int64_t i, int64_t off) { ps[i] = pr[i] / stabilize(pk[off + per], eps); });
-        auto wp = mod_params(n, pos_part, ctx, &cache_, 1);
-        const Tensor g = n.vjp(n.x(), wp.w(), wp.b(), s1, s1, ctx);
+        // W+ and b+ are the second halves of the forward's stacked [W; W+], [b; b+]: one
+        // modified copy per weight, not that and W+ again.
+        StackedParams<Same, PosPart> sp(n, same, pos_part, ctx, &cache_, 4);
+        const Tensor wp = sp.w().view(n.w().shape(), n.w().numel());
+        const Tensor bp = n.b() ? sp.b()->view(n.b()->shape(), n.b()->numel()) : Tensor();
+        const Tensor g = n.vjp(n.x(), wp, n.b() ? &bp : nullptr, s1, s1, ctx);
         return map2(n.x(), g, ctx, [a](float x, float c) { return a * (x * c); });
       }
       // x- = 0: R_in = x ⊙ (VJP_{W+}(α R / stab(W+x + b+)) + VJP_{W-}(−β R / stab(W-x + b-))).
@@ -664,7 +895,8 @@ class AlphaBetaRule final : public LinearRule {
       const Tensor s1 = map2(r, (*n.kept())[0], ctx, [=](float rv, float z) { return a * (rv / stabilize(z, eps)); });
       const Tensor s2 = map2(r, (*n.kept())[1], ctx, [=](float rv, float z) { return mb * (rv / stabilize(z, eps)); });
       Tensor g;
-      if (n.vjp_sign_split(s1, s2, g, ctx)) return map2(n.x(), g, ctx, [](float x, float c) { return x * c; });
+      if (n.vjp_sign_split(s1, s2, g, ctx)) return times(n.x(), std::move(g), ctx);
+      if (NeuronBlocks::applies(n)) return times(n.x(), blocked_pair_vjp(n, pos_part, neg_part, s1, s2, ctx), ctx);
     }
     const SignSplit xs = split(n, ctx);
     if (beta_ != 0.f && n.stacks() && !n.kept_any()) {
@@ -704,6 +936,7 @@ class AlphaBetaRule final : public LinearRule {
     if (br[0].x_zero && br[1].x_zero) return acc;
     Tensor z = branch_sum(n, br, ctx);
     Tensor s = normalized(r, z, stab_, ctx);
+    release_sum(br, z);
     for (Branch& b : br) add_branch_relevance(n, b, s, acc, ctx);
     return acc;
   }
@@ -712,9 +945,9 @@ class AlphaBetaRule final : public LinearRule {
     if (a == 1.f) return t;
     return map1(t, ctx, [a](float v) { return a * v; });
   }
-  static float same(float v) { return v; }
-  static float pos_part(float v) { return v > 0.f ? v : 0.f; }
-  static float neg_part(float v) { return v < 0.f ? v : 0.f; }
+  static constexpr Same same{};
+  static constexpr PosPart pos_part{};
+  static constexpr NegPart neg_part{};
   float alpha_, beta_, stab_;
   std::string name_;
   mutable ParamCache cache_;
@@ -731,6 +964,12 @@ struct GammaMod {
   float operator()(float v) const { return v + g * (up ? (v > 0.f ? v : 0.f) : (v < 0.f ? v : 0.f)); }
 };
 
+/// y from γ's two products: ((W^γ+ x + b^γ+) + (W^γ- x + b^γ-)) * k, k = 1 / (2 + γ).
+struct GammaCombine {
+  float k;
+  float operator()(float p, float q) const { return (p + q) * k; }
+};
+
 class GammaRule final : public LinearRule {
  public:
   GammaRule(float gamma, float stab) : gamma_(gamma), stab_(stab) {}
@@ -740,27 +979,59 @@ class GammaRule final : public LinearRule {
   bool has_forward() const override { return true; }
   bool forward(const NodeValues& v, std::vector<Tensor>& out, std::vector<Tensor>& keep,
                ExecContext& ctx) const override {
-    const float k = 1.f / (2.f + gamma_);
     int tags[3] = {1, 2, 3};
-    return split_forward(v, "gamma", up(), down(), cache_, tags, [k](float p, float q) { return (p + q) * k; }, false,
-                         false, out, keep, ctx);
+    return split_forward(v, "gamma", up(), down(), cache_, tags, combine(), false, false, out, keep, ctx);
+  }
+  // The sign masks need y, except where the forward kept both products in one stacked tensor:
+  // y is their combine() there, recomputed bit for bit, so the output itself can be freed.
+  void reads(const NodeValues& v, std::vector<char>& in, std::vector<char>& out) const override {
+    (void)in;
+    reads_inputs_only(v, out);
+    if (v.op->kind() != OpKind::Linear || v.op->weight_input() < 0 || out.empty()) return;
+    try {
+      if (kept_stacked(LinearNode(v, "gamma"))) return;
+    } catch (const ShapeError&) {  // backward will say what is wrong with the node
+    }
+    out[0] = 1;
   }
 
  protected:
   Tensor relevance(const LinearNode& n, const Tensor& r, ExecContext& ctx) const override {
     if (const float* pk = kept_stacked(n)) {
-      // x- = 0: R_in = x ⊙ (VJP_{W^γ+}([y > 0] R / stab(z+)) + VJP_{W^γ-}([y < 0] R / stab(z-))).
+      // x- = 0: R_in = x ⊙ (VJP_{W^γ+}([y > 0] R / stab(z+)) + VJP_{W^γ-}([y < 0] R / stab(z-))),
+      // y = combine(z+, z-) as the forward computed it (the output's data may be freed).
       const float* pr = r.f32();
-      const float* py = n.y().f32();
       const int64_t per = per_sample(n.y());
       const float eps = stab_;
+      const auto y_of = combine();
       return stacked_vjp_relevance(
           n, up(), down(), cache_, 3,
           [=](int64_t i, int64_t off, float& s1, float& s2) {
-            s1 = (py[i] > 0.f ? pr[i] : 0.f) / stabilize(pk[off], eps);
-            s2 = (py[i] < 0.f ? pr[i] : 0.f) / stabilize(pk[off + per], eps);
+            const float y = y_of(pk[off], pk[off + per]);
+            s1 = (y > 0.f ? pr[i] : 0.f) / stabilize(pk[off], eps);
+            s2 = (y < 0.f ? pr[i] : 0.f) / stabilize(pk[off + per], eps);
           },
           ctx);
+    }
+    if (kept_pair(n) && NeuronBlocks::applies(n)) {
+      // x- = 0, a large dense weight: both VJPs block by block, no modified copy kept.
+      const float eps = stab_;
+      Tensor s1 = ctx.alloc(DType::Float32, r.shape()), s2 = ctx.alloc(DType::Float32, r.shape());
+      {
+        const float* pr = r.f32();
+        const float* py = n.y().f32();
+        const float* p1 = (*n.kept())[0].f32();
+        const float* p2 = (*n.kept())[1].f32();
+        float* q1 = s1.f32();
+        float* q2 = s2.f32();
+        kernels::parallel_for(r.numel(), ctx.threads(), [&](int64_t b, int64_t e) {
+          for (int64_t i = b; i < e; ++i) {
+            q1[i] = (py[i] > 0.f ? pr[i] : 0.f) / stabilize(p1[i], eps);
+            q2[i] = (py[i] < 0.f ? pr[i] : 0.f) / stabilize(p2[i], eps);
+          }
+        });
+      }
+      return times(n.x(), blocked_pair_vjp(n, up(), down(), s1, s2, ctx), ctx);
     }
     const SignSplit xs = split(n, ctx);
     if (n.stacks() && !n.kept_any()) {
@@ -806,8 +1077,11 @@ class GammaRule final : public LinearRule {
     kernels::parallel_for(s.numel(), ctx.threads(), [&](int64_t b, int64_t e) {
       for (int64_t i = b; i < e; ++i) ps[i] = (mask(py[i]) ? pr[i] : 0.f) / stabilize(pz[i], eps);
     });
+    release_sum(br, z);
     for (Branch& b : br) add_branch_relevance(n, b, s, acc, ctx);
   }
+  /// The node's output from its two products, (W^γ+x + b^γ+ + W^γ-x + b^γ-) / (2 + γ).
+  GammaCombine combine() const { return GammaCombine{1.f / (2.f + gamma_)}; }
   GammaMod up() const { return GammaMod{gamma_, true}; }
   GammaMod down() const { return GammaMod{gamma_, false}; }
   float gamma_, stab_;
@@ -830,6 +1104,15 @@ class WSquareRule final : public LinearRule {
  public:
   explicit WSquareRule(float stab) : stab_(stab) {}
   std::string name() const override { return "wsquare"; }
+  // Independent of x: only its shape is used (the products run on an all-ones input).
+  void reads(const NodeValues& v, std::vector<char>& in, std::vector<char>& out) const override {
+    reads_inputs_only(v, out);
+    if (v.op->kind() != OpKind::Linear || v.op->weight_input() < 0) return;
+    try {
+      in[static_cast<std::size_t>(LinearNode(v, "wsquare", false).data())] = 0;
+    } catch (const ShapeError&) {  // backward will say what is wrong with the node
+    }
+  }
 
  protected:
   Tensor relevance(const LinearNode& n, const Tensor& r, ExecContext& ctx) const override {
@@ -849,6 +1132,11 @@ class FlatRule final : public LinearRule {
  public:
   explicit FlatRule(float stab) : stab_(stab) {}
   std::string name() const override { return "flat"; }
+  // x is passed to the VJP (only its shape matters, but the op gets the tensor); y is not read.
+  void reads(const NodeValues& v, std::vector<char>& in, std::vector<char>& out) const override {
+    (void)in;
+    reads_inputs_only(v, out);
+  }
 
  protected:
   Tensor relevance(const LinearNode& n, const Tensor& r, ExecContext& ctx) const override {
@@ -1022,6 +1310,11 @@ class ZBoxRule final : public LinearRule {
 class PassRule final : public Rule {
  public:
   std::string name() const override { return "pass"; }
+  void reads(const NodeValues& v, std::vector<char>& in, std::vector<char>& out) const override {
+    (void)v;
+    std::fill(in.begin(), in.end(), 0);
+    std::fill(out.begin(), out.end(), 0);
+  }
   void backward(const NodeValues& v, const std::vector<const Tensor*>& rout, const std::vector<bool>& need,
                 std::vector<Tensor>& rin, ExecContext& ctx) const override {
     (void)ctx;

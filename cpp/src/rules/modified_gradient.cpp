@@ -1,5 +1,7 @@
 #include "rules/modified_gradient.hpp"
 
+#include <algorithm>
+
 #include "kernels/parallel.hpp"
 
 namespace onnxplain::rules {
@@ -18,6 +20,12 @@ Tensor rectified(const Tensor& r, ExecContext& ctx) {
 class DeconvNet final : public Rule {
  public:
   std::string name() const override { return "deconvnet"; }
+  // Only what flows back is rectified: no forward value is read.
+  void reads(const NodeValues& v, std::vector<char>& in, std::vector<char>& out) const override {
+    (void)v;
+    std::fill(in.begin(), in.end(), 0);
+    std::fill(out.begin(), out.end(), 0);
+  }
   void backward(const NodeValues& v, const std::vector<const Tensor*>& rout, const std::vector<bool>& need,
                 std::vector<Tensor>& rin, ExecContext& ctx) const override {
     if (!need.empty() && need[0]) rin[0] = rectified(*rout.at(0), ctx);

@@ -38,6 +38,15 @@ class Rule {
   }
   /// Whether forward() may ever return true (the runtime skips the hook otherwise).
   virtual bool has_forward() const { return false; }
+  /// Which of the node's forward values backward() reads beyond their shapes: `in[k]` / `out[k]`
+  /// arrive set (to v.in.size() / v.out.size() entries) and a rule clears those it never reads,
+  /// so the runtime frees them once the forward pass is done with them (a value whose data is
+  /// freed still has its shape: Tensor with no storage). Asked once after the node's forward
+  /// (v.kept as backward will see it) and once before the sweep; the answer must depend only on
+  /// the node, the shapes and v.kept, so that both agree. By default every value is read.
+  virtual void reads(const NodeValues& v, std::vector<char>& in, std::vector<char>& out) const {
+    (void)v, (void)in, (void)out;
+  }
   /// `rout[k]`: what flows into output k (nullptr = nothing). Fills rin[i] for each i with need[i].
   virtual void backward(const NodeValues& v, const std::vector<const Tensor*>& rout, const std::vector<bool>& need,
                         std::vector<Tensor>& rin, ExecContext& ctx) const = 0;

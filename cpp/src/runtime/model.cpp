@@ -2,9 +2,12 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <limits>
 #include <sstream>
 
 #include "importer/onnx_loader.hpp"
@@ -74,6 +77,20 @@ void Model::plan() {
     for (int in : graph_.nodes[i].inputs)
       if (in >= 0) last_use_[static_cast<std::size_t>(in)] = static_cast<int>(i);
   for (int o : graph_.outputs) last_use_[static_cast<std::size_t>(o)] = static_cast<int>(graph_.nodes.size());
+}
+
+Tensor freed_value(const Tensor& t) {
+  static const bool check = [] {
+    const char* v = std::getenv("ONNXPLAIN_CHECK_FREED");
+    return v && *v && std::string(v) != "0";
+  }();
+  if (!check) return Tensor(t.dtype(), t.shape(), nullptr, nullptr);
+  Tensor y(t.dtype(), t.shape());
+  if (t.dtype() == DType::Float32)
+    std::fill(y.f32(), y.f32() + y.numel(), std::numeric_limits<float>::quiet_NaN());
+  else
+    std::fill(y.i64(), y.i64() + y.numel(), std::numeric_limits<int64_t>::max() / 3);
+  return y;
 }
 
 static TensorSpec spec_of(const Graph& g, int v) {
@@ -152,7 +169,7 @@ int64_t Model::fixed_batch() const {
 }
 
 std::vector<Tensor> Model::run(const std::vector<Tensor>& inputs, int threads, std::vector<Tensor>* keep,
-                               const ForwardHook& hook) const {
+                               const ForwardHook& hook, const KeepFilter& filter) const {
   const Graph& g = graph_;
   // A model exported with a fixed batch B run on k * B samples: k passes, outputs joined on axis 0.
   if (!keep && !hook && inputs.size() == g.inputs.size() && !inputs.empty()) {
@@ -217,6 +234,7 @@ std::vector<Tensor> Model::run(const std::vector<Tensor>& inputs, int threads, s
   kernels::set_blas_threads(threads);
   std::vector<const Tensor*> ins;
   std::vector<Tensor> outs;
+  std::vector<char> later(keep && filter ? g.values.size() : 0, 0);  // read by the reverse pass
   SweepProfile prof("forward");
   for (std::size_t i = 0; i < g.nodes.size(); ++i) {
     const Node& n = g.nodes[i];
@@ -240,6 +258,19 @@ std::vector<Tensor> Model::run(const std::vector<Tensor>& inputs, int threads, s
         if (in >= 0 && last_use_[static_cast<std::size_t>(in)] == static_cast<int>(i) &&
             !g.values[static_cast<std::size_t>(in)].is_constant)
           vals[static_cast<std::size_t>(in)] = Tensor();
+    } else if (filter) {
+      // Kept for a reverse pass: only what it reads outlives the forward's last use (the rest
+      // keeps its shape, which the sweep checks and zero-fills by).
+      filter(i, vals, later);
+      auto drop = [&](int v) {
+        const auto u = static_cast<std::size_t>(v);
+        if (v >= 0 && !later[u] && !g.values[u].is_constant && vals[u].raw())
+          vals[u] = freed_value(vals[u]);
+      };
+      for (int in : n.inputs)
+        if (in >= 0 && last_use_[static_cast<std::size_t>(in)] == static_cast<int>(i)) drop(in);
+      for (int o : n.outputs)
+        if (o >= 0 && last_use_[static_cast<std::size_t>(o)] < 0) drop(o);  // read by no node
     }
   }
   std::vector<Tensor> result;

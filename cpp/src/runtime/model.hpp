@@ -27,6 +27,13 @@ struct TensorSpec {
 /// The bytes of a file; IoError (with the path and errno) when it is missing, a directory or unreadable.
 std::string read_file(const std::string& path);
 
+/// What a forward value freed for a reverse pass leaves (Model::run's KeepFilter, reverse_sweep):
+/// its dtype and shape without storage. With ONNXPLAIN_CHECK_FREED=1 in the environment, a
+/// tensor of that shape full of NaN instead (integers: a large sentinel), so that a rule reading
+/// a value its Rule::reads declared unread gives NaN relevance instead of reading freed memory
+/// (tests/runtime/test_free_values.py).
+Tensor freed_value(const Tensor& t);
+
 class Model {
  public:
   static std::shared_ptr<Model> from_bytes(const uint8_t* data, std::size_t size, const std::string& base_dir,
@@ -43,8 +50,12 @@ class Model {
   /// otherwise the op's forward runs.
   using ForwardHook = std::function<bool(std::size_t, const std::vector<const Tensor*>&, std::vector<Tensor>&,
                                          ExecContext&)>;
+  /// With `keep`: `filter(i, values, later)`, called after node i's forward, sets later[v] for the
+  /// values a reverse pass will read; a value never so marked loses its data (keeps its shape)
+  /// after its last forward use, as without `keep`. No filter: every value is kept whole.
+  using KeepFilter = std::function<void(std::size_t, const std::vector<Tensor>&, std::vector<char>&)>;
   std::vector<Tensor> run(const std::vector<Tensor>& inputs, int threads, std::vector<Tensor>* keep = nullptr,
-                          const ForwardHook& hook = nullptr) const;
+                          const ForwardHook& hook = nullptr, const KeepFilter& filter = nullptr) const;
 
   /// The batch size every graph input fixes on its axis 0 (the Model Zoo's files fix it at 1,
   /// often with Reshape shapes that repeat it), or 0 when the batch is free. run() without keep

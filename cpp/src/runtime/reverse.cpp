@@ -63,14 +63,10 @@ void node_inputs(const Graph& g, std::size_t i, const std::vector<const Tensor*>
   }
 }
 
-std::vector<Tensor> reverse_sweep(const Model& m, const std::vector<Tensor>& values, const std::vector<Tensor>& start,
-                                  const std::function<const rules::Rule&(std::size_t)>& rule_of, int threads,
-                                  const std::vector<std::vector<Tensor>>* kept) {
-  const Graph& g = m.graph();
-  if (start.size() != g.outputs.size())
-    throw InvalidArgument("reverse pass: " + std::to_string(start.size()) + " start tensors for " +
-                          std::to_string(g.outputs.size()) + " outputs");
-  // Values that depend on a graph input: only those carry anything back.
+namespace {
+
+/// Values that depend on a graph input (float ones): only those carry anything back.
+std::vector<char> active_values(const Graph& g) {
   std::vector<char> active(g.values.size(), 0);
   for (int v : g.inputs) active[static_cast<std::size_t>(v)] = g.values[static_cast<std::size_t>(v)].info.dtype == DType::Float32;
   for (const Node& n : g.nodes) {
@@ -79,6 +75,85 @@ std::vector<Tensor> reverse_sweep(const Model& m, const std::vector<Tensor>& val
     for (int o : n.outputs)
       if (o >= 0) active[static_cast<std::size_t>(o)] = any && g.values[static_cast<std::size_t>(o)].info.dtype == DType::Float32;
   }
+  return active;
+}
+
+/// Per node: whether a sweep started on the flagged outputs runs its rule (something reaches one
+/// of its outputs and one of its inputs is active), as the sweep's own test decides it.
+std::vector<char> running_nodes(const Graph& g, const std::vector<char>& active, const std::vector<char>& started) {
+  std::vector<char> reach(g.values.size(), 0), runs(g.nodes.size(), 0);
+  for (std::size_t k = 0; k < g.outputs.size() && k < started.size(); ++k)
+    if (started[k]) reach[static_cast<std::size_t>(g.outputs[k])] = 1;
+  for (std::size_t i = g.nodes.size(); i-- > 0;) {
+    const Node& n = g.nodes[i];
+    bool any = false, any_need = false;
+    for (int o : n.outputs) any = any || (o >= 0 && reach[static_cast<std::size_t>(o)]);
+    for (int in : n.inputs) any_need = any_need || (in >= 0 && active[static_cast<std::size_t>(in)]);
+    if (!any || !any_need) continue;
+    runs[i] = 1;
+    for (int in : n.inputs)
+      if (in >= 0 && active[static_cast<std::size_t>(in)]) reach[static_cast<std::size_t>(in)] = 1;
+  }
+  return runs;
+}
+
+/// Node i as its rule sees it: inputs and outputs from `values`, what its forward kept.
+void node_view(const Graph& g, std::size_t i, const std::vector<Tensor>& values, const std::vector<char>& nonneg,
+               const std::vector<std::vector<Tensor>>* kept, std::vector<const Tensor*>& ins, rules::NodeValues* nv) {
+  const Node& n = g.nodes[i];
+  ins.clear();
+  for (int in : n.inputs) ins.push_back(in >= 0 ? &values[static_cast<std::size_t>(in)] : nullptr);
+  node_inputs(g, i, ins, nonneg, nv);
+  if (kept && i < kept->size()) nv->kept = &(*kept)[i];
+  for (int o : n.outputs) nv->out.push_back(o >= 0 ? &values[static_cast<std::size_t>(o)] : nullptr);
+}
+
+/// f(v) for every value of node i whose data its rule reads (Rule::reads).
+template <class F>
+void rule_reads(const Graph& g, std::size_t i, const rules::Rule& rule, const rules::NodeValues& nv, F f) {
+  const Node& n = g.nodes[i];
+  std::vector<char> in(n.inputs.size(), 1), out(n.outputs.size(), 1);
+  rule.reads(nv, in, out);
+  for (std::size_t k = 0; k < n.inputs.size(); ++k)
+    if (n.inputs[k] >= 0 && (k >= in.size() || in[k])) f(static_cast<std::size_t>(n.inputs[k]));
+  for (std::size_t k = 0; k < n.outputs.size(); ++k)
+    if (n.outputs[k] >= 0 && (k >= out.size() || out[k])) f(static_cast<std::size_t>(n.outputs[k]));
+}
+
+}  // namespace
+
+Model::KeepFilter reverse_keep_filter(const Model& m, const RuleOf& rule_of,
+                                      const std::vector<std::vector<Tensor>>* kept, const std::vector<char>& started) {
+  const Graph* g = &m.graph();
+  auto runs = std::make_shared<const std::vector<char>>(running_nodes(*g, active_values(*g), started));
+  auto nonneg = std::make_shared<const std::vector<char>>(nonneg_values(*g));
+  return [g, rule_of, kept, runs, nonneg](std::size_t i, const std::vector<Tensor>& values, std::vector<char>& later) {
+    if (!(*runs)[i]) return;
+    std::vector<const Tensor*> ins;
+    rules::NodeValues nv;
+    node_view(*g, i, values, *nonneg, kept, ins, &nv);
+    rule_reads(*g, i, rule_of(i), nv, [&](std::size_t v) { later[v] = 1; });
+  };
+}
+
+std::vector<Tensor> reverse_sweep(const Model& m, const std::vector<Tensor>& values, const std::vector<Tensor>& start,
+                                  const RuleOf& rule_of, int threads, const std::vector<std::vector<Tensor>>* kept) {
+  std::vector<Tensor> own = values;  // shares the storage: freeing entries of the copy frees nothing of theirs
+  std::vector<std::vector<Tensor>> own_kept;
+  if (kept) own_kept = *kept;
+  return reverse_sweep(m, own, start, rule_of, threads, kept ? &own_kept : nullptr);
+}
+
+std::vector<Tensor> reverse_sweep(const Model& m, std::vector<Tensor>& values, const std::vector<Tensor>& start,
+                                  const RuleOf& rule_of, int threads, std::vector<std::vector<Tensor>>* kept) {
+  const Graph& g = m.graph();
+  if (start.size() != g.outputs.size())
+    throw InvalidArgument("reverse pass: " + std::to_string(start.size()) + " start tensors for " +
+                          std::to_string(g.outputs.size()) + " outputs");
+  if (values.size() != g.values.size())
+    throw InvalidArgument("reverse pass: " + std::to_string(values.size()) + " values for a graph of " +
+                          std::to_string(g.values.size()));
+  const std::vector<char> active = active_values(g);
   ExecContext ctx(threads, m.options().winograd);
   kernels::set_blas_threads(threads);
   std::vector<Tensor> acc(g.values.size());
@@ -87,6 +162,7 @@ std::vector<Tensor> reverse_sweep(const Model& m, const std::vector<Tensor>& val
     acc[v] = has[v] ? add(acc[v], r, ctx) : r;
     has[v] = 1;
   };
+  std::vector<char> started(g.outputs.size(), 0);
   for (std::size_t k = 0; k < g.outputs.size(); ++k) {
     const auto o = static_cast<std::size_t>(g.outputs[k]);
     if (start[k].raw() == nullptr && start[k].numel() == 0 && start[k].shape().empty()) continue;  // nothing
@@ -94,11 +170,34 @@ std::vector<Tensor> reverse_sweep(const Model& m, const std::vector<Tensor>& val
       throw ShapeError("the start tensor for output '" + g.values[o].name + "' has shape " + shape_str(start[k].shape()) +
                        " but the output has shape " + shape_str(values[o].shape()));
     accumulate(o, start[k]);
+    started[k] = 1;
   }
   const std::vector<char> nonneg = nonneg_values(g);
   std::vector<const Tensor*> ins;
-  SweepProfile prof("reverse");
   rules::NodeValues nv;
+  // Each value is freed after the last step that reads it: the step of the lowest node whose rule
+  // reads it (the sweep runs backwards); values no step reads, and what the forward kept for
+  // nodes that do not run, are freed now. Memory then shrinks as the sweep goes down the graph
+  // (VGG-16's widest layers come last there), instead of the whole forward pass staying until
+  // the end under every step's temporaries.
+  const std::vector<char> runs = running_nodes(g, active, started);
+  std::vector<int> last_reader(g.values.size(), -1);
+  for (std::size_t i = 0; i < g.nodes.size(); ++i) {
+    if (!runs[i]) {
+      if (kept && i < kept->size()) (*kept)[i].clear();
+      continue;
+    }
+    node_view(g, i, values, nonneg, kept, ins, &nv);
+    rule_reads(g, i, rule_of(i), nv, [&](std::size_t v) {
+      if (last_reader[v] < 0) last_reader[v] = static_cast<int>(i);
+    });
+  }
+  auto release = [&](std::size_t v) {
+    if (!g.values[v].is_constant && values[v].raw()) values[v] = freed_value(values[v]);
+  };
+  for (std::size_t v = 0; v < g.values.size(); ++v)
+    if (last_reader[v] < 0) release(v);
+  SweepProfile prof("reverse");
   std::vector<const Tensor*> rout;
   std::vector<bool> need;
   std::vector<Tensor> rin;
@@ -121,11 +220,7 @@ std::vector<Tensor> reverse_sweep(const Model& m, const std::vector<Tensor>& val
       any_need = any_need || need[k];
     }
     if (!any || !any_need) continue;
-    ins.clear();
-    for (int in : n.inputs) ins.push_back(in >= 0 ? &values[static_cast<std::size_t>(in)] : nullptr);
-    node_inputs(g, i, ins, nonneg, &nv);
-    if (kept && i < kept->size()) nv.kept = &(*kept)[i];
-    for (int o : n.outputs) nv.out.push_back(o >= 0 ? &values[static_cast<std::size_t>(o)] : nullptr);
+    node_view(g, i, values, nonneg, kept, ins, &nv);
     rin.assign(n.inputs.size(), Tensor());
     const rules::Rule& rule = rule_of(i);
     prof.start();
@@ -146,12 +241,20 @@ std::vector<Tensor> reverse_sweep(const Model& m, const std::vector<Tensor>& val
                          " for input '" + g.values[in].name + "' of shape " + shape_str(values[in].shape()));
       accumulate(in, r);
     }
-    // What reached this node's outputs is consumed: free it (the input values stay, rules read them).
+    // What reached this node's outputs is consumed: free it, and the forward values and kept
+    // products no later step reads.
     for (int o : n.outputs)
       if (o >= 0 && !g.is_graph_output(o)) {
         acc[static_cast<std::size_t>(o)] = Tensor();
         has[static_cast<std::size_t>(o)] = 0;
       }
+    if (kept && i < kept->size()) (*kept)[i].clear();
+    auto release_if_last = [&](int v) {
+      const auto u = static_cast<std::size_t>(v);
+      if (v >= 0 && last_reader[u] == static_cast<int>(i)) release(u);
+    };
+    for (int v : n.inputs) release_if_last(v);
+    for (int v : n.outputs) release_if_last(v);
   }
   std::vector<Tensor> result;
   for (int v : g.inputs) {
