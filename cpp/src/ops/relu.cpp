@@ -57,7 +57,8 @@ class Relu final : public Op {
  private:
   // ONNX allows integer Relu (opset 14); the IR's integers are shape arithmetic only.
   void check_float32(DType t) const {
-    if (t != DType::Float32) fail_format(std::string("input of dtype ") + dtype_name(t) + ": Relu runs on float tensors only");
+    if (t != DType::Float32)
+      fail_format(std::string("input of dtype ") + dtype_name(t) + ": Relu runs on float tensors only");
   }
 };
 
