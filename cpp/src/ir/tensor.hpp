@@ -28,6 +28,27 @@ int64_t shape_numel(const Shape& s);
 /// The most bytes one allocated tensor may take: the machine's physical memory, or
 /// ONNXPLAIN_MAX_TENSOR_MB where set. A larger one is a ShapeError (at load: ModelFormatError), not
 /// an allocation that fails or that the kernel kills the process for.
+/// A 64-byte aligned buffer of at least `bytes` from the tensors' pool (buffers of 256 KiB and
+/// more are recycled, see tensor.cpp), and its release with the same byte count.
+void* pool_alloc(std::size_t bytes);
+void pool_free(void* p, std::size_t bytes);
+
+/// An allocator over pool_alloc, for long vectors that are made and dropped per call (data
+/// derived from weights): fresh pages on every call cost a page fault per 4 KiB.
+template <class T>
+struct PoolAllocator {
+  using value_type = T;
+  PoolAllocator() = default;
+  template <class U>
+  PoolAllocator(const PoolAllocator<U>&) {}  // NOLINT: allocators convert implicitly
+  T* allocate(std::size_t n) { return static_cast<T*>(pool_alloc(n * sizeof(T))); }
+  void deallocate(T* p, std::size_t n) { pool_free(p, n * sizeof(T)); }
+  template <class U>
+  bool operator==(const PoolAllocator<U>&) const { return true; }
+  template <class U>
+  bool operator!=(const PoolAllocator<U>&) const { return false; }
+};
+
 std::size_t max_tensor_bytes();
 /// The ShapeError Tensor(dtype, shape) would throw (a dim < 0, more than kMaxNumel elements, more
 /// than max_tensor_bytes()), for code that sizes other buffers by a shape before allocating it.

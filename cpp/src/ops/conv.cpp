@@ -6,6 +6,7 @@
 // Kind: Linear, weight input 1, bias input 2 (LRP rules run it with modified weights/inputs).
 // VJP: dX = col2im(W^T dY); dW and dB too when W/B are graph inputs (need[1], need[2]).
 #include "kernels/conv.hpp"
+#include "kernels/small_conv.hpp"
 #include "kernels/winograd.hpp"
 #include "ops/derived_cache.hpp"
 #include "ops/local_window.hpp"
@@ -73,7 +74,7 @@ class Conv final : public Op {
     kernels::ConvShape cs;
     const Shape ys = geometry(x, w, b, &cs);
     out[0] = ctx.alloc(DType::Float32, ys);
-    run_conv(cs, x.f32(), w, kWinograd, [&] { return w.f32(); }, b ? b->f32() : nullptr, out[0].f32(), ctx);
+    run_conv(cs, x.f32(), w, kWinograd, kPanel, [&] { return w.f32(); }, b ? b->f32() : nullptr, out[0].f32(), ctx);
   }
 
   // dX = col2im(W^T dY), dW = dY im2col(X)^T, dB = dY summed over images and positions; W and X
@@ -106,16 +107,25 @@ class Conv final : public Op {
       // dX as a convolution of dY with the flipped weight (kept for frozen weights): the
       // forward's tiling and threading, no col2im scatter.
       const int threads = ctx.threads();
+      const kernels::ConvShape gcs = kernels::input_grad_conv_shape(cs);
       DerivedCache::Data wf;
-      auto flipped = [&] {
-        if (!wf)
-          wf = cache_.get(w, kFlipped, [&](std::vector<float>& v) {
-            v.resize(static_cast<std::size_t>(w.numel()));
-            kernels::flip_conv_weight(cs, w.f32(), v.data(), threads);
-          });
+      DerivedCache::Vec wf_once;
+      auto flipped = [&]() -> const float* {
+        auto flip = [&](DerivedCache::Vec& v) {
+          v.resize(static_cast<std::size_t>(w.numel()));
+          kernels::flip_conv_weight(cs, w.f32(), v.data(), threads);
+        };
+        // Under Winograd or the small-map path the flipped weight is only the source of the
+        // transformed or packed one (which is cached): keeping it too would hold one more copy
+        // of the weight for nothing.
+        if ((ctx.winograd() && kernels::winograd_applies(gcs)) || kernels::small_conv_applies(gcs)) {
+          if (wf_once.empty()) flip(wf_once);
+          return wf_once.data();
+        }
+        if (!wf) wf = cache_.get(w, kFlipped, flip);
         return wf->data();
       };
-      run_conv(kernels::input_grad_conv_shape(cs), gy->f32(), w, kWinogradFlipped, flipped, nullptr, dx, ctx);
+      run_conv(gcs, gy->f32(), w, kWinogradFlipped, kPanelFlipped, flipped, nullptr, dx, ctx);
       dx = nullptr;
       if (!dw && !db) return;
     }
@@ -205,17 +215,32 @@ class Conv final : public Op {
   }
 
   // y = conv(x, weight) for the geometry cs; `weight()` gives the weight's floats (derived from w
-  // as tagged), transformed for Winograd under `wino_tag` when that path applies.
+  // as tagged), transformed for Winograd under `wino_tag` or packed into GEMM panels under
+  // `panel_tag` when that path applies.
   template <class WeightOf>
-  void run_conv(const kernels::ConvShape& cs, const float* x, const Tensor& w, int wino_tag, WeightOf weight,
-                const float* bias, float* y, ExecContext& ctx) const {
+  void run_conv(const kernels::ConvShape& cs, const float* x, const Tensor& w, int wino_tag, int panel_tag,
+                WeightOf weight, const float* bias, float* y, ExecContext& ctx) const {
     const int threads = ctx.threads();
-    if (ctx.winograd() && kernels::winograd_applies(cs)) {
-      const DerivedCache::Data u = cache_.get(w, wino_tag, [&](std::vector<float>& v) {
-        v.resize(static_cast<std::size_t>(kernels::winograd_weight_floats(cs)));
-        kernels::winograd_transform_weight(cs, weight(), v.data(), threads);
-      });
+    if (ctx.winograd() && kernels::winograd_applies(cs) && !kernels::small_conv_beats_winograd(cs)) {
+      // Over few tiles the weight's transform costs a fifth of the product or more: keep it even
+      // past the derived data's cap (see DerivedCache).
+      const int64_t tiles = cs.batch * ((cs.win.out[1] + 3) / 4) * ((cs.win.out[2] + 3) / 4);
+      const DerivedCache::Data u = cache_.get(
+          w, wino_tag,
+          [&](DerivedCache::Vec& v) {
+            v.resize(static_cast<std::size_t>(kernels::winograd_weight_floats(cs)));
+            kernels::winograd_transform_weight(cs, weight(), v.data(), threads);
+          },
+          tiles < 64);
       kernels::winograd_conv(cs, x, u->data(), bias, y, threads);
+      return;
+    }
+    if (kernels::small_conv_applies(cs)) {
+      const DerivedCache::Data a = cache_.get(w, panel_tag, [&](DerivedCache::Vec& v) {
+        v.resize(static_cast<std::size_t>(kernels::small_conv_weight_floats(cs)));
+        kernels::small_conv_pack_weight(cs, weight(), v.data());
+      });
+      kernels::small_conv_forward(cs, x, a->data(), bias, y, threads);
       return;
     }
     const int64_t n = kernels::conv_scratch_floats(cs);
@@ -223,7 +248,7 @@ class Conv final : public Op {
                           threads);
   }
 
-  static constexpr int kFlipped = 0, kWinograd = 1, kWinogradFlipped = 2;
+  static constexpr int kFlipped = 0, kWinograd = 1, kWinogradFlipped = 2, kPanel = 3, kPanelFlipped = 4;
   mutable DerivedCache cache_;
   kernels::WindowSpec spec_;  // kernel may be empty: taken from W
   int64_t groups_ = 1;
