@@ -106,6 +106,17 @@ def sizes(data: bytes, batch: int) -> tuple[float, float, float]:
     return weights / MB, input_bytes / MB, acts / MB
 
 
+def measure(path: str, method: str, batch: int, threads: int, steps: int = 32,
+            env: dict[str, str] | None = None) -> dict[str, float]:
+    """Peak RSS marks (MiB) of one explanation of the model file at `path`, in a fresh process."""
+    cmd = [sys.executable, __file__, "--child", path, method, "--batch", str(batch), "--threads", str(threads),
+           "--steps", str(steps)]
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env if env is not None else dict(os.environ))
+    if p.returncode != 0:
+        raise RuntimeError(str(p.stderr.strip().splitlines()[-1:]))
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", nargs="+", default=["vgg16", "resnet50"])
@@ -138,13 +149,11 @@ def main() -> int:
             print(head)
             print("-" * len(head))
             for method in args.methods:
-                cmd = [sys.executable, __file__, "--child", path, method, "--batch", str(args.batch),
-                       "--threads", str(args.threads), "--steps", str(args.steps)]
-                p = subprocess.run(cmd, capture_output=True, text=True, env=env)
-                if p.returncode != 0:
-                    print(f"{name:<9}{method:<24} failed: {p.stderr.strip().splitlines()[-1:]}")
+                try:
+                    r = measure(path, method, args.batch, args.threads, args.steps, env)
+                except RuntimeError as e:
+                    print(f"{name:<9}{method:<24} failed: {e}")
                     continue
-                r = json.loads(p.stdout.strip().splitlines()[-1])
                 print(f"{name:<9}{method:<24}{r['import']:>7.0f}{r['load']:>7.0f}{r['rss_load']:>7.0f}"
                       f"{r['explainer']:>10.0f}{r['explain']:>8.0f}{r['explain2']:>7.0f}"
                       f"{r['explain'] - r['rss_load']:>9.0f}", flush=True)
