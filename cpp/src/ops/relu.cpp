@@ -36,6 +36,15 @@ class Relu final : public Op {
     });
   }
 
+  bool forward_in_place(Tensor& x, ExecContext& ctx) const override {
+    if (x.dtype() != DType::Float32) return false;
+    float* p = x.f32();
+    kernels::parallel_for(x.numel(), ctx.threads(), [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) p[i] = p[i] < 0.f ? 0.f : p[i];
+    });
+    return true;
+  }
+
   void vjp(const std::vector<const Tensor*>& in, const std::vector<const Tensor*>& out,
            const std::vector<const Tensor*>& gout, const std::vector<bool>& need, std::vector<Tensor>& gin,
            ExecContext& ctx) const override {

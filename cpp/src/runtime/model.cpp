@@ -168,6 +168,22 @@ int64_t Model::fixed_batch() const {
   return b;
 }
 
+bool Model::in_place(std::size_t i, std::vector<Tensor>& vals, std::vector<Tensor>& outs, ExecContext& ctx) const {
+  const Graph& g = graph_;
+  const Node& n = g.nodes[i];
+  if (n.inputs.size() != 1 || n.outputs.size() != 1 || n.inputs[0] < 0 || n.outputs[0] < 0) return false;
+  const auto u = static_cast<std::size_t>(n.inputs[0]);
+  Tensor& x = vals[u];
+  // Only a buffer no one else holds: not a constant, not the caller's input, not read later.
+  if (last_use_[u] != static_cast<int>(i) || g.values[u].is_constant || !x.raw() ||
+      x.storage_ref().use_count() != 1 || std::find(g.inputs.begin(), g.inputs.end(), n.inputs[0]) != g.inputs.end())
+    return false;
+  if (!n.op->forward_in_place(x, ctx)) return false;
+  outs[0] = std::move(x);
+  x = Tensor();
+  return true;
+}
+
 std::vector<Tensor> Model::run(const std::vector<Tensor>& inputs, int threads, std::vector<Tensor>* keep,
                                const ForwardHook& hook, const KeepFilter& filter) const {
   const Graph& g = graph_;
@@ -243,7 +259,7 @@ std::vector<Tensor> Model::run(const std::vector<Tensor>& inputs, int threads, s
     outs.assign(n.outputs.size(), Tensor());
     prof.start();
     try {
-      if (!(hook && hook(i, ins, outs, ctx))) n.op->forward(ins, outs, ctx);
+      if (!(hook && hook(i, ins, outs, ctx)) && !(!keep && in_place(i, vals, outs, ctx))) n.op->forward(ins, outs, ctx);
     } catch (const ShapeError& e) {
       std::string m = e.what();
       if (m.rfind("node '", 0) == 0) throw;

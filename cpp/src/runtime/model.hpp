@@ -87,6 +87,9 @@ class Model {
   std::shared_ptr<Model> with_output(std::size_t index) const;
 
  private:
+  /// Node i's output over its input's storage (Op::forward_in_place) where that is safe in a
+  /// plain forward pass; false otherwise (nothing done).
+  bool in_place(std::size_t i, std::vector<Tensor>& vals, std::vector<Tensor>& outs, ExecContext& ctx) const;
   Graph graph_;
   LoadOptions opts_;
   std::vector<int> last_use_;  // value id -> index of the last node reading it (-1: never)

@@ -1,0 +1,39 @@
+"""MaxPool's 2x2 stride-2 unpadded path (kernels/pool.cpp, the small CNNs' pool) against
+onnxruntime: odd and even sizes (the last row / column dropped in floor mode), tiny and batched
+maps, NaN and infinities among the entries, 1 and 2 threads."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper
+
+import onnxplain as ox
+from tests.helpers.onnx_builders import ort_run
+
+
+def _pool(shape: tuple[int, ...]) -> bytes:
+    g = helper.make_graph(
+        [helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[2, 2], strides=[2, 2])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]).SerializeToString()
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("shape", [(1, 1, 2, 2), (1, 3, 4, 4), (2, 5, 7, 9), (3, 2, 3, 2), (64, 32, 8, 8),
+                                   (2, 4, 16, 33)])
+@pytest.mark.parametrize("special", [False, True])
+def test_max_pool_2x2(shape: tuple[int, ...], threads: int, special: bool) -> None:
+    rng = np.random.default_rng(sum(shape))
+    x = rng.standard_normal(shape).astype(np.float32)
+    if special:
+        flat = x.reshape(-1)
+        idx = rng.choice(flat.size, size=max(1, flat.size // 7), replace=False)
+        flat[idx[0::3]] = np.inf
+        flat[idx[1::3]] = -np.inf
+        flat[idx[2::3]] = -0.0
+    data = _pool(shape)
+    expected = ort_run(data, {"x": x})[0]
+    got = ox.load(data, strip_softmax=False).run({"x": x}, threads=threads)[0]
+    np.testing.assert_array_equal(got, expected)
