@@ -135,3 +135,10 @@ def test_input_gradient_through_flipped_conv(threads):
                      node_inputs=["gy", "w"], pads=[1, 1, 1, 1])
     expected = ort_run(ct, {"gy": gy})[0]
     assert_close(gx, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("c,m", [(64, 113), (72, 114)])  # 65088 and 73872 weight floats: either side of the cap
+def test_weight_size_cap(threads, c, m):
+    for batch in (1, 3):
+        _check(batch, c, m, (7, 7), threads=threads, pads=[1, 1, 1, 1], seed=c)
