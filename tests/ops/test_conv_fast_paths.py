@@ -142,3 +142,11 @@ def test_input_gradient_through_flipped_conv(threads):
 def test_weight_size_cap(threads, c, m):
     for batch in (1, 3):
         _check(batch, c, m, (7, 7), threads=threads, pads=[1, 1, 1, 1], seed=c)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("c", [1, 3, 4, 5])  # up to 4 input channels: the small-map path at any map size
+@pytest.mark.parametrize("k,s,pad,hw", [(7, 2, 3, (64, 61)), (3, 1, 1, (40, 40)), (5, 2, 2, (33, 35))])
+def test_few_channel_large_maps(threads, c, k, s, pad, hw):
+    for batch in (1, 3):
+        _check(batch, c, 24, hw, k=(k, k), threads=threads, strides=[s, s], pads=[pad] * 4, seed=c + k)
