@@ -88,7 +88,8 @@ def explain_all(model_path: str) -> dict[str, np.ndarray]:
 def _run(path: Path, out: Path, check: bool) -> dict[str, np.ndarray]:
     """explain_all in a subprocess (a rule reading freed storage would crash it, not pytest)."""
     env = dict(os.environ, ONNXPLAIN_CHECK_FREED="1" if check else "0")
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "python"), env.get("PYTHONPATH", "")])
+    # The installed package (CI) or the one PYTHONPATH already names (a source tree); ROOT for tests.*
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
     code = ("import sys, numpy as np; from tests.runtime.test_free_values import explain_all; "
             "np.savez(sys.argv[2], **explain_all(sys.argv[1]))")
     subprocess.run([sys.executable, "-c", code, str(path), str(out)], check=True, env=env, cwd=ROOT)

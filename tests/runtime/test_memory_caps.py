@@ -58,7 +58,8 @@ def _net() -> nn.Module:
 def _run(tmp_path: Path, path: Path, batch: int, env_extra: dict[str, str], tag: str) -> dict:
     out = tmp_path / f"{tag}.json"
     env = dict(os.environ, **env_extra)
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "python"), str(ROOT), env.get("PYTHONPATH", "")])
+    # The installed package (CI) or the one PYTHONPATH already names (a source tree); ROOT for tests.*
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
     p = subprocess.run([sys.executable, "-c", CHILD, str(path), str(batch), str(out), json.dumps(METHODS)], env=env,
                        capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-2000:]
