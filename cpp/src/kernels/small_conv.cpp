@@ -191,11 +191,7 @@ bool small_conv_applies(const ConvShape& s) {
   // 1.7x onnxruntime, where sgemm's own blocking over K keeps pieces of the weight in cache.
   const int64_t weight_floats = s.out_channels / s.groups * (s.in_channels / s.groups) * w.k_size();
   if (weight_floats > kMaxWeightFloats) return false;
-  // Any map size for a layer reading few channels (an RGB stem): its padded images are small
-  // and its column matrix, built per unit, never exists whole.
-  const bool few_channels = s.in_channels / s.groups <= 4;
-  return s.batch > 0 && P > 0 && (P <= kSmallConvMaxPositions || few_channels) && s.out_channels > 0 &&
-         s.in_channels > 0;
+  return s.batch > 0 && P > 0 && P <= kSmallConvMaxPositions && s.out_channels > 0 && s.in_channels > 0;
 }
 
 bool small_conv_beats_winograd(const ConvShape& s) {
