@@ -150,13 +150,19 @@ class Pad final : public Op {
     int64_t x_off = 0, y_off = 0;
   };
 
-  Geometry geometry(const std::vector<const Tensor*>& in) const {
-    const Tensor& x = *in[0];
-    const std::vector<int64_t> pads = pads_input_ ? in[1]->to_i64_vector() : attr_pads_;
+  // The pads in effect (attribute or input) and, per axis of x, what they add before and after.
+  void begin_end(const std::vector<const Tensor*>& in, std::vector<int64_t>& pads, std::vector<int64_t>& b,
+                 std::vector<int64_t>& e) const {
+    pads = pads_input_ ? in[1]->to_i64_vector() : attr_pads_;
     std::vector<int64_t> axes;
     if (axes_input_) axes = in[3]->to_i64_vector();
-    std::vector<int64_t> b, e;
-    per_axis(x.rank(), pads, axes_input_, axes, b, e);
+    per_axis(in[0]->rank(), pads, axes_input_, axes, b, e);
+  }
+
+  Geometry geometry(const std::vector<const Tensor*>& in) const {
+    const Tensor& x = *in[0];
+    std::vector<int64_t> pads, b, e;
+    begin_end(in, pads, b, e);
     const std::size_t r = x.shape().size();
     Geometry gm;
     gm.y.resize(r);
@@ -185,11 +191,8 @@ class Pad final : public Op {
   // maps()).
   bool empty_output(const std::vector<const Tensor*>& in, Shape* ys) const {
     const Tensor& x = *in[0];
-    const std::vector<int64_t> pads = pads_input_ ? in[1]->to_i64_vector() : attr_pads_;
-    std::vector<int64_t> axes;
-    if (axes_input_) axes = in[3]->to_i64_vector();
-    std::vector<int64_t> b, e;
-    per_axis(x.rank(), pads, axes_input_, axes, b, e);
+    std::vector<int64_t> pads, b, e;
+    begin_end(in, pads, b, e);
     *ys = x.shape();
     for (std::size_t k = 0; k < ys->size(); ++k) {
       const int64_t n = (*ys)[k], len = n + b[k] + e[k];
@@ -207,11 +210,8 @@ class Pad final : public Op {
   // Edge / reflect / wrap: for each axis, which x index every y index copies.
   std::vector<AxisMap> maps(const std::vector<const Tensor*>& in) const {
     const Tensor& x = *in[0];
-    const std::vector<int64_t> pads = pads_input_ ? in[1]->to_i64_vector() : attr_pads_;
-    std::vector<int64_t> axes;
-    if (axes_input_) axes = in[3]->to_i64_vector();
-    std::vector<int64_t> b, e;
-    per_axis(x.rank(), pads, axes_input_, axes, b, e);
+    std::vector<int64_t> pads, b, e;
+    begin_end(in, pads, b, e);
     Shape ys = x.shape();
     for (std::size_t k = 0; k < ys.size(); ++k) ys[k] = std::max<int64_t>(0, ys[k] + b[k] + e[k]);
     check_tensor_size(x.dtype(), ys);  // before an index map per output position is built
