@@ -89,7 +89,7 @@ namespace {
 // total of ONNXPLAIN_POOL_MB, default a quarter of physical memory; 0 turns the pool off) for a
 // request of their size class (a quarter larger at most). A request that finds none maps a new
 // buffer; if what is live and what waits would then exceed the most that was ever live at once
-// (plus 1/64), it first releases waiting buffers. A pool that only grew held, at the end
+// (plus 1/64 or 32 MiB), it first releases waiting buffers. A pool that only grew held, at the end
 // of a VGG-16 explanation, every size class of both sweeps beside the live tensors (peak RSS 2.3
 // GB instead of 1.9 GB for lrp.epsilon_plus_flat at batch 8); one that released on every miss
 // kept missing on repeated calls (14,000 page faults per VGG-16 explanation at batch 1, 13% of its
@@ -100,6 +100,11 @@ namespace {
 class BufferPool {
  public:
   static constexpr std::size_t kPoolMin = std::size_t{256} << 10;
+  // Slack of at least 32 MiB: a small model's forward at batch 64 (activations of 0.5-8 MiB in
+  // four size classes, peak a few MiB) otherwise released and re-mapped buffers on every call
+  // (cnn16: 1728 page faults per call, a fifth of its time). For a VGG-sized explanation, 1/64
+  // of the peak is more than this anyway.
+  static constexpr std::size_t kMinSlack = std::size_t{32} << 20;
   static constexpr std::size_t kHugeMin = std::size_t{4} << 20, kHugeAlign = std::size_t{2} << 20;
   static BufferPool& get() {
     static BufferPool* pool = new BufferPool();
@@ -125,7 +130,7 @@ class BufferPool {
         }
         // A miss. Over the footprint allowed, give back waiting buffers: one larger buffer if
         // there is one (the smallest such), then the largest smaller ones.
-        const std::size_t allowed = std::max(peak_, live_ + n) + peak_ / 64;
+        const std::size_t allowed = std::max(peak_, live_ + n) + std::max(peak_ / 64, kMinSlack);
         auto over = [&] { return live_ + n + cached_ > allowed; };
         if (over() && it != free_.end()) {
           drop.emplace_back(it->second, it->first);
