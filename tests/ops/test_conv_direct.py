@@ -1,7 +1,8 @@
 """The direct mode of Conv's small-map path (kernels/small_conv: output channels along the vector in
 blocks of 16, each of 6 output positions broadcast straight from the zero-padded input, no column
 panels) against onnxruntime. It takes layers of depth (input channels per group x taps) >= 64 on
-AVX2 CPUs without AVX-512, where a last partial block of channels wastes at most a quarter.
+AVX2 CPUs without AVX-512, where a last partial block of channels wastes at most a quarter, also
+for weights too large for the panel mode when one padded image fits in L2.
 
 Edges: channel counts that leave a partial last block (13, 40, 56) or fill whole ones (16, 48, 64),
 positions that are not multiples of the 6-position tiles or of the 96-column chunks, chunks that
@@ -53,6 +54,11 @@ CASES = {
     "no_bias": (6, 16, 32, (8, 8), {"bias": False}),
     "k5": (2, 4, 16, (12, 12), {"k": (5, 5), "pads": [2, 2, 2, 2]}),  # depth 100
     "conv1d": (5, 32, 16, (37,), {"k": (3,), "pads": [1, 1]}),
+    # Weights past the panel mode's 64K floats, padded image within L2: direct mode; with few
+    # positions and many blocks of channels, threads split the channels instead of the positions.
+    "big_weight_7x7": (1, 512, 512, (7, 7), {}),
+    "channel_split_partial_block": (1, 64, 136, (3, 3), {}),
+    "big_weight_stride2": (1, 256, 64, (15, 15), {"strides": [2, 2]}),  # padded 17x17 x 256 > 64K floats: im2col
 }
 
 

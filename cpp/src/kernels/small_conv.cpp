@@ -127,11 +127,14 @@ struct Worker {
   float* win;   // win_images * img
   float* tmp;   // Mg * unit_panels * 16
   int64_t win_grp = -1, win_n0 = 0, win_n1 = 0;
+  int64_t last_image = 0;  // the last image the current group's part of this thread's range reaches
 
   void unit(int64_t grp, int64_t j0, int64_t j1) {
     const int64_t n_lo = j0 / g.P, n_hi = std::min(g.N, (j1 - 1) / g.P + 1);
     if (grp != win_grp || n_lo < win_n0 || n_hi > win_n1) {
-      win_grp = grp, win_n0 = n_lo, win_n1 = std::min(g.N, n_lo + g.win_images);
+      // Only the images this thread's range reaches: past them the copy is another thread's work
+      // (at batch 64 on 4x4 maps the first thread padded 56 images for its 32).
+      win_grp = grp, win_n0 = n_lo, win_n1 = std::min({g.N, n_lo + g.win_images, last_image + 1});
       pad_images(g, x, grp, win_n0, win_n1, win);
     }
     const int64_t panels = (j1 - j0 + kPanelCols - 1) / kPanelCols;
@@ -177,6 +180,7 @@ struct Worker {
     for (int64_t i = i0; i < i1;) {
       const int64_t grp = i / per_group, q = i % per_group;
       const int64_t e = std::min({i1, (grp + 1) * per_group, i + g.unit_panels});
+      last_image = (std::min(g.NC, (std::min(i1, (grp + 1) * per_group) - grp * per_group) * kPanelCols) - 1) / g.P;
       unit(grp, q * kPanelCols, std::min(g.NC, (e - grp * per_group) * kPanelCols));
       i = e;
     }
@@ -230,6 +234,18 @@ int64_t oc_blocks(int64_t Mg) { return (Mg + kDirectOc - 1) / kDirectOc; }
 bool use_direct(const ConvShape& s) {
   const int64_t Mg = s.out_channels / s.groups, CgK = s.in_channels / s.groups * s.win.k_size();
   return direct_cpu() && CgK >= kDirectMinDepth && 4 * (oc_blocks(Mg) * kDirectOc - Mg) <= Mg;
+}
+
+// Whether one padded image of a group fits in L2 beside a streaming weight block. The direct mode
+// reads each weight block once per tile of positions from L2, so it also takes weights too large
+// for the panel mode, as long as the positions' inputs stay cached: ResNet-50's 512 -> 512 layers
+// on 7x7 maps at batch 1 went 1.60 -> 1.32 ms (onnxruntime 1.17, im2col + sgemm before); its
+// stride-2 layers, whose padded inputs are 0.5-1.7 MB, ran up to 1.6x slower than im2col + sgemm.
+constexpr int64_t kDirectWindowFloats = int64_t{64} << 10;
+bool window_fits_l2(const ConvShape& s) {
+  const Window3& w = s.win;
+  const int64_t plane = (w.pb[1] + w.in[1] + w.pe[1]) * (w.pb[2] + w.in[2] + w.pe[2]);
+  return s.in_channels / s.groups * plane <= kDirectWindowFloats;
 }
 
 #ifdef ONNXPLAIN_DIRECT_AVX2
@@ -312,24 +328,36 @@ struct DirectWorker {
   float* win;
   const int32_t* koff;
   int64_t win_grp = -1, win_n0 = 0, win_n1 = 0;
+  int64_t last_image = 0;  // the last image the current group's part of this thread's range reaches
+  int64_t ob_lo = 0, ob_hi = -1;  // the blocks of output channels this thread computes (-1: all)
 
   void chunk(int64_t grp, int64_t j0, int64_t j1) {
     const int64_t n_lo = j0 / g.P, n_hi = std::min(g.N, (j1 - 1) / g.P + 1);
     if (grp != win_grp || n_lo < win_n0 || n_hi > win_n1) {
-      win_grp = grp, win_n0 = n_lo, win_n1 = std::min(g.N, n_lo + g.win_images);
+      // Only the images this thread's range reaches: past them the copy is another thread's work
+      // (at batch 64 on 4x4 maps the first thread padded 56 images for its 32).
+      win_grp = grp, win_n0 = n_lo, win_n1 = std::min({g.N, n_lo + g.win_images, last_image + 1});
       pad_images(g, x, grp, win_n0, win_n1, win);
     }
     constexpr int64_t kCols = kDirectChunkTiles * kDirectPos;
     const float* base[kCols];
     const int64_t cols = j1 - j0;
-    for (int64_t i = 0; i < kCols; ++i) {
-      const int64_t j = j0 + std::min(i, cols - 1);  // past the end: any valid address, not stored
-      const int64_t n = j / g.P, p = j % g.P, oy = p / g.out2, ox = p % g.out2;
-      base[i] = win + (n - win_n0) * g.img + oy * g.s1 * g.Wp + ox * g.s2;
+    {
+      // Walked position by position: four 64-bit divisions per column cost a sixth of a depth-144
+      // layer on 8x8 maps.
+      int64_t n = j0 / g.P, p = j0 % g.P, oy = p / g.out2, ox = p % g.out2;
+      for (int64_t i = 0; i < cols; ++i) {
+        base[i] = win + (n - win_n0) * g.img + oy * g.s1 * g.Wp + ox * g.s2;
+        if (++ox == g.out2) {
+          ox = 0;
+          if (++oy * g.out2 == g.P) oy = 0, ++n;
+        }
+      }
+      for (int64_t i = cols; i < kCols; ++i) base[i] = base[0];  // past the end: read, not stored
     }
     const int64_t blocks = oc_blocks(g.Mg);
     alignas(32) float out[kCols * kDirectOc];  // [column][16 channels]
-    for (int64_t ob = 0; ob < blocks; ++ob) {
+    for (int64_t ob = ob_lo; ob < (ob_hi < 0 ? blocks : ob_hi); ++ob) {
       const float* wb = packed + (grp * blocks + ob) * g.CgK * kDirectOc;
       const int64_t m0 = ob * kDirectOc, mc = std::min<int64_t>(kDirectOc, g.Mg - m0);
       float bv[kDirectOc] = {};
@@ -351,6 +379,7 @@ struct DirectWorker {
     for (int64_t i = i0; i < i1;) {
       const int64_t grp = i / per_group, q = i % per_group;
       const int64_t e = std::min({i1, (grp + 1) * per_group, i + kDirectChunkTiles});
+      last_image = (std::min(g.NC, (std::min(i1, (grp + 1) * per_group) - grp * per_group) * kDirectPos) - 1) / g.P;
       chunk(grp, q * kDirectPos, std::min(g.NC, (e - grp * per_group) * kDirectPos));
       i = e;
     }
@@ -368,19 +397,30 @@ void direct_forward(const ConvShape& s, const float* x, const float* packed, con
       koff[static_cast<std::size_t>(c * g.K + t)] = static_cast<int32_t>(c * g.plane + g.tap_off[static_cast<std::size_t>(t)]);
   const int64_t items = g.G * ((g.NC + kDirectPos - 1) / kDirectPos);
   const auto scratch = static_cast<std::size_t>(g.win_images * g.img + 16);
-  auto run = [&](int64_t i0, int64_t i1) {
+  const int64_t blocks = oc_blocks(g.Mg);
+  const int64_t macs = g.NC * g.M * g.CgK;
+  const int T = static_cast<int>(std::min<int64_t>({threads, std::max(items, blocks), std::max<int64_t>(1, macs / kParallelMacs)}));
+  // Few positions and a large weight (ResNet's 512-channel layers on 7x7 maps at batch 1: 9 tiles,
+  // 9 MB of weight): split the output channels instead, so that each thread streams only its part
+  // of the weight rather than all of it.
+  const bool by_channels = g.G == 1 && T > 1 && blocks >= 4 * T && items < 8 * kDirectChunkTiles * T;
+  auto run = [&](int64_t i0, int64_t i1, int64_t b0, int64_t b1) {
     float* buf = thread_scratch(scratch, ScratchSlot::ConvWorker);
     DirectWorker wk{g, x, packed, bias, y, buf, koff.data()};
+    wk.ob_lo = b0, wk.ob_hi = b1;
     wk.range(i0, i1);
   };
-  const int64_t macs = g.NC * g.M * g.CgK;
-  const int T = static_cast<int>(std::min<int64_t>({threads, items, std::max<int64_t>(1, macs / kParallelMacs)}));
   if (T <= 1) {
-    run(0, items);
+    run(0, items, 0, -1);
+    return;
+  }
+  if (by_channels) {
+#pragma omp parallel for num_threads(T) schedule(static)
+    for (int t = 0; t < T; ++t) run(0, items, blocks * t / T, blocks * (t + 1) / T);
     return;
   }
 #pragma omp parallel for num_threads(T) schedule(static)
-  for (int t = 0; t < T; ++t) run(items * t / T, items * (t + 1) / T);
+  for (int t = 0; t < T; ++t) run(items * t / T, items * (t + 1) / T, 0, -1);
 }
 
 }  // namespace
@@ -401,7 +441,7 @@ bool small_conv_applies(const ConvShape& s) {
   // the column matrix): ResNet-50's 512 -> 512 layers on 7x7 maps ran at 112 GF/s this way,
   // 1.7x onnxruntime, where sgemm's own blocking over K keeps pieces of the weight in cache.
   const int64_t weight_floats = s.out_channels / s.groups * (s.in_channels / s.groups) * w.k_size();
-  if (weight_floats > kMaxWeightFloats) return false;
+  if (weight_floats > kMaxWeightFloats && !(use_direct(s) && window_fits_l2(s))) return false;
   return s.batch > 0 && P > 0 && P <= kSmallConvMaxPositions && s.out_channels > 0 && s.in_channels > 0;
 }
 

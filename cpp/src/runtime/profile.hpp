@@ -26,9 +26,9 @@ class SweepProfile {
     const double total = ms_since(t0_);
     std::vector<std::pair<std::string, Row>> rows(by_key_.begin(), by_key_.end());
     std::sort(rows.begin(), rows.end(), [](const auto& a, const auto& b) { return a.second.ms > b.second.ms; });
-    std::fprintf(stderr, "[onnxplain profile] %s: %.2f ms\n", sweep_, total);
+    std::fprintf(stderr, "[onnxplain profile] %s: %.3f ms\n", sweep_, total);
     for (const auto& [key, r] : rows)
-      std::fprintf(stderr, "  %-36s %5d nodes %9.2f ms %5.1f%%\n", key.c_str(), r.count, r.ms,
+      std::fprintf(stderr, "  %-36s %5d nodes %9.3f ms %5.1f%%\n", key.c_str(), r.count, r.ms,
                    total > 0 ? 100.0 * r.ms / total : 0.0);
   }
   bool on() const { return on_; }
