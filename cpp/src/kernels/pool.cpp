@@ -7,6 +7,10 @@
 
 #include "kernels/parallel.hpp"
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 namespace onnxplain::kernels {
 
 std::string parse_auto_pad(const std::string& s, AutoPad* out) {
@@ -190,7 +194,24 @@ void max_pool_rows(const float* x, int64_t planes, const Window3& w, float* y, i
             const float* a = x + (p * H + 2 * oy) * W;
             const float* b = a + W;
             float* yr = y + r * OW;
-            for (int64_t ox = 0; ox < OW; ++ox) {
+            int64_t ox = 0;
+#if defined(__SSE2__)
+            // Four outputs at a time: even and odd columns of both rows split by shuffles, then
+            // the same maxima in the same order (MAXPS returns its second operand unless the first
+            // is strictly greater, which is `t > m ? t : m`). Scalar, the pools were 8% of the
+            // digits CNN at batch 64 (onnxruntime's NCHWc pool needs no shuffles at all).
+            const __m128 ninf = _mm_set1_ps(-std::numeric_limits<float>::infinity());
+            for (; ox + 4 <= OW; ox += 4) {
+              const __m128 a0 = _mm_loadu_ps(a + 2 * ox), a1 = _mm_loadu_ps(a + 2 * ox + 4);
+              const __m128 b0 = _mm_loadu_ps(b + 2 * ox), b1 = _mm_loadu_ps(b + 2 * ox + 4);
+              __m128 m = _mm_max_ps(_mm_shuffle_ps(a0, a1, _MM_SHUFFLE(2, 0, 2, 0)), ninf);
+              m = _mm_max_ps(_mm_shuffle_ps(a0, a1, _MM_SHUFFLE(3, 1, 3, 1)), m);
+              m = _mm_max_ps(_mm_shuffle_ps(b0, b1, _MM_SHUFFLE(2, 0, 2, 0)), m);
+              m = _mm_max_ps(_mm_shuffle_ps(b0, b1, _MM_SHUFFLE(3, 1, 3, 1)), m);
+              _mm_storeu_ps(yr + ox, m);
+            }
+#endif
+            for (; ox < OW; ++ox) {
               float m = -std::numeric_limits<float>::infinity();
               const float v[4] = {a[2 * ox], a[2 * ox + 1], b[2 * ox], b[2 * ox + 1]};
               for (float t : v) m = t > m ? t : m;
