@@ -2,7 +2,8 @@
 blocks of 16, each of 6 output positions broadcast straight from the zero-padded input, no column
 panels) against onnxruntime. It takes layers of depth (input channels per group x taps) >= 64 on
 AVX2 CPUs without AVX-512, where a last partial block of channels wastes at most a quarter, also
-for weights too large for the panel mode when one padded image fits in L2.
+for weights too large for the panel mode when one padded image fits in L2, and for stems of up to
+4 input channels at any map size.
 
 Edges: channel counts that leave a partial last block (13, 40, 56) or fill whole ones (16, 48, 64),
 positions that are not multiples of the 6-position tiles or of the 96-column chunks, chunks that
@@ -59,6 +60,10 @@ CASES = {
     "big_weight_7x7": (1, 512, 512, (7, 7), {}),
     "channel_split_partial_block": (1, 64, 136, (3, 3), {}),
     "big_weight_stride2": (1, 256, 64, (15, 15), {"strides": [2, 2]}),  # padded 17x17 x 256 > 64K floats: im2col
+    # Stems (up to 4 channels, depth >= 64) at any map size, past the 1024 positions of small maps.
+    "rgb_stem_7x7_s2": (2, 3, 64, (70, 69), {"k": (7, 7), "strides": [2, 2], "pads": [3, 3, 3, 3]}),
+    "stem_5x5": (1, 4, 16, (36, 36), {"k": (5, 5), "pads": [2, 2, 2, 2]}),
+    "grey_stem_9x9": (3, 1, 16, (40, 33), {"k": (9, 9), "pads": [4, 4, 4, 4]}),
 }
 
 
