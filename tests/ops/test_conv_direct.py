@@ -1,9 +1,9 @@
 """The direct mode of Conv's small-map path (kernels/small_conv: output channels along the vector in
 blocks of 16, each of 6 output positions broadcast straight from the zero-padded input, no column
 panels) against onnxruntime. It takes layers of depth (input channels per group x taps) >= 64 on
-AVX2 CPUs without AVX-512, where a last partial block of channels wastes at most a quarter, also
-for weights too large for the panel mode when one padded image fits in L2, and for stems of up to
-4 input channels at any map size.
+AVX2 CPUs without AVX-512, where a last partial block of channels wastes at most a quarter, at any
+weight size (deep layers in blocks of input channels), and for stems of up to 4 input channels at
+any map size.
 
 Edges: channel counts that leave a partial last block (13, 40, 56) or fill whole ones (16, 48, 64),
 positions that are not multiples of the 6-position tiles or of the 96-column chunks, chunks that
@@ -55,11 +55,15 @@ CASES = {
     "no_bias": (6, 16, 32, (8, 8), {"bias": False}),
     "k5": (2, 4, 16, (12, 12), {"k": (5, 5), "pads": [2, 2, 2, 2]}),  # depth 100
     "conv1d": (5, 32, 16, (37,), {"k": (3,), "pads": [1, 1]}),
-    # Weights past the panel mode's 64K floats, padded image within L2: direct mode; with few
-    # positions and many blocks of channels, threads split the channels instead of the positions.
+    # Weights past the panel mode's 64K floats; deep layers in blocks of input channels (113 at most
+    # for 3x3, fewer where the padded plane is large), uneven ones too; with few positions and many
+    # blocks of output channels, threads split the channels instead of the positions.
     "big_weight_7x7": (1, 512, 512, (7, 7), {}),
     "channel_split_partial_block": (1, 64, 136, (3, 3), {}),
-    "big_weight_stride2": (1, 256, 64, (15, 15), {"strides": [2, 2]}),  # padded 17x17 x 256 > 64K floats: im2col
+    "big_weight_stride2": (1, 256, 64, (15, 15), {"strides": [2, 2]}),
+    "deep_uneven_blocks": (2, 300, 40, (6, 6), {}),
+    "deep_groups": (1, 512, 64, (5, 5), {"group": 2}),
+    "deep_large_plane": (1, 160, 16, (30, 30), {}),  # 32x32 padded plane: 32 channels per block
     # Stems (up to 4 channels, depth >= 64) at any map size, past the 1024 positions of small maps.
     "rgb_stem_7x7_s2": (2, 3, 64, (70, 69), {"k": (7, 7), "strides": [2, 2], "pads": [3, 3, 3, 3]}),
     "stem_5x5": (1, 4, 16, (36, 36), {"k": (5, 5), "pads": [2, 2, 2, 2]}),

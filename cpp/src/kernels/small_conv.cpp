@@ -205,6 +205,9 @@ constexpr int64_t kDirectChunkTiles = 16;
 // and 9) spend more on the per-tile stores than the panel mode spends on building panels
 // (3 -> 32 channels on 16x16 maps at batch 64: 613 us direct, 479 us panel, onnxruntime 511).
 constexpr int64_t kDirectMinDepth = 64;
+// Blocks of depth for deep layers: taps x channels of a block at most this (weight slice 64 KiB),
+// and channels x padded plane at most kDirectBlockWindow floats (128 KiB).
+constexpr int64_t kDirectBlockDepth = 1024, kDirectBlockWindow = int64_t{32} << 10;
 
 bool direct_cpu() {
 #ifdef ONNXPLAIN_DIRECT_AVX2
@@ -236,27 +239,23 @@ bool use_direct(const ConvShape& s) {
   return direct_cpu() && CgK >= kDirectMinDepth && 4 * (oc_blocks(Mg) * kDirectOc - Mg) <= Mg;
 }
 
-// Whether one padded image of a group fits in L2 beside a streaming weight block. The direct mode
-// reads each weight block once per tile of positions from L2, so it also takes weights too large
-// for the panel mode, as long as the positions' inputs stay cached: ResNet-50's 512 -> 512 layers
-// on 7x7 maps at batch 1 went 1.60 -> 1.32 ms (onnxruntime 1.17, im2col + sgemm before); its
-// stride-2 layers, whose padded inputs are 0.5-1.7 MB, ran up to 1.6x slower than im2col + sgemm.
-constexpr int64_t kDirectWindowFloats = int64_t{64} << 10;
-bool window_fits_l2(const ConvShape& s) {
-  const Window3& w = s.win;
-  const int64_t plane = (w.pb[1] + w.in[1] + w.pe[1]) * (w.pb[2] + w.in[2] + w.pe[2]);
-  return s.in_channels / s.groups * plane <= kDirectWindowFloats;
-}
-
 #ifdef ONNXPLAIN_DIRECT_AVX2
 // out[6 x 16] = sum over k of base[i][koff[k]] * w[k][0..15]: twelve accumulators, two weight
 // loads and six broadcasts per step (the register block of panel_gemm's AVX2 kernel, with the
 // roles of the operands swapped).
 __attribute__((target("avx2,fma"))) void micro_direct(int64_t K, const int32_t* koff, const float* w,
-                                                      const float* const* base, float* out) {
+                                                      const float* const* base, float* out, bool accumulate) {
   const float *b0 = base[0], *b1 = base[1], *b2 = base[2], *b3 = base[3], *b4 = base[4], *b5 = base[5];
   const __m256 z = _mm256_setzero_ps();
   __m256 c00 = z, c01 = z, c10 = z, c11 = z, c20 = z, c21 = z, c30 = z, c31 = z, c40 = z, c41 = z, c50 = z, c51 = z;
+  if (accumulate) {
+    // Continuing the sums of the previous block of channels, in the same order: the result is
+    // bit-identical to one pass over the whole depth.
+    c00 = _mm256_loadu_ps(out), c01 = _mm256_loadu_ps(out + 8), c10 = _mm256_loadu_ps(out + 16);
+    c11 = _mm256_loadu_ps(out + 24), c20 = _mm256_loadu_ps(out + 32), c21 = _mm256_loadu_ps(out + 40);
+    c30 = _mm256_loadu_ps(out + 48), c31 = _mm256_loadu_ps(out + 56), c40 = _mm256_loadu_ps(out + 64);
+    c41 = _mm256_loadu_ps(out + 72), c50 = _mm256_loadu_ps(out + 80), c51 = _mm256_loadu_ps(out + 88);
+  }
   for (int64_t k = 0; k < K; ++k, w += kDirectOc) {
     const int64_t o = koff[k];
     const __m256 w0 = _mm256_loadu_ps(w), w1 = _mm256_loadu_ps(w + 8);
@@ -281,7 +280,7 @@ __attribute__((target("avx2,fma"))) void micro_direct(int64_t K, const int32_t* 
   _mm256_storeu_ps(out + 80, c50), _mm256_storeu_ps(out + 88, c51);
 }
 #else
-void micro_direct(int64_t, const int32_t*, const float*, const float* const*, float*) {}
+void micro_direct(int64_t, const int32_t*, const float*, const float* const*, float*, bool) {}
 #endif
 
 // d[l * ld + i] = src[i * 16 + l] + bias[l] for i < len, l < mc: eight columns at a time as 8 x 8
@@ -330,6 +329,8 @@ struct DirectWorker {
   int64_t win_grp = -1, win_n0 = 0, win_n1 = 0;
   int64_t last_image = 0;  // the last image the current group's part of this thread's range reaches
   int64_t ob_lo = 0, ob_hi = -1;  // the blocks of output channels this thread computes (-1: all)
+  int64_t kc = 0;                 // input channels per block of depth (all of them: one block)
+  float* acc = nullptr;           // with several blocks of depth: [block of channels][column][16]
 
   void chunk(int64_t grp, int64_t j0, int64_t j1) {
     const int64_t n_lo = j0 / g.P, n_hi = std::min(g.N, (j1 - 1) / g.P + 1);
@@ -355,15 +356,34 @@ struct DirectWorker {
       }
       for (int64_t i = cols; i < kCols; ++i) base[i] = base[0];  // past the end: read, not stored
     }
-    const int64_t blocks = oc_blocks(g.Mg);
-    alignas(32) float out[kCols * kDirectOc];  // [column][16 channels]
-    for (int64_t ob = ob_lo; ob < (ob_hi < 0 ? blocks : ob_hi); ++ob) {
+    const int64_t blocks = oc_blocks(g.Mg), ob_end = ob_hi < 0 ? blocks : ob_hi;
+    alignas(32) float out_one[kCols * kDirectOc];  // [column][16 channels]
+    if (kc < g.Cg) {
+      // Deep layers in blocks of input channels, every block of output channels over the chunk's
+      // tiles per block of depth: the padded input's slice and the weight's slice stay cached
+      // (through the whole depth at once, 512-channel layers streamed both from L3 per tile).
+      for (int64_t c0 = 0; c0 < g.Cg; c0 += kc) {
+        const int64_t k0 = c0 * g.K, kn = (std::min(g.Cg, c0 + kc) - c0) * g.K;
+        for (int64_t ob = ob_lo; ob < ob_end; ++ob) {
+          const float* wb = packed + ((grp * blocks + ob) * g.CgK + k0) * kDirectOc;
+          float* o = acc + (ob - ob_lo) * kCols * kDirectOc;
+          for (int64_t t = 0; t < cols; t += kDirectPos)
+            micro_direct(kn, koff + k0, wb, base + t, o + t * kDirectOc, c0 > 0);
+        }
+      }
+    }
+    for (int64_t ob = ob_lo; ob < ob_end; ++ob) {
       const float* wb = packed + (grp * blocks + ob) * g.CgK * kDirectOc;
       const int64_t m0 = ob * kDirectOc, mc = std::min<int64_t>(kDirectOc, g.Mg - m0);
       float bv[kDirectOc] = {};
       if (bias)
         for (int64_t l = 0; l < mc; ++l) bv[l] = bias[grp * g.Mg + m0 + l];
-      for (int64_t t = 0; t < cols; t += kDirectPos) micro_direct(g.CgK, koff, wb, base + t, out + t * kDirectOc);
+      float* out = out_one;
+      if (kc < g.Cg)
+        out = acc + (ob - ob_lo) * kCols * kDirectOc;
+      else
+        for (int64_t t = 0; t < cols; t += kDirectPos)
+          micro_direct(g.CgK, koff, wb, base + t, out + t * kDirectOc, false);
       // Back to [channel][position] per run of columns within one image.
       for (int64_t i = 0; i < cols;) {
         const int64_t j = j0 + i, n = j / g.P, p = j % g.P, len = std::min(cols - i, g.P - p);
@@ -396,8 +416,13 @@ void direct_forward(const ConvShape& s, const float* x, const float* packed, con
     for (int64_t t = 0; t < g.K; ++t)
       koff[static_cast<std::size_t>(c * g.K + t)] = static_cast<int32_t>(c * g.plane + g.tap_off[static_cast<std::size_t>(t)]);
   const int64_t items = g.G * ((g.NC + kDirectPos - 1) / kDirectPos);
-  const auto scratch = static_cast<std::size_t>(g.win_images * g.img + 16);
   const int64_t blocks = oc_blocks(g.Mg);
+  // Input channels per block of depth: the weight's slice (depth x 16 floats) within 64 KiB and
+  // the padded input's slice within 128 KiB.
+  const int64_t kc_max = std::max<int64_t>(1, std::min(kDirectBlockDepth / g.K, kDirectBlockWindow / g.plane));
+  const int64_t nkb = (g.Cg + kc_max - 1) / kc_max, kc = (g.Cg + nkb - 1) / nkb;
+  const int64_t acc_floats = nkb > 1 ? blocks * kDirectChunkTiles * kDirectPos * kDirectOc : 0;
+  const auto scratch = static_cast<std::size_t>(g.win_images * g.img + 16 + acc_floats);
   const int64_t macs = g.NC * g.M * g.CgK;
   const int T = static_cast<int>(std::min<int64_t>({threads, std::max(items, blocks), std::max<int64_t>(1, macs / kParallelMacs)}));
   // Few positions and a large weight (ResNet's 512-channel layers on 7x7 maps at batch 1: 9 tiles,
@@ -407,7 +432,8 @@ void direct_forward(const ConvShape& s, const float* x, const float* packed, con
   auto run = [&](int64_t i0, int64_t i1, int64_t b0, int64_t b1) {
     float* buf = thread_scratch(scratch, ScratchSlot::ConvWorker);
     DirectWorker wk{g, x, packed, bias, y, buf, koff.data()};
-    wk.ob_lo = b0, wk.ob_hi = b1;
+    wk.ob_lo = b0, wk.ob_hi = b1, wk.kc = kc;
+    if (acc_floats) wk.acc = buf + g.win_images * g.img + 16;
     wk.range(i0, i1);
   };
   if (T <= 1) {
@@ -437,11 +463,14 @@ bool small_conv_applies(const ConvShape& s) {
   // A 1x1 convolution's column matrix is its input: sgemm reads it in place.
   if (pointwise) return false;
   const int64_t P = w.out_size();
-  // A weight beyond L2 is streamed from memory once per unit of columns (the units are sized for
+  // In the panel mode a weight beyond L2 is streamed from memory once per unit of columns (units sized for
   // the column matrix): ResNet-50's 512 -> 512 layers on 7x7 maps ran at 112 GF/s this way,
   // 1.7x onnxruntime, where sgemm's own blocking over K keeps pieces of the weight in cache.
   const int64_t weight_floats = s.out_channels / s.groups * (s.in_channels / s.groups) * w.k_size();
-  if (weight_floats > kMaxWeightFloats && !(use_direct(s) && window_fits_l2(s))) return false;
+  // The direct mode streams its weight in blocks of depth, so any weight size suits it: ResNet-50's
+  // 512 -> 512 layers on 7x7 maps at batch 1 went 1.71 -> 1.31 ms (onnxruntime 1.17), its
+  // stride-2 3x3 layers 1.15-1.27x -> 1.01-1.08x onnxruntime, against im2col + sgemm.
+  if (weight_floats > kMaxWeightFloats && !use_direct(s)) return false;
   // Stems reading up to 4 channels with kernels of depth >= 64 (ResNet's 7x7/2 on RGB) take the
   // direct mode at any map size: it reads the padded image where im2col + sgemm first wrote a
   // column matrix 49x the image (224x224 at batch 1: 1.95 -> 1.31 ms, onnxruntime 1.42).
