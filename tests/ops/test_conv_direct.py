@@ -64,6 +64,10 @@ CASES = {
     "deep_uneven_blocks": (2, 300, 40, (6, 6), {}),
     "deep_groups": (1, 512, 64, (5, 5), {"group": 2}),
     "deep_large_plane": (1, 160, 16, (30, 30), {}),  # 32x32 padded plane: 32 channels per block
+    # 1x1 kernels never take the direct mode: stride 2 with a small weight is the panel mode's,
+    # with a large one im2col + sgemm's.
+    "pointwise_stride2_small": (3, 64, 32, (9, 9), {"k": (1, 1), "strides": [2, 2], "pads": [0, 0, 0, 0]}),
+    "pointwise_stride2_large": (1, 256, 512, (14, 14), {"k": (1, 1), "strides": [2, 2], "pads": [0, 0, 0, 0]}),
     # Stems (up to 4 channels, depth >= 64) at any map size, past the 1024 positions of small maps.
     "rgb_stem_7x7_s2": (2, 3, 64, (70, 69), {"k": (7, 7), "strides": [2, 2], "pads": [3, 3, 3, 3]}),
     "stem_5x5": (1, 4, 16, (36, 36), {"k": (5, 5), "pads": [2, 2, 2, 2]}),

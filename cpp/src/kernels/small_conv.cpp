@@ -232,11 +232,15 @@ bool direct_cpu() {
 
 int64_t oc_blocks(int64_t Mg) { return (Mg + kDirectOc - 1) / kDirectOc; }
 
-// Whether a layer this path takes runs in the direct mode: on CPUs it is built for, deep enough,
-// and where whole blocks of 16 output channels waste at most a quarter of the multiply-adds.
+// Whether a layer this path takes runs in the direct mode: on CPUs it is built for, with a kernel
+// larger than 1x1, deep enough, and where whole blocks of 16 output channels waste at most a
+// quarter of the multiply-adds.
 bool use_direct(const ConvShape& s) {
   const int64_t Mg = s.out_channels / s.groups, CgK = s.in_channels / s.groups * s.win.k_size();
-  return direct_cpu() && CgK >= kDirectMinDepth && 4 * (oc_blocks(Mg) * kDirectOc - Mg) <= Mg;
+  // Not 1x1 kernels (strided; plain ones are sgemm on the input): the padded copy would be the
+  // whole input for a quarter of its positions (ResNet-50's 1x1/2 shortcuts: 1.1-1.4x slower).
+  return direct_cpu() && s.win.k_size() > 1 && CgK >= kDirectMinDepth &&
+         4 * (oc_blocks(Mg) * kDirectOc - Mg) <= Mg;
 }
 
 #ifdef ONNXPLAIN_DIRECT_AVX2
