@@ -596,6 +596,10 @@ bool input_grad_is_conv(const ConvShape& s) {
   // A layer reading few channels (an RGB input) is cheaper through col2im: W^T dY then has
   // C*K rows, where the flipped convolution's im2col would have M*K.
   if (is_depthwise(s) || s.in_channels < 16) return false;
+  // 1x1: conv_backward's dX = W^T dY reads W in place (sgemm transposes on the fly); the flipped
+  // convolution needed a transposed copy of every 1x1 weight, per modified weight of the LRP
+  // rules 60 MB of ResNet-50's derived data, re-made on every call once past the cap.
+  if (is_pointwise(s.win)) return false;
   for (int i = 0; i < 3; ++i) {
     const int64_t reach = s.win.d[i] * (s.win.k[i] - 1);
     if (s.win.s[i] != 1 || s.win.pb[i] > reach || s.win.pe[i] > reach) return false;

@@ -46,7 +46,8 @@ void conv_backward(const ConvShape& s, const float* x, const float* w, const flo
 
 /// Whether dL/dx of this convolution is taken as a convolution of dy: stride 1 on every axis,
 /// each pad no larger than the dilated kernel's reach, not depthwise (which has its own kernel),
-/// and at least 16 input channels (fewer are cheaper through col2im).
+/// not 1x1 (W^T dY reads the weight in place), and at least 16 input channels (fewer are cheaper
+/// through col2im).
 /// Then conv_forward(input_grad_conv_shape(s), dy, flipped w) gives dx with the forward's
 /// threading, and no col2im scatter.
 bool input_grad_is_conv(const ConvShape& s);
