@@ -96,6 +96,42 @@ void pad_images(const Geom& g, const float* x, int64_t grp, int64_t n0, int64_t 
   }
 }
 
+// The zero-padded copies of the images a worker's columns read, made again when a unit of columns
+// reaches past them.
+struct PaddedWindow {
+  const Geom& g;
+  const float* x;
+  float* buf;  // g.win_images * g.img floats
+  int64_t grp = -1, n0 = 0, n1 = 0;
+  int64_t last_image = 0;  // the last image the current group's part of the thread's range reaches
+
+  void cover(int64_t group, int64_t j0, int64_t j1) {
+    const int64_t lo = j0 / g.P, hi = std::min(g.N, (j1 - 1) / g.P + 1);
+    if (group == grp && lo >= n0 && hi <= n1) return;
+    // Only the images this thread's range reaches: past them the copy is another thread's work
+    // (at batch 64 on 4x4 maps the first thread padded 56 images for its 32).
+    grp = group, n0 = lo, n1 = std::min({g.N, lo + g.win_images, last_image + 1});
+    pad_images(g, x, grp, n0, n1, buf);
+  }
+};
+
+// Items [i0, i1) of the list of all groups' items (group-major; an item is `cols` columns, column
+// j = image j / P, position j % P), in units of at most `step` items within one group: the window
+// made to cover each unit's columns [j0, j1), then unit(grp, j0, j1).
+template <class F>
+void for_units(const Geom& g, PaddedWindow& win, int64_t i0, int64_t i1, int64_t cols, int64_t step, F unit) {
+  const int64_t per_group = (g.NC + cols - 1) / cols;
+  for (int64_t i = i0; i < i1;) {
+    const int64_t grp = i / per_group, q = i % per_group;
+    const int64_t e = std::min({i1, (grp + 1) * per_group, i + step});
+    win.last_image = (std::min(g.NC, (std::min(i1, (grp + 1) * per_group) - grp * per_group) * cols) - 1) / g.P;
+    const int64_t j0 = q * cols, j1 = std::min(g.NC, (e - grp * per_group) * cols);
+    win.cover(grp, j0, j1);
+    unit(grp, j0, j1);
+    i = e;
+  }
+}
+
 // One K x 16 panel of the column matrix: row c*K + t holds, for each run r of L columns, the L
 // floats at base[r] + tap_off[t] of padded plane c. L is a compile-time constant so that each
 // run is a fixed-size (vector) copy.
@@ -119,24 +155,14 @@ void build_panel(const Geom& g, const float* win, const int64_t* base, float* bq
 // into tmp, then y = tmp + bias scattered back per image.
 struct Worker {
   const Geom& g;
-  const float* x;
   const float* packed;
   const float* bias;
   float* y;
   float* bbuf;  // unit_panels * 16 * CgK
-  float* win;   // win_images * img
   float* tmp;   // Mg * unit_panels * 16
-  int64_t win_grp = -1, win_n0 = 0, win_n1 = 0;
-  int64_t last_image = 0;  // the last image the current group's part of this thread's range reaches
+  PaddedWindow win;
 
   void unit(int64_t grp, int64_t j0, int64_t j1) {
-    const int64_t n_lo = j0 / g.P, n_hi = std::min(g.N, (j1 - 1) / g.P + 1);
-    if (grp != win_grp || n_lo < win_n0 || n_hi > win_n1) {
-      // Only the images this thread's range reaches: past them the copy is another thread's work
-      // (at batch 64 on 4x4 maps the first thread padded 56 images for its 32).
-      win_grp = grp, win_n0 = n_lo, win_n1 = std::min({g.N, n_lo + g.win_images, last_image + 1});
-      pad_images(g, x, grp, win_n0, win_n1, win);
-    }
     const int64_t panels = (j1 - j0 + kPanelCols - 1) / kPanelCols;
     for (int64_t q = 0; q < panels; ++q) {
       int64_t base[kPanelCols];
@@ -148,15 +174,15 @@ struct Worker {
           continue;
         }
         const int64_t n = j / g.P, p = j % g.P, oy = p / g.out2, ox = p % g.out2;
-        base[r] = (n - win_n0) * g.img + oy * g.s1 * g.Wp + ox * g.s2;
+        base[r] = (n - win.n0) * g.img + oy * g.s1 * g.Wp + ox * g.s2;
       }
       float* bq = bbuf + q * g.CgK * kPanelCols;
       switch (g.L) {
-        case 16: build_panel<16>(g, win, base, bq); break;
-        case 8: build_panel<8>(g, win, base, bq); break;
-        case 4: build_panel<4>(g, win, base, bq); break;
-        case 2: build_panel<2>(g, win, base, bq); break;
-        default: build_panel<1>(g, win, base, bq); break;
+        case 16: build_panel<16>(g, win.buf, base, bq); break;
+        case 8: build_panel<8>(g, win.buf, base, bq); break;
+        case 4: build_panel<4>(g, win.buf, base, bq); break;
+        case 2: build_panel<2>(g, win.buf, base, bq); break;
+        default: build_panel<1>(g, win.buf, base, bq); break;
       }
     }
     const int64_t ldt = panels * kPanelCols;
@@ -176,14 +202,8 @@ struct Worker {
 
   // Panels [i0, i1) of the list of all groups' panels (group-major), in units.
   void range(int64_t i0, int64_t i1) {
-    const int64_t per_group = (g.NC + kPanelCols - 1) / kPanelCols;
-    for (int64_t i = i0; i < i1;) {
-      const int64_t grp = i / per_group, q = i % per_group;
-      const int64_t e = std::min({i1, (grp + 1) * per_group, i + g.unit_panels});
-      last_image = (std::min(g.NC, (std::min(i1, (grp + 1) * per_group) - grp * per_group) * kPanelCols) - 1) / g.P;
-      unit(grp, q * kPanelCols, std::min(g.NC, (e - grp * per_group) * kPanelCols));
-      i = e;
-    }
+    for_units(g, win, i0, i1, kPanelCols, g.unit_panels,
+              [&](int64_t grp, int64_t j0, int64_t j1) { unit(grp, j0, j1); });
   }
 };
 
@@ -324,26 +344,16 @@ void store_transposed(const float*, int64_t, int64_t, const float*, float*, int6
 // Tiles [i0, i1) of the list of all groups' tiles (group-major, ceil(NC / 6) per group).
 struct DirectWorker {
   const Geom& g;
-  const float* x;
   const float* packed;
   const float* bias;
   float* y;
-  float* win;
   const int32_t* koff;
-  int64_t win_grp = -1, win_n0 = 0, win_n1 = 0;
-  int64_t last_image = 0;  // the last image the current group's part of this thread's range reaches
+  PaddedWindow win;
   int64_t ob_lo = 0, ob_hi = -1;  // the blocks of output channels this thread computes (-1: all)
   int64_t kc = 0;                 // input channels per block of depth (all of them: one block)
   float* acc = nullptr;           // with several blocks of depth: [block of channels][column][16]
 
   void chunk(int64_t grp, int64_t j0, int64_t j1) {
-    const int64_t n_lo = j0 / g.P, n_hi = std::min(g.N, (j1 - 1) / g.P + 1);
-    if (grp != win_grp || n_lo < win_n0 || n_hi > win_n1) {
-      // Only the images this thread's range reaches: past them the copy is another thread's work
-      // (at batch 64 on 4x4 maps the first thread padded 56 images for its 32).
-      win_grp = grp, win_n0 = n_lo, win_n1 = std::min({g.N, n_lo + g.win_images, last_image + 1});
-      pad_images(g, x, grp, win_n0, win_n1, win);
-    }
     constexpr int64_t kCols = kDirectChunkTiles * kDirectPos;
     const float* base[kCols];
     const int64_t cols = j1 - j0;
@@ -352,7 +362,7 @@ struct DirectWorker {
       // layer on 8x8 maps.
       int64_t n = j0 / g.P, p = j0 % g.P, oy = p / g.out2, ox = p % g.out2;
       for (int64_t i = 0; i < cols; ++i) {
-        base[i] = win + (n - win_n0) * g.img + oy * g.s1 * g.Wp + ox * g.s2;
+        base[i] = win.buf + (n - win.n0) * g.img + oy * g.s1 * g.Wp + ox * g.s2;
         if (++ox == g.out2) {
           ox = 0;
           if (++oy * g.out2 == g.P) oy = 0, ++n;
@@ -399,14 +409,8 @@ struct DirectWorker {
   }
 
   void range(int64_t i0, int64_t i1) {
-    const int64_t per_group = (g.NC + kDirectPos - 1) / kDirectPos;
-    for (int64_t i = i0; i < i1;) {
-      const int64_t grp = i / per_group, q = i % per_group;
-      const int64_t e = std::min({i1, (grp + 1) * per_group, i + kDirectChunkTiles});
-      last_image = (std::min(g.NC, (std::min(i1, (grp + 1) * per_group) - grp * per_group) * kDirectPos) - 1) / g.P;
-      chunk(grp, q * kDirectPos, std::min(g.NC, (e - grp * per_group) * kDirectPos));
-      i = e;
-    }
+    for_units(g, win, i0, i1, kDirectPos, kDirectChunkTiles,
+              [&](int64_t grp, int64_t j0, int64_t j1) { chunk(grp, j0, j1); });
   }
 };
 
@@ -418,7 +422,8 @@ void direct_forward(const ConvShape& s, const float* x, const float* packed, con
   std::vector<int32_t> koff(static_cast<std::size_t>(g.CgK));
   for (int64_t c = 0; c < g.Cg; ++c)
     for (int64_t t = 0; t < g.K; ++t)
-      koff[static_cast<std::size_t>(c * g.K + t)] = static_cast<int32_t>(c * g.plane + g.tap_off[static_cast<std::size_t>(t)]);
+      koff[static_cast<std::size_t>(c * g.K + t)] =
+          static_cast<int32_t>(c * g.plane + g.tap_off[static_cast<std::size_t>(t)]);
   const int64_t items = g.G * ((g.NC + kDirectPos - 1) / kDirectPos);
   const int64_t blocks = oc_blocks(g.Mg);
   // Input channels per block of depth: the weight's slice (depth x 16 floats) within 64 KiB and
@@ -428,14 +433,15 @@ void direct_forward(const ConvShape& s, const float* x, const float* packed, con
   const int64_t acc_floats = nkb > 1 ? blocks * kDirectChunkTiles * kDirectPos * kDirectOc : 0;
   const auto scratch = static_cast<std::size_t>(g.win_images * g.img + 16 + acc_floats);
   const int64_t macs = g.NC * g.M * g.CgK;
-  const int T = static_cast<int>(std::min<int64_t>({threads, std::max(items, blocks), std::max<int64_t>(1, macs / kParallelMacs)}));
+  const int T = static_cast<int>(
+      std::min<int64_t>({threads, std::max(items, blocks), std::max<int64_t>(1, macs / kParallelMacs)}));
   // Few positions and a large weight (ResNet's 512-channel layers on 7x7 maps at batch 1: 9 tiles,
   // 9 MB of weight): split the output channels instead, so that each thread streams only its part
   // of the weight rather than all of it.
   const bool by_channels = g.G == 1 && T > 1 && blocks >= 4 * T && items < 8 * kDirectChunkTiles * T;
   auto run = [&](int64_t i0, int64_t i1, int64_t b0, int64_t b1) {
     float* buf = thread_scratch(scratch, ScratchSlot::ConvWorker);
-    DirectWorker wk{g, x, packed, bias, y, buf, koff.data()};
+    DirectWorker wk{g, packed, bias, y, koff.data(), PaddedWindow{g, x, buf}};
     wk.ob_lo = b0, wk.ob_hi = b1, wk.kc = kc;
     if (acc_floats) wk.acc = buf + g.win_images * g.img + 16;
     wk.range(i0, i1);
@@ -532,7 +538,8 @@ void small_conv_forward(const ConvShape& s, const float* x, const float* packed,
   const auto scratch = static_cast<std::size_t>(unit_cols * g.CgK + g.win_images * g.img + g.Mg * unit_cols);
   auto run = [&](int64_t i0, int64_t i1) {
     float* buf = thread_scratch(scratch, ScratchSlot::ConvWorker);
-    Worker wk{g, x, packed, bias, y, buf, buf + unit_cols * g.CgK, buf + unit_cols * g.CgK + g.win_images * g.img};
+    Worker wk{g, packed, bias, y, buf, buf + unit_cols * g.CgK + g.win_images * g.img,
+              PaddedWindow{g, x, buf + unit_cols * g.CgK}};
     wk.range(i0, i1);
   };
   const int64_t macs = g.NC * g.M * g.CgK;
