@@ -259,7 +259,10 @@ bool use_direct(const ConvShape& s) {
   const int64_t Mg = s.out_channels / s.groups, CgK = s.in_channels / s.groups * s.win.k_size();
   // Not 1x1 kernels (strided; plain ones are sgemm on the input): the padded copy would be the
   // whole input for a quarter of its positions (ResNet-50's 1x1/2 shortcuts: 1.1-1.4x slower).
-  return direct_cpu() && s.win.k_size() > 1 && CgK >= kDirectMinDepth &&
+  // The tap offsets are 32-bit (one padded image of a group below 2^31 floats).
+  const Window3& w = s.win;
+  const int64_t padded = s.in_channels / s.groups * (w.pb[1] + w.in[1] + w.pe[1]) * (w.pb[2] + w.in[2] + w.pe[2]);
+  return direct_cpu() && w.k_size() > 1 && CgK >= kDirectMinDepth && padded < (int64_t{1} << 31) &&
          4 * (oc_blocks(Mg) * kDirectOc - Mg) <= Mg;
 }
 
