@@ -161,6 +161,7 @@ struct Worker {
   float* bbuf;  // unit_panels * 16 * CgK
   float* tmp;   // Mg * unit_panels * 16
   PaddedWindow win;
+  bool relu = false;  // max(y, 0) as y is written
 
   void unit(int64_t grp, int64_t j0, int64_t j1) {
     const int64_t panels = (j1 - j0 + kPanelCols - 1) / kPanelCols;
@@ -194,7 +195,13 @@ struct Worker {
         const float b0 = bias ? bias[grp * g.Mg + m] : 0.f;
         const float* src = tmp + m * ldt + (j - j0);
         float* dst = y + (n * g.M + grp * g.Mg + m) * g.P + p0;
-        for (int64_t i = 0; i < len; ++i) dst[i] = src[i] + b0;
+        if (relu)
+          for (int64_t i = 0; i < len; ++i) {
+            const float v = src[i] + b0;
+            dst[i] = v < 0.f ? 0.f : v;  // Relu's: NaN and -0 kept
+          }
+        else
+          for (int64_t i = 0; i < len; ++i) dst[i] = src[i] + b0;
       }
       j += len;
     }
@@ -310,11 +317,13 @@ __attribute__((target("avx2,fma"))) void micro_direct(int64_t K, const int32_t* 
 void micro_direct(int64_t, const int32_t*, const float*, const float* const*, float*, bool) {}
 #endif
 
-// d[l * ld + i] = src[i * 16 + l] + bias[l] for i < len, l < mc: eight columns at a time as 8 x 8
+// d[l * ld + i] = src[i * 16 + l] + bias[l] (rectified with Relu) for i < len, l < mc: eight columns at a time as 8 x 8
 // transposes in registers (the scalar scatter was a tenth of a depth-144 layer).
 #ifdef ONNXPLAIN_DIRECT_AVX2
-__attribute__((target("avx2,fma"))) void store_transposed(const float* src, int64_t len, int64_t mc,
-                                                          const float* bias, float* d, int64_t ld) {
+template <bool Relu>
+__attribute__((target("avx2,fma"))) void store_transposed_as(const float* src, int64_t len, int64_t mc,
+                                                             const float* bias, float* d, int64_t ld) {
+  const __m256 zero = _mm256_setzero_ps();
   int64_t i = 0;
   for (; i + 8 <= len; i += 8)
     for (int64_t h = 0; h < mc; h += 8) {
@@ -334,14 +343,31 @@ __attribute__((target("avx2,fma"))) void store_transposed(const float* src, int6
                            _mm256_permute2f128_ps(u0, u4, 0x31), _mm256_permute2f128_ps(u1, u5, 0x31),
                            _mm256_permute2f128_ps(u2, u6, 0x31), _mm256_permute2f128_ps(u3, u7, 0x31)};
       const int64_t n = std::min<int64_t>(8, mc - h);
-      for (int64_t l = 0; l < n; ++l)
-        _mm256_storeu_ps(d + (h + l) * ld + i, _mm256_add_ps(c[l], _mm256_set1_ps(bias[h + l])));
+      for (int64_t l = 0; l < n; ++l) {
+        __m256 v = _mm256_add_ps(c[l], _mm256_set1_ps(bias[h + l]));
+        // Relu's `v < 0 ? 0 : v`: NaN and -0 are kept (max would not keep them).
+        if constexpr (Relu) v = _mm256_blendv_ps(v, zero, _mm256_cmp_ps(v, zero, _CMP_LT_OQ));
+        _mm256_storeu_ps(d + (h + l) * ld + i, v);
+      }
     }
   for (; i < len; ++i)
-    for (int64_t l = 0; l < mc; ++l) d[l * ld + i] = src[i * kDirectOc + l] + bias[l];
+    for (int64_t l = 0; l < mc; ++l) {
+      const float v = src[i * kDirectOc + l] + bias[l];
+      d[l * ld + i] = Relu && v < 0.f ? 0.f : v;
+    }
+}
+
+// A compile-time choice: with a run-time test inside the store loop GCC kept the transposed rows
+// on the stack, and the layer ran 20% slower even without the rectifier.
+void store_transposed(const float* src, int64_t len, int64_t mc, const float* bias, float* d, int64_t ld,
+                      bool relu) {
+  if (relu)
+    store_transposed_as<true>(src, len, mc, bias, d, ld);
+  else
+    store_transposed_as<false>(src, len, mc, bias, d, ld);
 }
 #else
-void store_transposed(const float*, int64_t, int64_t, const float*, float*, int64_t) {}
+void store_transposed(const float*, int64_t, int64_t, const float*, float*, int64_t, bool) {}
 #endif
 
 // Tiles [i0, i1) of the list of all groups' tiles (group-major, ceil(NC / 6) per group).
@@ -354,6 +380,7 @@ struct DirectWorker {
   PaddedWindow win;
   int64_t ob_lo = 0, ob_hi = -1;  // the blocks of output channels this thread computes (-1: all)
   int64_t kc = 0;                 // input channels per block of depth (all of them: one block)
+  bool relu = false;              // max(y, 0) as y is written
   float* acc = nullptr;           // with several blocks of depth: [block of channels][column][16]
 
   void chunk(int64_t grp, int64_t j0, int64_t j1) {
@@ -405,7 +432,7 @@ struct DirectWorker {
       for (int64_t i = 0; i < cols;) {
         const int64_t j = j0 + i, n = j / g.P, p = j % g.P, len = std::min(cols - i, g.P - p);
         float* d = y + (n * g.M + grp * g.Mg + m0) * g.P + p;
-        store_transposed(out + i * kDirectOc, len, mc, bv, d, g.P);
+        store_transposed(out + i * kDirectOc, len, mc, bv, d, g.P, relu);
         i += len;
       }
     }
@@ -418,7 +445,7 @@ struct DirectWorker {
 };
 
 void direct_forward(const ConvShape& s, const float* x, const float* packed, const float* bias, float* y,
-                    int threads) {
+                    int threads, bool relu) {
   Geom g = make_geom(s);
   // The window holds every image a chunk's columns touch.
   g.win_images = std::min(g.N, std::max(kDirectChunkTiles * kDirectPos / g.P + 2, g.win_images));
@@ -445,7 +472,7 @@ void direct_forward(const ConvShape& s, const float* x, const float* packed, con
   auto run = [&](int64_t i0, int64_t i1, int64_t b0, int64_t b1) {
     float* buf = thread_scratch(scratch, ScratchSlot::ConvWorker);
     DirectWorker wk{g, packed, bias, y, koff.data(), PaddedWindow{g, x, buf}};
-    wk.ob_lo = b0, wk.ob_hi = b1, wk.kc = kc;
+    wk.ob_lo = b0, wk.ob_hi = b1, wk.kc = kc, wk.relu = relu;
     if (acc_floats) wk.acc = buf + g.win_images * g.img + 16;
     wk.range(i0, i1);
   };
@@ -530,9 +557,9 @@ void small_conv_pack_weight(const ConvShape& s, const float* w, float* packed) {
 }
 
 void small_conv_forward(const ConvShape& s, const float* x, const float* packed, const float* bias, float* y,
-                        int threads) {
+                        int threads, bool relu) {
   if (use_direct(s)) {
-    direct_forward(s, x, packed, bias, y, threads);
+    direct_forward(s, x, packed, bias, y, threads, relu);
     return;
   }
   const Geom g = make_geom(s);
@@ -542,7 +569,7 @@ void small_conv_forward(const ConvShape& s, const float* x, const float* packed,
   auto run = [&](int64_t i0, int64_t i1) {
     float* buf = thread_scratch(scratch, ScratchSlot::ConvWorker);
     Worker wk{g, packed, bias, y, buf, buf + unit_cols * g.CgK + g.win_images * g.img,
-              PaddedWindow{g, x, buf + unit_cols * g.CgK}};
+              PaddedWindow{g, x, buf + unit_cols * g.CgK}, relu};
     wk.range(i0, i1);
   };
   const int64_t macs = g.NC * g.M * g.CgK;

@@ -38,10 +38,11 @@ int64_t small_conv_weight_floats(const ConvShape& s);
 /// w[M, C/groups, k...] into that layout.
 void small_conv_pack_weight(const ConvShape& s, const float* w, float* packed);
 
-/// y[N, M, out...] = conv(x, w) + bias (bias may be null) with w packed by small_conv_pack_weight.
+/// y[N, M, out...] = conv(x, w) + bias (bias may be null) with w packed by small_conv_pack_weight;
+/// with `relu`, max(y, 0) (as the Relu op: NaN and -0 kept) as y is written.
 /// Opens its own OpenMP region (at most `threads`) when the layer is large enough, so it must not
 /// be called inside one with threads > 1; needs no scratch from the caller.
 void small_conv_forward(const ConvShape& s, const float* x, const float* packed, const float* bias, float* y,
-                        int threads);
+                        int threads, bool relu = false);
 
 }  // namespace onnxplain::kernels

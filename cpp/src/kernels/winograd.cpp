@@ -84,6 +84,7 @@ template <int MT>
 struct Plan {
   static constexpr int A = Wino<MT>::kA, AA = A * A;
   int64_t N, C, M, H, W, Ho, Wo, pt, pl, th, tw, T, Tc;
+  bool relu = false;  // max(y, 0) as the output is written (a following Relu fused)
   explicit Plan(const ConvShape& s) {
     const Window3& w = s.win;
     N = s.batch, C = s.in_channels, M = s.out_channels;
@@ -353,6 +354,10 @@ void transform_output(const Plan<MT>& p, const float* mo, const float* bias, int
         float* orow[MT] = {o[i][0], o[i][1], o[i][2], o[i][3]};
         F::output_1d(row, orow, b0, kLanes);
       }
+      if (p.relu)
+        for (int i = 0; i < MT; ++i)
+          for (int j = 0; j < MT; ++j)
+            for (int l = 0; l < kLanes; ++l) o[i][j][l] = o[i][j][l] < 0.f ? 0.f : o[i][j][l];
       if (row_run) {
         // Eight whole tiles side by side: each output row is one run of 4 * 8 floats, stored
         // with fixed counts (the bounds checks per entry were most of this function's time).
@@ -397,8 +402,9 @@ void conv_tiles(const Plan<MT>& p, const float* x, const float* u, const float* 
 }
 
 template <int MT>
-void run(const ConvShape& s, const float* x, const float* u, const float* bias, float* y, int threads) {
-  const Plan<MT> p(s);
+void run(const ConvShape& s, const float* x, const float* u, const float* bias, float* y, int threads, bool relu) {
+  Plan<MT> p(s);
+  p.relu = relu;
   constexpr int AA = Plan<MT>::AA;
   const int64_t chunks = (p.T + p.Tc - 1) / p.Tc;
   const int64_t tcp = panel_cols(p.Tc);
@@ -464,9 +470,10 @@ void winograd_transform_weight(const ConvShape& s, const float* w, float* u, int
   transform_weight<kTile>(s, w, u, threads);
 }
 
-void winograd_conv(const ConvShape& s, const float* x, const float* u, const float* bias, float* y, int threads) {
+void winograd_conv(const ConvShape& s, const float* x, const float* u, const float* bias, float* y, int threads,
+                   bool relu) {
   if (s.batch == 0 || s.out_channels == 0) return;
-  run<kTile>(s, x, u, bias, y, threads);
+  run<kTile>(s, x, u, bias, y, threads, relu);
 }
 
 }  // namespace onnxplain::kernels

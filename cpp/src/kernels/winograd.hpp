@@ -24,7 +24,9 @@ int64_t winograd_weight_floats(const ConvShape& s);
 void winograd_transform_weight(const ConvShape& s, const float* w, float* u, int threads);
 
 /// y = conv(x, w) + bias for a shape winograd_applies() accepts, with u from
-/// winograd_transform_weight. Opens its own OpenMP regions: not to be called inside one.
-void winograd_conv(const ConvShape& s, const float* x, const float* u, const float* bias, float* y, int threads);
+/// winograd_transform_weight; with `relu`, max(y, 0) (as the Relu op: NaN and -0 kept) as y is
+/// written. Opens its own OpenMP regions: not to be called inside one.
+void winograd_conv(const ConvShape& s, const float* x, const float* u, const float* bias, float* y, int threads,
+                   bool relu = false);
 
 }  // namespace onnxplain::kernels

@@ -6,6 +6,7 @@
 // Kind: Linear, weight input 1, bias input 2 (LRP rules run it with modified weights/inputs).
 // VJP: dX = col2im(W^T dY); dW and dB too when W/B are graph inputs (need[1], need[2]).
 #include "kernels/conv.hpp"
+#include "kernels/parallel.hpp"
 #include "kernels/small_conv.hpp"
 #include "kernels/winograd.hpp"
 #include "ops/derived_cache.hpp"
@@ -74,8 +75,15 @@ class Conv final : public Op {
     kernels::ConvShape cs;
     const Shape ys = geometry(x, w, b, &cs);
     out[0] = ctx.alloc(DType::Float32, ys);
-    run_conv(cs, x.f32(), w, kWinograd, kPanel, [&] { return w.f32(); }, b ? b->f32() : nullptr, out[0].f32(), ctx);
+    float* y = out[0].f32();
+    const bool relu = ctx.relu_epilogue();
+    if (!run_conv(cs, x.f32(), w, kWinograd, kPanel, [&] { return w.f32(); }, b ? b->f32() : nullptr, y, ctx, relu) &&
+        relu)
+      kernels::parallel_for(out[0].numel(), ctx.threads(), [&](int64_t i0, int64_t i1) {
+        for (int64_t i = i0; i < i1; ++i) y[i] = y[i] < 0.f ? 0.f : y[i];
+      });
   }
+  bool fuses_rectifier() const override { return true; }
 
   // dX = col2im(W^T dY), dW = dY im2col(X)^T, dB = dY summed over images and positions; W and X
   // are the tensors passed in (a rule's modified weight or input), never load-time copies.
@@ -216,10 +224,11 @@ class Conv final : public Op {
 
   // y = conv(x, weight) for the geometry cs; `weight()` gives the weight's floats (derived from w
   // as tagged), transformed for Winograd under `wino_tag` or packed into GEMM panels under
-  // `panel_tag` when that path applies.
+  // `panel_tag` when that path applies. With `relu` the Winograd and small-map kernels write
+  // max(y, 0) and the call returns true; the other paths return false (the caller rectifies).
   template <class WeightOf>
-  void run_conv(const kernels::ConvShape& cs, const float* x, const Tensor& w, int wino_tag, int panel_tag,
-                WeightOf weight, const float* bias, float* y, ExecContext& ctx) const {
+  bool run_conv(const kernels::ConvShape& cs, const float* x, const Tensor& w, int wino_tag, int panel_tag,
+                WeightOf weight, const float* bias, float* y, ExecContext& ctx, bool relu = false) const {
     const int threads = ctx.threads();
     if (ctx.winograd() && kernels::winograd_applies(cs) && !kernels::small_conv_beats_winograd(cs)) {
       // Over few tiles the weight's transform costs a fifth of the product or more: keep it even
@@ -232,8 +241,8 @@ class Conv final : public Op {
             kernels::winograd_transform_weight(cs, weight(), v.data(), threads);
           },
           tiles < 64);
-      kernels::winograd_conv(cs, x, u->data(), bias, y, threads);
-      return;
+      kernels::winograd_conv(cs, x, u->data(), bias, y, threads, relu);
+      return true;
     }
     if (kernels::small_conv_applies(cs)) {
       // Likewise over few positions (ResNet-50's 512-channel layers at batch 1: 49): packing a
@@ -246,12 +255,13 @@ class Conv final : public Op {
             kernels::small_conv_pack_weight(cs, weight(), v.data());
           },
           cs.batch * cs.win.out_size() < 1024);
-      kernels::small_conv_forward(cs, x, a->data(), bias, y, threads);
-      return;
+      kernels::small_conv_forward(cs, x, a->data(), bias, y, threads, relu);
+      return true;
     }
     const int64_t n = kernels::conv_scratch_floats(cs);
     kernels::conv_forward(cs, x, weight(), bias, y, n > 0 ? ctx.scratch(static_cast<std::size_t>(n)) : nullptr,
                           threads);
+    return false;
   }
 
   static constexpr int kFlipped = 0, kWinograd = 1, kWinogradFlipped = 2, kPanel = 3, kPanelFlipped = 4;

@@ -25,6 +25,10 @@ class ExecContext {
   /// Whether 3x3 convolutions may use Winograd's algorithm (faster, ~1e-5 relative rounding
   /// instead of ~1e-6; kernels/winograd.hpp).
   bool winograd() const { return winograd_; }
+  /// Set by the runtime around the forward() of an op whose fuses_rectifier() is true, when the
+  /// next node is a rectifier reading only its output: the op writes max(y, 0) instead of y.
+  bool relu_epilogue() const { return relu_epilogue_; }
+  void set_relu_epilogue(bool on) { relu_epilogue_ = on; }
   /// Output allocation goes through here so the runtime can pool buffers.
   Tensor alloc(DType dtype, const Shape& shape) { return Tensor(dtype, shape); }
   /// Scratch float memory of at least n elements, uninitialised, valid until the next call on
@@ -34,6 +38,7 @@ class ExecContext {
  private:
   int threads_;
   bool winograd_;
+  bool relu_epilogue_ = false;
 };
 
 namespace ops {
@@ -126,6 +131,10 @@ class Op {
                    ExecContext& ctx) const;
   /// True for the rectifier (Relu), whose backward DeConvNet and Guided BackProp modify.
   virtual bool rectifier() const { return false; }
+  /// Whether forward() honours ExecContext::relu_epilogue() (writes max(y, 0) for output 0, as
+  /// the Relu op: NaN and -0 kept). A plain forward pass then skips the rectifier that follows:
+  /// its separate pass over the output was a few percent of a CNN's forward (onnxruntime fuses it).
+  virtual bool fuses_rectifier() const { return false; }
   /// For a unary element-wise op: overwrites x with the op's output and returns true. The runtime
   /// asks when it holds x alone and no later node reads it (a plain forward pass): the output then
   /// takes no new buffer, and x, just written by the node before, is still in cache (a separate

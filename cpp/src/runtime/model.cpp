@@ -77,6 +77,19 @@ void Model::plan() {
     for (int in : graph_.nodes[i].inputs)
       if (in >= 0) last_use_[static_cast<std::size_t>(in)] = static_cast<int>(i);
   for (int o : graph_.outputs) last_use_[static_cast<std::size_t>(o)] = static_cast<int>(graph_.nodes.size());
+  // A rectifier whose only input is the output of the node just before it, read by nothing else
+  // (not a graph output either): that node can write the rectified values itself.
+  fuse_next_.assign(graph_.nodes.size(), 0);
+  for (std::size_t i = 0; i + 1 < graph_.nodes.size(); ++i) {
+    const Node& n = graph_.nodes[i];
+    const Node& r = graph_.nodes[i + 1];
+    if (!n.op || !r.op || !n.op->fuses_rectifier() || !r.op->rectifier()) continue;
+    if (n.outputs.size() != 1 || n.outputs[0] < 0 || r.inputs.size() != 1 || r.inputs[0] != n.outputs[0] ||
+        r.outputs.size() != 1 || r.outputs[0] < 0)
+      continue;
+    const auto o = static_cast<std::size_t>(n.outputs[0]);
+    if (last_use_[o] == static_cast<int>(i + 1) && graph_.values[o].info.dtype == DType::Float32) fuse_next_[i] = 1;
+  }
 }
 
 Tensor freed_value(const Tensor& t) {
@@ -258,8 +271,11 @@ std::vector<Tensor> Model::run(const std::vector<Tensor>& inputs, int threads, s
     for (int in : n.inputs) ins.push_back(in >= 0 ? &vals[static_cast<std::size_t>(in)] : nullptr);
     outs.assign(n.outputs.size(), Tensor());
     prof.start();
+    const bool fuse = !keep && !hook && fuse_next_[i];
     try {
+      ctx.set_relu_epilogue(fuse);
       if (!(hook && hook(i, ins, outs, ctx)) && !(!keep && in_place(i, vals, outs, ctx))) n.op->forward(ins, outs, ctx);
+      ctx.set_relu_epilogue(false);
     } catch (const ShapeError& e) {
       std::string m = e.what();
       if (m.rfind("node '", 0) == 0) throw;
@@ -287,6 +303,13 @@ std::vector<Tensor> Model::run(const std::vector<Tensor>& inputs, int threads, s
         if (in >= 0 && last_use_[static_cast<std::size_t>(in)] == static_cast<int>(i)) drop(in);
       for (int o : n.outputs)
         if (o >= 0 && last_use_[static_cast<std::size_t>(o)] < 0) drop(o);  // read by no node
+    }
+    if (fuse) {
+      // The rectifier after this node, done: its output is this node's, rectified as written.
+      const Node& r = g.nodes[i + 1];
+      vals[static_cast<std::size_t>(r.outputs[0])] = std::move(vals[static_cast<std::size_t>(n.outputs[0])]);
+      vals[static_cast<std::size_t>(n.outputs[0])] = Tensor();
+      ++i;
     }
   }
   std::vector<Tensor> result;

@@ -93,6 +93,9 @@ class Model {
   Graph graph_;
   LoadOptions opts_;
   std::vector<int> last_use_;  // value id -> index of the last node reading it (-1: never)
+  // node -> whether, in a plain forward pass, it writes the rectified output of the rectifier
+  // right after it (Op::fuses_rectifier), which is then skipped
+  std::vector<char> fuse_next_;
   void plan();
 };
 
