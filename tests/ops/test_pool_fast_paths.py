@@ -64,3 +64,67 @@ def test_max_pool_2x2_nan_and_signed_zero_order(shape: tuple[int, ...], threads:
         m = np.where(t > m, t, m)
     got = ox.load(_pool(shape), strip_softmax=False).run({"x": x}, threads=threads)[0]
     np.testing.assert_array_equal(got.view(np.uint32), m.view(np.uint32))
+
+
+def _pool_grad_ref(x: np.ndarray, cot: np.ndarray, k: tuple[int, int], s: tuple[int, int],
+                   p: tuple[int, int]) -> np.ndarray:
+    """MaxPool's gradient in numpy, written from its semantics: each window's taps in row-major
+    order, the running maximum replaced only by a strictly greater entry (so NaN never wins, ties
+    and -0 / +0 go to the first); a window with no winner (all -inf or NaN) routes its cotangent
+    to its first in-bounds tap; contributions summed in output order."""
+    n, c, h, w = x.shape
+    oh, ow = cot.shape[2:]
+    g = np.zeros_like(x)
+    for b in range(n):
+        for ch in range(c):
+            xp, gp = x[b, ch], g[b, ch]
+            for oy in range(oh):
+                for ox_ in range(ow):
+                    best, at = -np.inf, None
+                    for ky in range(k[0]):
+                        iy = oy * s[0] - p[0] + ky
+                        if not 0 <= iy < h:
+                            continue
+                        for kx in range(k[1]):
+                            ix = ox_ * s[1] - p[1] + kx
+                            if 0 <= ix < w and xp[iy, ix] > best:
+                                best, at = xp[iy, ix], (iy, ix)
+                    if at is None:
+                        at = (max(0, oy * s[0] - p[0]), max(0, ox_ * s[1] - p[1]))
+                    gp[at] += cot[b, ch, oy, ox_]
+    return g
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize(("shape", "k", "s", "p"), [
+    ((2, 3, 17, 23), (3, 3), (2, 2), (1, 1)),   # ResNet's stem pool, odd sizes: vector and scalar tails
+    ((1, 2, 16, 40), (3, 3), (2, 2), (1, 1)),   # rows of 20 outputs: several vectors of four
+    ((2, 2, 9, 18), (2, 2), (2, 2), (0, 0)),
+    ((1, 3, 6, 31), (2, 3), (1, 2), (0, 1)),    # stride 2 along the row only
+    ((1, 1, 5, 9), (3, 3), (2, 2), (1, 1)),     # the last vector would read past the plane
+])
+@pytest.mark.parametrize("special", [False, True])
+def test_max_pool_stride2_gradient(shape, k, s, p, threads: int, special: bool) -> None:
+    """The stride-2 backward loop (four windows from eight consecutive floats) against the numpy
+    semantics above, bit for bit, with NaN, infinities, signed zeros and ties among the entries."""
+    rng = np.random.default_rng(sum(shape) + k[1] + s[0])
+    x = rng.integers(-2, 3, size=shape).astype(np.float32) if special else rng.standard_normal(shape).astype(np.float32)
+    if special:
+        flat = x.reshape(-1)
+        idx = rng.choice(flat.size, size=flat.size // 3, replace=False)
+        flat[idx[0::5]] = np.nan
+        flat[idx[1::5]] = -np.inf
+        flat[idx[2::5]] = -0.0
+        flat[idx[3::5]] = np.inf
+        flat[: shape[3]] = np.nan  # a first row of NaN: windows that only see NaN or padding
+    g = helper.make_graph(
+        [helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=list(k), strides=list(s),
+                          pads=[p[0], p[1], p[0], p[1]])],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    data = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]).SerializeToString()
+    m = ox.load(data, strip_softmax=False)
+    y = m.run({"x": x}, threads=threads)[0]
+    cot = rng.standard_normal(y.shape).astype(np.float32)
+    (got,) = m.vjp(x, cot, threads=threads)
+    np.testing.assert_array_equal(got, _pool_grad_ref(x, cot, k, s, p))

@@ -319,7 +319,29 @@ void max_pool_rows_backward(const float* x, const float* dy, int64_t planes, con
                 const auto base = static_cast<int32_t>(iy * W + kx - pl), step = static_cast<int32_t>(sw);
                 float* pv = bv.data();
                 int32_t* pi = bi.data();
-                for (auto ox = static_cast<int32_t>(c0); ox < static_cast<int32_t>(c1); ++ox) {
+                auto ox = static_cast<int32_t>(c0);
+#if defined(__SSE2__)
+                if (step == 2) {
+                  // Stride 2 (ResNet's 3x3/2 stem pool): the strided loads did not vectorise and
+                  // this loop took 4x the forward. Four windows from 8 consecutive floats, the
+                  // even ones picked by a shuffle; the same compare (false on NaN) and selects.
+                  const __m128i four = _mm_set1_epi32(8);
+                  __m128i idx = _mm_add_epi32(_mm_set1_epi32(base + 2 * ox), _mm_setr_epi32(0, 2, 4, 6));
+                  for (; ox + 4 <= static_cast<int32_t>(c1) && int64_t{base} + 2 * ox + 8 <= H * W; ox += 4) {
+                    const float* src = xp + base + 2 * ox;
+                    const __m128 v = _mm_shuffle_ps(_mm_loadu_ps(src), _mm_loadu_ps(src + 4), _MM_SHUFFLE(2, 0, 2, 0));
+                    const __m128 old = _mm_loadu_ps(pv + ox);
+                    const __m128 up = _mm_cmpgt_ps(v, old);
+                    _mm_storeu_ps(pv + ox, _mm_or_ps(_mm_and_ps(up, v), _mm_andnot_ps(up, old)));
+                    const __m128i upi = _mm_castps_si128(up);
+                    const __m128i oldi = _mm_loadu_si128(reinterpret_cast<const __m128i*>(pi + ox));
+                    _mm_storeu_si128(reinterpret_cast<__m128i*>(pi + ox),
+                                     _mm_or_si128(_mm_and_si128(upi, idx), _mm_andnot_si128(upi, oldi)));
+                    idx = _mm_add_epi32(idx, four);
+                  }
+                }
+#endif
+                for (; ox < static_cast<int32_t>(c1); ++ox) {
                   const int32_t i = base + ox * step;
                   const float v = xp[i];
                   const bool up = v > pv[ox];
