@@ -13,6 +13,7 @@ class Add final : public BinaryArith<kernels::AddFn> {
  public:
   using BinaryArith::BinaryArith;
   OpKind kind() const override { return OpKind::Sum; }
+  float sum_sign(std::size_t) const override { return 1.f; }
 
   void vjp(const std::vector<const Tensor*>& in, const std::vector<const Tensor*>&,
            const std::vector<const Tensor*>& gout, const std::vector<bool>& need, std::vector<Tensor>& gin,

@@ -15,6 +15,7 @@ class Sum final : public VariadicOp<VariadicMode::Sum> {
  public:
   using VariadicOp::VariadicOp;
   OpKind kind() const override { return OpKind::Sum; }
+  float sum_sign(std::size_t) const override { return 1.f; }
 };
 
 }  // namespace
