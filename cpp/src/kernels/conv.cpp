@@ -296,18 +296,24 @@ int64_t conv_scratch_floats(const ConvShape& s) {
   return Cg * K * pl.rows_per_tile * s.win.out[2];
 }
 
+void apply_epilogue_parallel(const Epilogue& ep, float* y, int64_t n, int threads) {
+  if (!ep.any()) return;
+  parallel_for(n, threads, [&](int64_t i0, int64_t i1) { apply_epilogue(ep, y + i0, i1 - i0, i0); });
+}
+
 void conv_forward(const ConvShape& s, const float* x, const float* w, const float* bias, float* y, float* scratch,
-                  int threads) {
+                  int threads, const Epilogue& ep) {
   if (s.batch == 0 || s.out_channels == 0 || s.win.out_size() == 0) return;
   if (is_depthwise(s)) {
     depthwise(s, x, w, bias, y, threads);
+    apply_epilogue_parallel(ep, y, s.batch * s.out_channels * s.win.out_size(), threads);
     return;
   }
   if (threads > 1 && s.batch >= threads) {
     const int64_t per_in = s.in_channels * s.win.in_size(), per_out = s.out_channels * s.win.out_size();
     per_thread_images(s, threads, [&](const ConvShape& sub, int64_t b) {
       float* buf = thread_scratch(static_cast<std::size_t>(conv_scratch_floats(sub)), ScratchSlot::ConvWorker);
-      conv_forward(sub, x + b * per_in, w, bias, y + b * per_out, buf, 1);
+      conv_forward(sub, x + b * per_in, w, bias, y + b * per_out, buf, 1, ep.at(b * per_out));
     });
     return;
   }
@@ -345,6 +351,9 @@ void conv_forward(const ConvShape& s, const float* x, const float* w, const floa
         if (bias) fill_bias(yg + r0 * out2, g, cols);
         im2col_rows(xg, Cg, win, r0, r1, buf, cols, 1);
         sgemm(false, false, Mg, cols, CgK, 1.f, w + g * Mg * CgK, CgK, buf, cols, beta, yg + r0 * out2, P);
+        if (ep.any())  // the tile, still in cache
+          for (int64_t m = 0; m < Mg; ++m)
+            apply_epilogue(ep, yg + m * P + r0 * out2, cols, (n * M + g * Mg + m) * P + r0 * out2);
       }
       set_blas_threads(saved);
     }
@@ -359,13 +368,16 @@ void conv_forward(const ConvShape& s, const float* x, const float* w, const floa
         if (pl.pointwise) {
           if (bias) fill_bias(yg, g, P);
           sgemm(false, false, Mg, P, Cg, 1.f, wg, Cg, xg, P, beta, yg, P);
-          continue;
+        } else {
+          for (int64_t r0 = 0; r0 < rows; r0 += pl.rows_per_tile) {
+            const int64_t r1 = std::min(rows, r0 + pl.rows_per_tile), cols = (r1 - r0) * out2;
+            if (bias) fill_bias(yg + r0 * out2, g, cols);
+            im2col_rows(xg, Cg, win, r0, r1, scratch, cols, threads);
+            sgemm(false, false, Mg, cols, CgK, 1.f, wg, CgK, scratch, cols, beta, yg + r0 * out2, P);
+          }
         }
-        for (int64_t r0 = 0; r0 < rows; r0 += pl.rows_per_tile) {
-          const int64_t r1 = std::min(rows, r0 + pl.rows_per_tile), cols = (r1 - r0) * out2;
-          if (bias) fill_bias(yg + r0 * out2, g, cols);
-          im2col_rows(xg, Cg, win, r0, r1, scratch, cols, threads);
-          sgemm(false, false, Mg, cols, CgK, 1.f, wg, CgK, scratch, cols, beta, yg + r0 * out2, P);
+        if (ep.any()) {
+          apply_epilogue_parallel(ep.at((n * M + g * Mg) * P), yg, Mg * P, threads);
         }
       }
     return;
@@ -402,6 +414,7 @@ void conv_forward(const ConvShape& s, const float* x, const float* w, const floa
               float* dst = y + ((n0 + i) * M + g * Mg + m) * P;
               const float b0 = bias ? bias[g * Mg + m] : 0.f;
               for (int64_t j = 0; j < P; ++j) dst[j] = src[j] + b0;
+              apply_epilogue(ep, dst, P, ((n0 + i) * M + g * Mg + m) * P);
             }
           },
           grain_for(P));

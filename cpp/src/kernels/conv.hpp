@@ -25,14 +25,55 @@ struct ConvShape {
   Window3 win{};
 };
 
+/// What a convolution does to each output value as it is written, for the nodes after it that
+/// the runtime fused: v = conv + bias, then v + residual[i] (an Add of a tensor shaped like the
+/// output), then Relu's `v < 0 ? 0 : v` (NaN and -0 kept). The same operations in the same order
+/// as the separate nodes, so the result is bit for bit theirs.
+struct Epilogue {
+  const float* residual = nullptr;
+  bool relu = false;
+  bool residual_first = false;  // the sum is residual + v (the order only shows in NaN payloads)
+  bool any() const { return residual || relu; }
+  Epilogue at(int64_t offset) const { return {residual ? residual + offset : nullptr, relu, residual_first}; }
+};
+
+/// Applies `ep` in place to y[0, n), whose entries start at offset `at` of the output.
+inline void apply_epilogue(const Epilogue& ep, float* y, int64_t n, int64_t at) {
+  if (ep.residual) {
+    const float* r = ep.residual + at;
+    if (ep.residual_first) {
+      if (ep.relu)
+        for (int64_t i = 0; i < n; ++i) {
+          const float v = r[i] + y[i];
+          y[i] = v < 0.f ? 0.f : v;
+        }
+      else
+        for (int64_t i = 0; i < n; ++i) y[i] = r[i] + y[i];
+    } else if (ep.relu) {
+      for (int64_t i = 0; i < n; ++i) {
+        const float v = y[i] + r[i];
+        y[i] = v < 0.f ? 0.f : v;
+      }
+    } else {
+      for (int64_t i = 0; i < n; ++i) y[i] = y[i] + r[i];
+    }
+  } else if (ep.relu) {
+    for (int64_t i = 0; i < n; ++i) y[i] = y[i] < 0.f ? 0.f : y[i];
+  }
+}
+
+/// The same over the whole output of n floats, parallel over `threads` (each chunk in one call).
+void apply_epilogue_parallel(const Epilogue& ep, float* y, int64_t n, int threads);
+
 /// Scratch floats conv_forward needs for this shape (0 when it needs none).
 int64_t conv_scratch_floats(const ConvShape& s);
 
-/// y[N, M, out...] = conv(x[N, C, in...], w[M, C/groups, k...]) + bias[M] (bias may be null).
+/// y[N, M, out...] = conv(x[N, C, in...], w[M, C/groups, k...]) + bias[M] (bias may be null),
+/// with `ep` applied as y is written (residual indexed like y).
 /// `scratch` holds at least conv_scratch_floats(s) floats. Calls sgemm (so it must not run inside
 /// an OpenMP parallel region); parallelises its own copying loops over `threads`.
 void conv_forward(const ConvShape& s, const float* x, const float* w, const float* bias, float* y, float* scratch,
-                  int threads);
+                  int threads, const Epilogue& ep = {});
 
 /// Scratch floats conv_backward needs for this shape (0 when it needs none).
 int64_t conv_backward_scratch_floats(const ConvShape& s);

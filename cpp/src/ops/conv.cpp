@@ -76,14 +76,22 @@ class Conv final : public Op {
     const Shape ys = geometry(x, w, b, &cs);
     out[0] = ctx.alloc(DType::Float32, ys);
     float* y = out[0].f32();
-    const bool relu = ctx.relu_epilogue();
-    if (!run_conv(cs, x.f32(), w, kWinograd, kPanel, [&] { return w.f32(); }, b ? b->f32() : nullptr, y, ctx, relu) &&
-        relu)
-      kernels::parallel_for(out[0].numel(), ctx.threads(), [&](int64_t i0, int64_t i1) {
-        for (int64_t i = i0; i < i1; ++i) y[i] = y[i] < 0.f ? 0.f : y[i];
-      });
+    kernels::Epilogue ep;
+    if (const Tensor* r = ctx.residual_epilogue()) {
+      if (r->dtype() == DType::Float32 && r->shape() == ys) {
+        ep.residual = r->f32();
+        ep.relu = ctx.relu_epilogue();
+        ep.residual_first = ctx.residual_first();
+        ctx.residual_applied();
+      }
+    } else {
+      ep.relu = ctx.relu_epilogue();
+    }
+    if (!run_conv(cs, x.f32(), w, kWinograd, kPanel, [&] { return w.f32(); }, b ? b->f32() : nullptr, y, ctx, ep))
+      kernels::apply_epilogue_parallel(ep, y, out[0].numel(), ctx.threads());
   }
   bool fuses_rectifier() const override { return true; }
+  bool fuses_residual() const override { return true; }
 
   // dX = col2im(W^T dY), dW = dY im2col(X)^T, dB = dY summed over images and positions; W and X
   // are the tensors passed in (a rule's modified weight or input), never load-time copies.
@@ -224,11 +232,14 @@ class Conv final : public Op {
 
   // y = conv(x, weight) for the geometry cs; `weight()` gives the weight's floats (derived from w
   // as tagged), transformed for Winograd under `wino_tag` or packed into GEMM panels under
-  // `panel_tag` when that path applies. With `relu` the Winograd and small-map kernels write
-  // max(y, 0) and the call returns true; the other paths return false (the caller rectifies).
+  // `panel_tag` when that path applies. Returns whether `ep` was applied as y was written; where
+  // not (a residual through the Winograd or small-map kernels, which fuse only the rectifier),
+  // the caller applies it after.
   template <class WeightOf>
   bool run_conv(const kernels::ConvShape& cs, const float* x, const Tensor& w, int wino_tag, int panel_tag,
-                WeightOf weight, const float* bias, float* y, ExecContext& ctx, bool relu = false) const {
+                WeightOf weight, const float* bias, float* y, ExecContext& ctx,
+                const kernels::Epilogue& ep = {}) const {
+    const bool relu = ep.relu && !ep.residual;
     const int threads = ctx.threads();
     if (ctx.winograd() && kernels::winograd_applies(cs) && !kernels::small_conv_beats_winograd(cs)) {
       // Over few tiles the weight's transform costs a fifth of the product or more: keep it even
@@ -242,7 +253,7 @@ class Conv final : public Op {
           },
           tiles < 64);
       kernels::winograd_conv(cs, x, u->data(), bias, y, threads, relu);
-      return true;
+      return !ep.residual;
     }
     if (kernels::small_conv_applies(cs)) {
       // Likewise over few positions (ResNet-50's 512-channel layers at batch 1: 49): packing a
@@ -256,12 +267,12 @@ class Conv final : public Op {
           },
           cs.batch * cs.win.out_size() < 1024);
       kernels::small_conv_forward(cs, x, a->data(), bias, y, threads, relu);
-      return true;
+      return !ep.residual;
     }
     const int64_t n = kernels::conv_scratch_floats(cs);
     kernels::conv_forward(cs, x, weight(), bias, y, n > 0 ? ctx.scratch(static_cast<std::size_t>(n)) : nullptr,
-                          threads);
-    return false;
+                          threads, ep);
+    return true;
   }
 
   static constexpr int kFlipped = 0, kWinograd = 1, kWinogradFlipped = 2, kPanel = 3, kPanelFlipped = 4;

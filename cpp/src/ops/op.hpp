@@ -29,6 +29,21 @@ class ExecContext {
   /// next node is a rectifier reading only its output: the op writes max(y, 0) instead of y.
   bool relu_epilogue() const { return relu_epilogue_; }
   void set_relu_epilogue(bool on) { relu_epilogue_ = on; }
+  /// Set by the runtime around the forward() of an op whose fuses_residual() is true, when the
+  /// next node adds `r` to its output (and, with relu_epilogue(), a rectifier follows that sum):
+  /// the op may write y + r (then max(y + r, 0)) and call residual_applied(). An op that does
+  /// not apply the residual (r shaped unlike its output) ignores relu_epilogue() too, and the
+  /// runtime runs both nodes.
+  const Tensor* residual_epilogue() const { return residual_; }
+  /// Whether r is the sum's first term (r + y; y + r otherwise).
+  bool residual_first() const { return residual_first_; }
+  void set_residual_epilogue(const Tensor* r, bool first = false) {
+    residual_ = r;
+    residual_first_ = first;
+    residual_done_ = false;
+  }
+  void residual_applied() { residual_done_ = true; }
+  bool residual_done() const { return residual_done_; }
   /// Output allocation goes through here so the runtime can pool buffers.
   Tensor alloc(DType dtype, const Shape& shape) { return Tensor(dtype, shape); }
   /// Scratch float memory of at least n elements, uninitialised, valid until the next call on
@@ -39,6 +54,9 @@ class ExecContext {
   int threads_;
   bool winograd_;
   bool relu_epilogue_ = false;
+  const Tensor* residual_ = nullptr;
+  bool residual_first_ = false;
+  bool residual_done_ = false;
 };
 
 namespace ops {
@@ -135,6 +153,10 @@ class Op {
   /// the Relu op: NaN and -0 kept). A plain forward pass then skips the rectifier that follows:
   /// its separate pass over the output was a few percent of a CNN's forward (onnxruntime fuses it).
   virtual bool fuses_rectifier() const { return false; }
+  /// Whether forward() honours ExecContext::residual_epilogue(): a residual sum (and the
+  /// rectifier after it) written with the output, as onnxruntime's fused Conv + Add + Relu. A
+  /// ResNet block's last convolution then makes no separate passes for the sum and the ReLU.
+  virtual bool fuses_residual() const { return false; }
   /// For a unary element-wise op: overwrites x with the op's output and returns true. The runtime
   /// asks when it holds x alone and no later node reads it (a plain forward pass): the output then
   /// takes no new buffer, and x, just written by the node before, is still in cache (a separate

@@ -90,6 +90,33 @@ void Model::plan() {
     const auto o = static_cast<std::size_t>(n.outputs[0]);
     if (last_use_[o] == static_cast<int>(i + 1) && graph_.values[o].info.dtype == DType::Float32) fuse_next_[i] = 1;
   }
+  // A sum of two terms right after a node whose output is one of them and read by nothing else
+  // (a ResNet block's last convolution and its shortcut), and the rectifier after that sum when
+  // it alone reads it: the node can write all of it (Op::fuses_residual). Whether the other
+  // term has the output's shape is known at run time; the op declines otherwise.
+  fuse_add_.assign(graph_.nodes.size(), FusedAdd{});
+  for (std::size_t i = 0; i + 1 < graph_.nodes.size(); ++i) {
+    const Node& n = graph_.nodes[i];
+    const Node& a = graph_.nodes[i + 1];
+    if (!n.op || !a.op || !n.op->fuses_residual() || a.op->kind() != ops::OpKind::Sum || a.inputs.size() != 2 ||
+        a.op->sum_sign(0) != 1.f || a.op->sum_sign(1) != 1.f || n.outputs.size() != 1 || n.outputs[0] < 0 ||
+        a.outputs.size() != 1 || a.outputs[0] < 0 || a.inputs[0] == a.inputs[1])
+      continue;
+    const int y = n.outputs[0];
+    const int other = a.inputs[0] == y ? a.inputs[1] : a.inputs[1] == y ? a.inputs[0] : -1;
+    if (other < 0 || last_use_[static_cast<std::size_t>(y)] != static_cast<int>(i + 1) ||
+        graph_.values[static_cast<std::size_t>(y)].info.dtype != DType::Float32 ||
+        graph_.values[static_cast<std::size_t>(a.outputs[0])].info.dtype != DType::Float32)
+      continue;
+    FusedAdd f{other, a.inputs[0] == other, false};
+    if (i + 2 < graph_.nodes.size()) {
+      const Node& r = graph_.nodes[i + 2];
+      const auto s = static_cast<std::size_t>(a.outputs[0]);
+      f.relu = r.op && r.op->rectifier() && r.inputs.size() == 1 && r.inputs[0] == a.outputs[0] &&
+               r.outputs.size() == 1 && r.outputs[0] >= 0 && last_use_[s] == static_cast<int>(i + 2);
+    }
+    fuse_add_[i] = f;
+  }
 }
 
 Tensor freed_value(const Tensor& t) {
@@ -271,12 +298,25 @@ std::vector<Tensor> Model::run(const std::vector<Tensor>& inputs, int threads, s
     for (int in : n.inputs) ins.push_back(in >= 0 ? &vals[static_cast<std::size_t>(in)] : nullptr);
     outs.assign(n.outputs.size(), Tensor());
     prof.start();
-    const bool fuse = !keep && !hook && fuse_next_[i];
+    const bool plain = !keep && !hook;
+    const FusedAdd& fa = fuse_add_[i];
+    const bool try_add = plain && fa.other >= 0 && vals[static_cast<std::size_t>(fa.other)].raw();
+    bool fuse = plain && fuse_next_[i];
+    bool added = false;
     try {
-      ctx.set_relu_epilogue(fuse);
+      if (try_add) {
+        ctx.set_residual_epilogue(&vals[static_cast<std::size_t>(fa.other)], fa.first);
+        ctx.set_relu_epilogue(fa.relu);
+      } else {
+        ctx.set_relu_epilogue(fuse);
+      }
       if (!(hook && hook(i, ins, outs, ctx)) && !(!keep && in_place(i, vals, outs, ctx))) n.op->forward(ins, outs, ctx);
+      added = try_add && ctx.residual_done();
       ctx.set_relu_epilogue(false);
+      ctx.set_residual_epilogue(nullptr);
     } catch (const ShapeError& e) {
+      ctx.set_relu_epilogue(false);
+      ctx.set_residual_epilogue(nullptr);
       std::string m = e.what();
       if (m.rfind("node '", 0) == 0) throw;
       throw ShapeError(Graph::node_context(n) + ": " + m);
@@ -304,6 +344,19 @@ std::vector<Tensor> Model::run(const std::vector<Tensor>& inputs, int threads, s
       for (int o : n.outputs)
         if (o >= 0 && last_use_[static_cast<std::size_t>(o)] < 0) drop(o);  // read by no node
     }
+    if (added) {
+      // The sum after this node (and the rectifier after that), done as written: their output
+      // is this node's. The other term is freed if the sum was its last reader.
+      const std::size_t skip = fa.relu ? 2 : 1;
+      const Node& last = g.nodes[i + skip];
+      vals[static_cast<std::size_t>(last.outputs[0])] = std::move(vals[static_cast<std::size_t>(n.outputs[0])]);
+      vals[static_cast<std::size_t>(n.outputs[0])] = Tensor();
+      const auto o = static_cast<std::size_t>(fa.other);
+      if (last_use_[o] == static_cast<int>(i + 1) && !g.values[o].is_constant) vals[o] = Tensor();
+      i += skip;
+      continue;
+    }
+    if (try_add) fuse = false;  // declined: the sum runs as its own node
     if (fuse) {
       // The rectifier after this node, done: its output is this node's, rectified as written.
       const Node& r = g.nodes[i + 1];

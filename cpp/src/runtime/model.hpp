@@ -96,6 +96,14 @@ class Model {
   // node -> whether, in a plain forward pass, it writes the rectified output of the rectifier
   // right after it (Op::fuses_rectifier), which is then skipped
   std::vector<char> fuse_next_;
+  // node -> the other term of the sum right after it that it may write with its output
+  // (Op::fuses_residual; -1: none), and whether the rectifier after that sum comes too
+  struct FusedAdd {
+    int other = -1;
+    bool first = false;  // the other term is the sum's first input
+    bool relu = false;
+  };
+  std::vector<FusedAdd> fuse_add_;
   void plan();
 };
 
