@@ -70,8 +70,14 @@ def _wide_mlp() -> nn.Module:
                          nn.ReLU(), nn.Linear(280, 5))
 
 
-INPUT_SHAPES = {"mlp": (10,), "cnn": (3, 12, 12), "residual": (3, 6, 6), "wide_mlp": (40,)}
-BUILDERS = {"mlp": _mlp, "cnn": _cnn, "residual": ResidualNet, "wide_mlp": _wide_mlp}
+def _wide_head() -> nn.Module:
+    # A wide last layer (300x260) after a ReLU: its outputs reach the rules with either sign, so
+    # γ's VJP through W + γW- (cotangent where the output is negative) is used too.
+    return nn.Sequential(nn.Linear(40, 300), nn.ReLU(), nn.Linear(300, 260))
+
+
+INPUT_SHAPES = {"mlp": (10,), "cnn": (3, 12, 12), "residual": (3, 6, 6), "wide_mlp": (40,), "wide_head": (40,)}
+BUILDERS = {"mlp": _mlp, "cnn": _cnn, "residual": ResidualNet, "wide_mlp": _wide_mlp, "wide_head": _wide_head}
 
 
 @functools.cache
@@ -199,20 +205,25 @@ def _untransposed(model: bytes) -> bytes:
     return m.SerializeToString()
 
 
+@pytest.mark.parametrize("name", ["wide_mlp", "wide_head"])
 @pytest.mark.parametrize("layout", ["transB", "untransposed"])
-@pytest.mark.parametrize("rule", [r for r in RULES if r[0] in ("lrp.alpha_2_beta_1", "lrp.alpha_beta")],
+@pytest.mark.parametrize("rule", [r for r in RULES if r[0] in ("lrp.alpha_2_beta_1", "lrp.alpha_beta", "lrp.gamma")],
                          ids=lambda r: _rule_id(r))
-def test_alpha_beta_wide_dense_layers_one_row(rule, layout: str) -> None:
-    """At batch 1 a wide dense layer after a ReLU makes W+x and W-x, and later both VJPs, in one
-    pass over its weight (Op::forward_sign_split / vjp_sign_split), for both weight layouts; a
-    batch of 3 takes the two-product path. Both against Zennit."""
+def test_sign_split_wide_dense_layers_one_row(rule, layout: str, name: str) -> None:
+    """At batch 1 a wide dense layer after a ReLU makes αβ's W+x and W-x (γ's W^γ+ x and
+    W^γ- x), and later both VJPs, in one pass over its weight (Op::forward_sign_split /
+    vjp_sign_split), for both weight layouts; a batch of 3 takes the two-product path. Both
+    against Zennit; on the wide head the targets include outputs below zero."""
     method, params, zennit_rule = rule
-    net, exported = _exported("wide_mlp")
+    net, exported = _exported(name)
     model = ox.load(exported if layout == "transB" else _untransposed(exported), strip_softmax=False)
     ex = ox.explainer(model, method, **params)
     for n, target in ((1, [3]), (3, [0, 4, 2])):
-        x = _input("wide_mlp", n, 5)
+        x = _input(name, n, 5)
         t = np.array(target)
+        if name == "wide_head":
+            t = np.argsort(model.predict(x), axis=1)[:, 2]  # among the lowest outputs: negative
+            assert (model.predict(x)[np.arange(n), t] < 0).all()
         for threads in (1, 2):
             ours = ex.explain(x, target=t, threads=threads)
             _assert_matches(ours, _zennit(net, _layer_map(zennit_rule()), x, t))

@@ -210,13 +210,34 @@ void one_row_gemm(bool trans_b, const float* a, int64_t n0, int64_t n1, int64_t 
       });
 }
 
-}  // namespace
+// The two modified weights of the sign-split kernels, per lane and per scalar, and the VJP term
+// f1(w) g1 + f2(w) g2 (for αβ, where one of w+ and w- is zero, w times g1 or g2 by w's sign).
+struct AlphaBetaMods {
+  Vec16 f1(Vec16 w) const { return pos_part(w); }
+  Vec16 f2(Vec16 w) const { return neg_part(w); }
+  float f1(float w) const { return std::max(w, 0.f); }
+  float f2(float w) const { return std::min(w, 0.f); }
+  Vec16 vjp(Vec16 w, Vec16 g1, Vec16 g2) const { return w * where_pos(w, g1, g2); }
+  float vjp(float w, float g1, float g2) const { return w * (w > 0.f ? g1 : g2); }
+};
+// γ's W + γW+ and W + γW-, as Zennit's Gamma modifies each weight (rules::GammaMod).
+struct GammaMods {
+  float g;
+  Vec16 f1(Vec16 w) const { return w + splat16(g) * pos_part(w); }
+  Vec16 f2(Vec16 w) const { return w + splat16(g) * neg_part(w); }
+  float f1(float w) const { return w + g * (w > 0.f ? w : 0.f); }
+  float f2(float w) const { return w + g * (w < 0.f ? w : 0.f); }
+  Vec16 vjp(Vec16 w, Vec16 g1, Vec16 g2) const { return f1(w) * g1 + f2(w) * g2; }
+  float vjp(float w, float g1, float g2) const { return f1(w) * g1 + f2(w) * g2; }
+};
 
-void gemv_sign_split(bool trans_b, int64_t N, int64_t K, const float* a, const float* B, int64_t ldb, float* pos,
-                     float* neg) {
+template <class Mods>
+void gemv_split(const Mods& md, bool trans_b, int64_t N, int64_t K, const float* a, const float* B, int64_t ldb,
+                float* pos, float* neg) {
   if (N <= 0) return;
   if (trans_b) {
-    // op(B)[k, n] = B[n, k]: two dot products (both signs) per contiguous row, two rows at a time.
+    // op(B)[k, n] = B[n, k]: two dot products (both modified weights) per contiguous row, two
+    // rows at a time.
     split_outputs(N, K, [&](int64_t n0, int64_t n1) {
       int64_t n = n0;
       for (; n + 2 <= n1; n += 2) {
@@ -226,26 +247,27 @@ void gemv_sign_split(bool trans_b, int64_t N, int64_t K, const float* a, const f
         int64_t k = 0;
         for (; k + 16 <= K; k += 16) {
           const Vec16 av = load16(a + k), w0 = load16(b0 + k), w1 = load16(b1 + k);
-          p0 += av * pos_part(w0), q0 += av * neg_part(w0);
-          p1 += av * pos_part(w1), q1 += av * neg_part(w1);
+          p0 += av * md.f1(w0), q0 += av * md.f2(w0);
+          p1 += av * md.f1(w1), q1 += av * md.f2(w1);
         }
         float sp0 = hsum(p0), sq0 = hsum(q0), sp1 = hsum(p1), sq1 = hsum(q1);
         for (; k < K; ++k) {
-          sp0 += a[k] * std::max(b0[k], 0.f), sq0 += a[k] * std::min(b0[k], 0.f);
-          sp1 += a[k] * std::max(b1[k], 0.f), sq1 += a[k] * std::min(b1[k], 0.f);
+          sp0 += a[k] * md.f1(b0[k]), sq0 += a[k] * md.f2(b0[k]);
+          sp1 += a[k] * md.f1(b1[k]), sq1 += a[k] * md.f2(b1[k]);
         }
         pos[n] = sp0, neg[n] = sq0, pos[n + 1] = sp1, neg[n + 1] = sq1;
       }
       for (; n < n1; ++n) {
         const float* bn = B + n * ldb;
         float sp = 0.f, sq = 0.f;
-        for (int64_t k = 0; k < K; ++k) sp += a[k] * std::max(bn[k], 0.f), sq += a[k] * std::min(bn[k], 0.f);
+        for (int64_t k = 0; k < K; ++k) sp += a[k] * md.f1(bn[k]), sq += a[k] * md.f2(bn[k]);
         pos[n] = sp, neg[n] = sq;
       }
     });
     return;
   }
-  // op(B) = B [K, N]: rows of B (both signs) scaled and added, in column blocks that stay in L2.
+  // op(B) = B [K, N]: rows of B (both modified weights) scaled and added, in column blocks that
+  // stay in L2.
   split_outputs(N, K, [&](int64_t n0, int64_t n1) {
     rows_in_column_blocks(
         n0, n1, K, int64_t{32} << 10,
@@ -261,36 +283,34 @@ void gemv_sign_split(bool trans_b, int64_t N, int64_t K, const float* a, const f
           int64_t n = c0;
           for (; n + 16 <= c1; n += 16) {
             const Vec16 w = load16(bk + n);
-            store16(pos + n, load16(pos + n) + sv * pos_part(w));
-            store16(neg + n, load16(neg + n) + sv * neg_part(w));
+            store16(pos + n, load16(pos + n) + sv * md.f1(w));
+            store16(neg + n, load16(neg + n) + sv * md.f2(w));
           }
-          for (; n < c1; ++n) pos[n] += s * std::max(bk[n], 0.f), neg[n] += s * std::min(bk[n], 0.f);
+          for (; n < c1; ++n) pos[n] += s * md.f1(bk[n]), neg[n] += s * md.f2(bk[n]);
         });
   });
 }
 
-void gemv_sign_split_vjp(bool trans_b, int64_t N, int64_t K, const float* g1, const float* g2, const float* B,
-                         int64_t ldb, float* out) {
+template <class Mods>
+void gemv_split_vjp(const Mods& md, bool trans_b, int64_t N, int64_t K, const float* g1, const float* g2,
+                    const float* B, int64_t ldb, float* out) {
   if (K <= 0) return;
   if (!trans_b) {
-    // op(B) = B [K, N]: out[k] is a dot product of row k of B with g1 or g2 chosen per entry.
+    // op(B) = B [K, N]: out[k] is a dot product of row k of B (modified) with g1 and g2.
     split_outputs(K, N, [&](int64_t k0, int64_t k1) {
       for (int64_t k = k0; k < k1; ++k) {
         const float* bk = B + k * ldb;
         Vec16 acc = {};
         int64_t n = 0;
-        for (; n + 16 <= N; n += 16) {
-          const Vec16 w = load16(bk + n);
-          acc += w * where_pos(w, load16(g1 + n), load16(g2 + n));
-        }
+        for (; n + 16 <= N; n += 16) acc += md.vjp(load16(bk + n), load16(g1 + n), load16(g2 + n));
         float s = hsum(acc);
-        for (; n < N; ++n) s += bk[n] * (bk[n] > 0.f ? g1[n] : g2[n]);
+        for (; n < N; ++n) s += md.vjp(bk[n], g1[n], g2[n]);
         out[k] = s;
       }
     });
     return;
   }
-  // op(B)[k, n] = B[n, k]: rows of B added onto out, each entry scaled by g1 or g2 by its sign.
+  // op(B)[k, n] = B[n, k]: rows of B added onto out, modified and scaled by g1 and g2.
   split_outputs(K, N, [&](int64_t k0, int64_t k1) {
     rows_in_column_blocks(
         k0, k1, N, int64_t{64} << 10, [&](int64_t c0, int64_t c1) { std::fill(out + c0, out + c1, 0.f); },
@@ -300,13 +320,28 @@ void gemv_sign_split_vjp(bool trans_b, int64_t N, int64_t K, const float* g1, co
           const float* bn = B + n * ldb;
           const Vec16 v1 = splat16(s1), v2 = splat16(s2);
           int64_t k = c0;
-          for (; k + 16 <= c1; k += 16) {
-            const Vec16 w = load16(bn + k);
-            store16(out + k, load16(out + k) + w * where_pos(w, v1, v2));
-          }
-          for (; k < c1; ++k) out[k] += bn[k] * (bn[k] > 0.f ? s1 : s2);
+          for (; k + 16 <= c1; k += 16) store16(out + k, load16(out + k) + md.vjp(load16(bn + k), v1, v2));
+          for (; k < c1; ++k) out[k] += md.vjp(bn[k], s1, s2);
         });
   });
+}
+
+}  // namespace
+
+void gemv_sign_split(bool trans_b, int64_t N, int64_t K, const float* a, const float* B, int64_t ldb, float* pos,
+                     float* neg, const SignSplitMod& mod) {
+  if (mod.gamma)
+    gemv_split(GammaMods{mod.g}, trans_b, N, K, a, B, ldb, pos, neg);
+  else
+    gemv_split(AlphaBetaMods{}, trans_b, N, K, a, B, ldb, pos, neg);
+}
+
+void gemv_sign_split_vjp(bool trans_b, int64_t N, int64_t K, const float* g1, const float* g2, const float* B,
+                         int64_t ldb, float* out, const SignSplitMod& mod) {
+  if (mod.gamma)
+    gemv_split_vjp(GammaMods{mod.g}, trans_b, N, K, g1, g2, B, ldb, out);
+  else
+    gemv_split_vjp(AlphaBetaMods{}, trans_b, N, K, g1, g2, B, ldb, out);
 }
 
 void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,

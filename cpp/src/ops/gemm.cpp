@@ -84,8 +84,8 @@ class Gemm final : public Op {
 
   // One row (a dense layer at batch 1) with a bias that is one value per output or none: the
   // sign-split products in one pass over B (kernels::gemv_sign_split).
-  bool forward_sign_split(const std::vector<const Tensor*>& in, Tensor& pos, Tensor& neg,
-                          ExecContext& ctx) const override {
+  bool forward_sign_split(const std::vector<const Tensor*>& in, Tensor& pos, Tensor& neg, ExecContext& ctx,
+                          const kernels::SignSplitMod& mod) const override {
     int64_t N = 0, K = 0;
     const Tensor* c = nullptr;
     if (!one_row_split(in, &N, &K, &c)) return false;
@@ -93,20 +93,24 @@ class Gemm final : public Op {
     neg = ctx.alloc(DType::Float32, {1, N});
     float* pp = pos.f32();
     float* pn = neg.f32();
-    kernels::gemv_sign_split(trans_b_, N, K, in[0]->f32(), in[1]->f32(), in[1]->dim(1), pp, pn);
+    kernels::gemv_sign_split(trans_b_, N, K, in[0]->f32(), in[1]->f32(), in[1]->dim(1), pp, pn, mod);
     const float* pc = c ? c->f32() : nullptr;
     const bool per_output = c && c->numel() == N && N != 1;
-    // As the op on (x; W+, C+) and (x; W-, C-): alpha * product + beta * C±.
+    // As the op on (x; W1, C1) and (x; W2, C2): alpha * product + beta * C1 or C2, the bias
+    // modified as the weight (rules/lrp.cpp: PosPart / NegPart, GammaMod).
+    const float g = mod.g;
+    auto c1 = [&](float v) { return mod.gamma ? v + g * (v > 0.f ? v : 0.f) : std::max(v, 0.f); };
+    auto c2 = [&](float v) { return mod.gamma ? v + g * (v < 0.f ? v : 0.f) : std::min(v, 0.f); };
     for (int64_t n = 0; n < N; ++n) {
       const float cv = pc ? pc[per_output ? n : 0] : 0.f;
-      pp[n] = alpha_ * pp[n] + (pc ? beta_ * std::max(cv, 0.f) : 0.f);
-      pn[n] = alpha_ * pn[n] + (pc ? beta_ * std::min(cv, 0.f) : 0.f);
+      pp[n] = alpha_ * pp[n] + (pc ? beta_ * c1(cv) : 0.f);
+      pn[n] = alpha_ * pn[n] + (pc ? beta_ * c2(cv) : 0.f);
     }
     return true;
   }
 
   bool vjp_sign_split(const std::vector<const Tensor*>& in, const Tensor& g1, const Tensor& g2, Tensor& gx,
-                      ExecContext& ctx) const override {
+                      ExecContext& ctx, const kernels::SignSplitMod& mod) const override {
     int64_t N = 0, K = 0;
     const Tensor* c = nullptr;
     if (!one_row_split(in, &N, &K, &c)) return false;
@@ -116,7 +120,7 @@ class Gemm final : public Op {
                  " do not match the output shape " + shape_str({1, N}));
     gx = ctx.alloc(DType::Float32, {1, K});
     float* pg = gx.f32();
-    kernels::gemv_sign_split_vjp(trans_b_, N, K, g1.f32(), g2.f32(), in[1]->f32(), in[1]->dim(1), pg);
+    kernels::gemv_sign_split_vjp(trans_b_, N, K, g1.f32(), g2.f32(), in[1]->f32(), in[1]->dim(1), pg, mod);
     if (alpha_ != 1.f)
       for (int64_t k = 0; k < K; ++k) pg[k] *= alpha_;
     return true;

@@ -11,6 +11,7 @@
 #include "ir/attributes.hpp"
 #include "ir/graph.hpp"
 #include "ir/tensor.hpp"
+#include "kernels/gemm.hpp"
 #include "kernels/scratch.hpp"
 #include "onnxplain/errors.hpp"
 
@@ -201,20 +202,22 @@ class Op {
   /// gives the outputs concatenated along axis 1 (a convolution with more output channels), so
   /// two modified forwards can share one pass over the input (im2col, Winograd transform).
   virtual bool stacks_on_channels() const { return false; }
-  /// Linear ops: pos = op(x; W+, b+) and neg = op(x; W-, b-) (W+ = max(W, 0), W- = min(W, 0),
-  /// the bias likewise) from one read of the weight, where the op has such a kernel for these
-  /// inputs (`in` as for forward); false, writing nothing, elsewhere. A dense layer on one row is
-  /// bound by reading its weight, and the two modified forwards read it twice.
-  virtual bool forward_sign_split(const std::vector<const Tensor*>& in, Tensor& pos, Tensor& neg,
-                                  ExecContext& ctx) const {
-    (void)in, (void)pos, (void)neg, (void)ctx;
+  /// Linear ops: pos = op(x; W1, b1) and neg = op(x; W2, b2) from one read of the weight, with
+  /// (W1, W2) = (W+, W-) (max(W, 0), min(W, 0)), or with mod.gamma (W + gW+, W + gW-), the bias
+  /// likewise, where the op has such a kernel for these inputs (`in` as for forward); false,
+  /// writing nothing, elsewhere. A dense layer on one row is bound by reading its weight, and
+  /// the two modified forwards read it twice.
+  virtual bool forward_sign_split(const std::vector<const Tensor*>& in, Tensor& pos, Tensor& neg, ExecContext& ctx,
+                                  const kernels::SignSplitMod& mod) const {
+    (void)in, (void)pos, (void)neg, (void)ctx, (void)mod;
     return false;
   }
-  /// Linear ops: gx = VJP_{W+}(g1) + VJP_{W-}(g2) with respect to the data input, from one read
-  /// of the weight, where forward_sign_split applies; false, writing nothing, elsewhere.
+  /// Linear ops: gx = VJP_{W1}(g1) + VJP_{W2}(g2) with respect to the data input, (W1, W2) as for
+  /// forward_sign_split, from one read of the weight, where forward_sign_split applies; false,
+  /// writing nothing, elsewhere.
   virtual bool vjp_sign_split(const std::vector<const Tensor*>& in, const Tensor& g1, const Tensor& g2, Tensor& gx,
-                              ExecContext& ctx) const {
-    (void)in, (void)g1, (void)g2, (void)gx, (void)ctx;
+                              ExecContext& ctx, const kernels::SignSplitMod& mod) const {
+    (void)in, (void)g1, (void)g2, (void)gx, (void)ctx, (void)mod;
     return false;
   }
 

@@ -63,14 +63,15 @@ class LinearNode {
   /// The rule's forward() kept products for this node.
   bool kept_any() const { return v_.kept && !v_.kept->empty(); }
 
-  /// The op's one-pass products op(x; W+, b+) and op(x; W-, b-) on the node's own inputs
-  /// (Op::forward_sign_split); false where the op has no such kernel for them.
-  bool forward_sign_split(Tensor& pos, Tensor& neg, ExecContext& ctx) const {
-    return v_.op->forward_sign_split(v_.in, pos, neg, ctx);
+  /// The op's one-pass products op(x; W1, b1) and op(x; W2, b2) on the node's own inputs, (W1, W2)
+  /// = (W+, W-) or γ's pair (Op::forward_sign_split); false where the op has no such kernel.
+  bool forward_sign_split(Tensor& pos, Tensor& neg, ExecContext& ctx, const kernels::SignSplitMod& mod = {}) const {
+    return v_.op->forward_sign_split(v_.in, pos, neg, ctx, mod);
   }
-  /// VJP_{W+}(g1) + VJP_{W-}(g2) in one pass (Op::vjp_sign_split); false where not offered.
-  bool vjp_sign_split(const Tensor& g1, const Tensor& g2, Tensor& gx, ExecContext& ctx) const {
-    return v_.op->vjp_sign_split(v_.in, g1, g2, gx, ctx);
+  /// VJP_{W1}(g1) + VJP_{W2}(g2) in one pass (Op::vjp_sign_split); false where not offered.
+  bool vjp_sign_split(const Tensor& g1, const Tensor& g2, Tensor& gx, ExecContext& ctx,
+                      const kernels::SignSplitMod& mod = {}) const {
+    return v_.op->vjp_sign_split(v_.in, g1, g2, gx, ctx, mod);
   }
 
   Tensor forward(const Tensor& x, const Tensor& w, const Tensor* b, ExecContext& ctx) const {

@@ -765,19 +765,21 @@ bool split_forward(const NodeValues& v, const char* rule, F1 f1, F2 f2, ParamCac
   return true;
 }
 
-/// αβ's two products for an input without negative entries, {W+x + b+, W-x + b-}, from the op's
-/// one-pass kernel (Op::forward_sign_split: a dense layer on one row reads its weight once
-/// instead of once per product), kept like split_forward's separate pair. False where the op
-/// offers none (split_forward then runs).
-bool sign_split_forward(const NodeValues& v, const char* rule, std::vector<Tensor>& out, std::vector<Tensor>& keep,
-                        ExecContext& ctx) {
+/// The two products of αβ ({W+x + b+, W-x + b-}) or of γ (mod.gamma: {W^γ+ x + b^γ+,
+/// W^γ- x + b^γ-}) for an input without negative entries, from the op's one-pass kernel
+/// (Op::forward_sign_split: a dense layer on one row reads its weight once instead of once per
+/// product), kept like split_forward's separate pair, the output from them by `combine`. False
+/// where the op offers none (split_forward then runs).
+template <class C>
+bool sign_split_forward(const NodeValues& v, const char* rule, const kernels::SignSplitMod& mod, C combine,
+                        std::vector<Tensor>& out, std::vector<Tensor>& keep, ExecContext& ctx) {
   if (v.op->kind() != OpKind::Linear || v.op->weight_input() < 0 || v.op->stacks_on_channels()) return false;
   LinearNode n(v, rule, false);
   if (!n.x_nonneg()) return false;
   Tensor o1, o2;
-  if (!n.forward_sign_split(o1, o2, ctx)) return false;
+  if (!n.forward_sign_split(o1, o2, ctx, mod)) return false;
   out.resize(std::max<std::size_t>(1, v.node->outputs.size()));
-  out[0] = map2(o1, o2, ctx, [](float p, float q) { return p + q; });
+  out[0] = map2(o1, o2, ctx, combine);
   keep = {o1, o2};
   return true;
 }
@@ -900,7 +902,7 @@ class AlphaBetaRule final : public LinearRule {
       return split_forward(v, name_.c_str(), same, pos_part, cache_, tags, [](float p, float) { return p; }, true,
                            true, out, keep, ctx);
     }
-    if (sign_split_forward(v, name_.c_str(), out, keep, ctx)) return true;
+    if (sign_split_forward(v, name_.c_str(), {}, [](float p, float q) { return p + q; }, out, keep, ctx)) return true;
     int tags[3] = {1, 2, 3};
     return split_forward(v, name_.c_str(), pos_part, neg_part, cache_, tags, [](float p, float q) { return p + q; },
                          false, false, out, keep, ctx);
@@ -1025,6 +1027,7 @@ class GammaRule final : public LinearRule {
   bool has_forward() const override { return true; }
   bool forward(const NodeValues& v, std::vector<Tensor>& out, std::vector<Tensor>& keep,
                ExecContext& ctx) const override {
+    if (sign_split_forward(v, "gamma", kernels::SignSplitMod{true, gamma_}, combine(), out, keep, ctx)) return true;
     int tags[3] = {1, 2, 3};
     return split_forward(v, "gamma", up(), down(), cache_, tags, combine(), false, false, out, keep, ctx);
   }
@@ -1059,8 +1062,10 @@ class GammaRule final : public LinearRule {
           },
           ctx);
     }
-    if (kept_pair(n) && NeuronBlocks::applies(n)) {
-      // x- = 0, a large dense weight: both VJPs block by block, no modified copy kept.
+    if (kept_pair(n)) {
+      // x- = 0: both VJPs in one pass over the weight where the op has the kernel (a dense layer
+      // on one row), else block by block for a large dense weight, no modified copy kept; other
+      // layers go on below (the masked cotangents are small there).
       const float eps = stab_;
       Tensor s1 = ctx.alloc(DType::Float32, r.shape()), s2 = ctx.alloc(DType::Float32, r.shape());
       {
@@ -1077,7 +1082,9 @@ class GammaRule final : public LinearRule {
           }
         });
       }
-      return times(n.x(), blocked_pair_vjp(n, up(), down(), s1, s2, ctx), ctx);
+      Tensor g;
+      if (n.vjp_sign_split(s1, s2, g, ctx, kernels::SignSplitMod{true, gamma_})) return times(n.x(), std::move(g), ctx);
+      if (NeuronBlocks::applies(n)) return times(n.x(), blocked_pair_vjp(n, up(), down(), s1, s2, ctx), ctx);
     }
     const SignSplit xs = split(n, ctx);
     if (n.stacks() && !n.kept_any()) {
