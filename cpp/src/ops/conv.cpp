@@ -6,7 +6,6 @@
 // Kind: Linear, weight input 1, bias input 2 (LRP rules run it with modified weights/inputs).
 // VJP: dX = col2im(W^T dY); dW and dB too when W/B are graph inputs (need[1], need[2]).
 #include "kernels/conv.hpp"
-#include "kernels/parallel.hpp"
 #include "kernels/small_conv.hpp"
 #include "kernels/winograd.hpp"
 #include "ops/derived_cache.hpp"

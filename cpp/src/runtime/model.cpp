@@ -77,18 +77,20 @@ void Model::plan() {
     for (int in : graph_.nodes[i].inputs)
       if (in >= 0) last_use_[static_cast<std::size_t>(in)] = static_cast<int>(i);
   for (int o : graph_.outputs) last_use_[static_cast<std::size_t>(o)] = static_cast<int>(graph_.nodes.size());
-  // A rectifier whose only input is the output of the node just before it, read by nothing else
-  // (not a graph output either): that node can write the rectified values itself.
+  // Whether node j is a rectifier whose only input is float value v, read by nothing after it
+  // (not a graph output either): the node that makes v can write the rectified values itself.
+  auto rectifies_alone = [&](std::size_t j, int v) {
+    if (j >= graph_.nodes.size() || v < 0) return false;
+    const Node& r = graph_.nodes[j];
+    const auto u = static_cast<std::size_t>(v);
+    return r.op && r.op->rectifier() && r.inputs.size() == 1 && r.inputs[0] == v && r.outputs.size() == 1 &&
+           r.outputs[0] >= 0 && last_use_[u] == static_cast<int>(j) && graph_.values[u].info.dtype == DType::Float32;
+  };
   fuse_next_.assign(graph_.nodes.size(), 0);
   for (std::size_t i = 0; i + 1 < graph_.nodes.size(); ++i) {
     const Node& n = graph_.nodes[i];
-    const Node& r = graph_.nodes[i + 1];
-    if (!n.op || !r.op || !n.op->fuses_rectifier() || !r.op->rectifier()) continue;
-    if (n.outputs.size() != 1 || n.outputs[0] < 0 || r.inputs.size() != 1 || r.inputs[0] != n.outputs[0] ||
-        r.outputs.size() != 1 || r.outputs[0] < 0)
-      continue;
-    const auto o = static_cast<std::size_t>(n.outputs[0]);
-    if (last_use_[o] == static_cast<int>(i + 1) && graph_.values[o].info.dtype == DType::Float32) fuse_next_[i] = 1;
+    if (n.op && n.op->fuses_rectifier() && n.outputs.size() == 1 && rectifies_alone(i + 1, n.outputs[0]))
+      fuse_next_[i] = 1;
   }
   // A sum of two terms right after a node whose output is one of them and read by nothing else
   // (a ResNet block's last convolution and its shortcut), and the rectifier after that sum when
@@ -108,14 +110,7 @@ void Model::plan() {
         graph_.values[static_cast<std::size_t>(y)].info.dtype != DType::Float32 ||
         graph_.values[static_cast<std::size_t>(a.outputs[0])].info.dtype != DType::Float32)
       continue;
-    FusedAdd f{other, a.inputs[0] == other, false};
-    if (i + 2 < graph_.nodes.size()) {
-      const Node& r = graph_.nodes[i + 2];
-      const auto s = static_cast<std::size_t>(a.outputs[0]);
-      f.relu = r.op && r.op->rectifier() && r.inputs.size() == 1 && r.inputs[0] == a.outputs[0] &&
-               r.outputs.size() == 1 && r.outputs[0] >= 0 && last_use_[s] == static_cast<int>(i + 2);
-    }
-    fuse_add_[i] = f;
+    fuse_add_[i] = FusedAdd{other, a.inputs[0] == other, rectifies_alone(i + 2, a.outputs[0])};
   }
 }
 
@@ -315,8 +310,6 @@ std::vector<Tensor> Model::run(const std::vector<Tensor>& inputs, int threads, s
       ctx.set_relu_epilogue(false);
       ctx.set_residual_epilogue(nullptr);
     } catch (const ShapeError& e) {
-      ctx.set_relu_epilogue(false);
-      ctx.set_residual_epilogue(nullptr);
       std::string m = e.what();
       if (m.rfind("node '", 0) == 0) throw;
       throw ShapeError(Graph::node_context(n) + ": " + m);
