@@ -14,6 +14,12 @@
 // cached their Winograd transforms for the forward and for the VJP, 16 copies of each 3x3 weight
 // (VGG-16: 0.9 GB beside 59 MB of convolution weights). A miss costs a pass over the weight,
 // which is 1-2% of a VGG-16 explanation at batch 8.
+//
+// Data kept past the cap (keep_past_cap: a transform that costs a fifth of its product or more)
+// does not count against it: counted, ResNet-50's four 512-channel 3x3 layers filled the cap on
+// their own (their forward and reverse transforms, 226 MB) and every 256-channel layer's reverse
+// transform was derived afresh on every call, 4 of the 14 ms of each such layer's z+ reverse at
+// batch 8.
 #pragma once
 
 #include <atomic>
@@ -54,22 +60,25 @@ class DerivedCache {
     std::lock_guard<std::mutex> lock(mu_);
     for (auto it = map_.begin(); it != map_.end();) {
       if (it->second.owner.expired() || (it->first == key)) {
-        total() -= it->second.data->size() * sizeof(float);
+        if (!it->second.pinned) total() -= it->second.data->size() * sizeof(float);
         it = map_.erase(it);
       } else {
         ++it;
       }
     }
-    if (!keep_past_cap && total() + bytes > cap()) return d;
-    total() += bytes;
-    map_[key] = Entry{owner, d};
+    if (!keep_past_cap) {
+      if (total() + bytes > cap()) return d;
+      total() += bytes;
+    }
+    map_[key] = Entry{owner, d, keep_past_cap};
     return d;
   }
   ~DerivedCache() {
-    for (const auto& e : map_) total() -= e.second.data->size() * sizeof(float);
+    for (const auto& e : map_)
+      if (!e.second.pinned) total() -= e.second.data->size() * sizeof(float);
   }
 
-  /// Bytes held by all caches together, and their cap.
+  /// Bytes held by all caches together under the cap (past it: not counted), and the cap.
   static std::size_t held() { return total().load(); }
   static std::size_t cap() {
     static const std::size_t c = [] {
@@ -88,6 +97,7 @@ class DerivedCache {
   struct Entry {
     std::weak_ptr<void> owner;
     Data data;
+    bool pinned = false;  // kept past the cap, not counted against it
   };
   template <class F>
   static Data fresh(F& make) {
