@@ -588,7 +588,9 @@ Explanation Explainer::sweep(const std::vector<Tensor>& inputs, const std::vecto
   if (!started.empty()) started[0] = 1;
   const runtime::Model::KeepFilter filter =
       reverse ? runtime::reverse_keep_filter(m, rule_of, &kept, started) : runtime::Model::KeepFilter();
-  std::vector<Tensor> outs = m.run(inputs, threads, reverse ? &values : nullptr, hook, filter);
+  const runtime::Model::KeepQuery read =
+      reverse ? runtime::reverse_read_query(m, rule_of, &kept, started) : runtime::Model::KeepQuery();
+  std::vector<Tensor> outs = m.run(inputs, threads, reverse ? &values : nullptr, hook, filter, read);
   const Tensor& y = outs.at(0);
   if (y.dtype() != DType::Float32 || y.rank() < 1)
     throw InvalidArgument("the first output has shape " + shape_str(y.shape()) + "; explanations need a batch axis");

@@ -9,6 +9,7 @@
 #include <fstream>
 #include <limits>
 #include <sstream>
+#include <stdexcept>
 
 #include "importer/onnx_loader.hpp"
 #include "kernels/gemm.hpp"
@@ -220,7 +221,7 @@ bool Model::in_place(std::size_t i, std::vector<Tensor>& vals, std::vector<Tenso
 }
 
 std::vector<Tensor> Model::run(const std::vector<Tensor>& inputs, int threads, std::vector<Tensor>* keep,
-                               const ForwardHook& hook, const KeepFilter& filter) const {
+                               const ForwardHook& hook, const KeepFilter& filter, const KeepQuery& read) const {
   const Graph& g = graph_;
   // A model exported with a fixed batch B run on k * B samples: k passes, outputs joined on axis 0.
   if (!keep && !hook && inputs.size() == g.inputs.size() && !inputs.empty()) {
@@ -286,6 +287,40 @@ std::vector<Tensor> Model::run(const std::vector<Tensor>& inputs, int threads, s
   std::vector<const Tensor*> ins;
   std::vector<Tensor> outs;
   std::vector<char> later(keep && filter ? g.values.size() : 0, 0);  // read by the reverse pass
+  // Kept for a reverse pass, node i may still write its rectifier's output itself when the reverse
+  // reads the unrectified value nowhere (ResNet-50's z+ rule reads a convolution's input, not its
+  // output): read() is asked on the outputs' shapes, which infer() gives before the node runs.
+  auto keep_fusable = [&](std::size_t i) {
+    const Node& n = g.nodes[i];
+    std::vector<ValueInfo> in_info;
+    for (const Tensor* t : ins) in_info.push_back(t && t->raw() ? ValueInfo::of(*t) : ValueInfo());
+    const std::vector<ValueInfo> out_info = n.op->infer(in_info);
+    if (out_info.empty() || !out_info[0].has_rank || out_info[0].dtype != DType::Float32) return false;
+    for (int64_t d : out_info[0].shape)
+      if (d < 0) return false;
+    const auto y = static_cast<std::size_t>(n.outputs[0]);
+    const auto r = static_cast<std::size_t>(g.nodes[i + 1].outputs[0]);
+    vals[y] = Tensor(DType::Float32, out_info[0].shape, nullptr, nullptr);
+    vals[r] = vals[y];
+    const bool unread = !read(i, n.outputs[0], vals);
+    vals[y] = Tensor();
+    vals[r] = Tensor();
+    return unread;
+  };
+  // Kept for a reverse pass: only what it reads outlives the forward's last use (the rest keeps
+  // its shape, which the sweep checks and zero-fills by).
+  auto keep_only_read = [&](std::size_t i) {
+    const Node& n = g.nodes[i];
+    filter(i, vals, later);
+    auto drop = [&](int v) {
+      const auto u = static_cast<std::size_t>(v);
+      if (v >= 0 && !later[u] && !g.values[u].is_constant && vals[u].raw()) vals[u] = freed_value(vals[u]);
+    };
+    for (int in : n.inputs)
+      if (in >= 0 && last_use_[static_cast<std::size_t>(in)] == static_cast<int>(i)) drop(in);
+    for (int o : n.outputs)
+      if (o >= 0 && last_use_[static_cast<std::size_t>(o)] < 0) drop(o);  // read by no node
+  };
   SweepProfile prof("forward");
   for (std::size_t i = 0; i < g.nodes.size(); ++i) {
     const Node& n = g.nodes[i];
@@ -297,6 +332,7 @@ std::vector<Tensor> Model::run(const std::vector<Tensor>& inputs, int threads, s
     const FusedAdd& fa = fuse_add_[i];
     const bool try_add = plain && fa.other >= 0 && vals[static_cast<std::size_t>(fa.other)].raw();
     bool fuse = plain && fuse_next_[i];
+    bool kept_fused = false;
     bool added = false;
     try {
       if (try_add) {
@@ -305,7 +341,13 @@ std::vector<Tensor> Model::run(const std::vector<Tensor>& inputs, int threads, s
       } else {
         ctx.set_relu_epilogue(fuse);
       }
-      if (!(hook && hook(i, ins, outs, ctx)) && !(!keep && in_place(i, vals, outs, ctx))) n.op->forward(ins, outs, ctx);
+      if (!(hook && hook(i, ins, outs, ctx))) {
+        if (keep && filter && read && fuse_next_[i] && keep_fusable(i)) {
+          kept_fused = true;
+          ctx.set_relu_epilogue(true);
+        }
+        if (!(!keep && in_place(i, vals, outs, ctx))) n.op->forward(ins, outs, ctx);
+      }
       added = try_add && ctx.residual_done();
       ctx.set_relu_epilogue(false);
       ctx.set_residual_epilogue(nullptr);
@@ -324,18 +366,21 @@ std::vector<Tensor> Model::run(const std::vector<Tensor>& inputs, int threads, s
             !g.values[static_cast<std::size_t>(in)].is_constant)
           vals[static_cast<std::size_t>(in)] = Tensor();
     } else if (filter) {
-      // Kept for a reverse pass: only what it reads outlives the forward's last use (the rest
-      // keeps its shape, which the sweep checks and zero-fills by).
-      filter(i, vals, later);
-      auto drop = [&](int v) {
-        const auto u = static_cast<std::size_t>(v);
-        if (v >= 0 && !later[u] && !g.values[u].is_constant && vals[u].raw())
-          vals[u] = freed_value(vals[u]);
-      };
-      for (int in : n.inputs)
-        if (in >= 0 && last_use_[static_cast<std::size_t>(in)] == static_cast<int>(i)) drop(in);
-      for (int o : n.outputs)
-        if (o >= 0 && last_use_[static_cast<std::size_t>(o)] < 0) drop(o);  // read by no node
+      keep_only_read(i);
+    }
+    if (kept_fused) {
+      // The rectifier after this node, done: its output is this node's, and this node's output
+      // keeps its shape only (the reverse reads neither's data but the rectified one's).
+      const auto y = static_cast<std::size_t>(n.outputs[0]);
+      const auto r = static_cast<std::size_t>(g.nodes[i + 1].outputs[0]);
+      vals[r] = std::move(vals[y]);
+      vals[y] = freed_value(vals[r]);
+      ++i;
+      keep_only_read(i);
+      if (later[y])
+        throw std::logic_error("internal: node '" + n.name + "' wrote its rectifier's output for a reverse pass "
+                               "that reads the unrectified values");
+      continue;
     }
     if (added) {
       // The sum after this node (and the rectifier after that), done as written: their output

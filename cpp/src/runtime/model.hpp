@@ -54,8 +54,15 @@ class Model {
   /// values a reverse pass will read; a value never so marked loses its data (keeps its shape)
   /// after its last forward use, as without `keep`. No filter: every value is kept whole.
   using KeepFilter = std::function<void(std::size_t, const std::vector<Tensor>&, std::vector<char>&)>;
+  /// With `keep` and `filter`: `read(i, v, values)` says whether a reverse pass reads the data of
+  /// value v, node i's output that only the rectifier after it (node i + 1) reads; `values` holds
+  /// v and that rectifier's output with their shapes only. Asked before node i runs (after a hook
+  /// declined it): where the answer is no, node i writes the rectified values itself, as without
+  /// `keep`, and v keeps its shape only.
+  using KeepQuery = std::function<bool(std::size_t, int, const std::vector<Tensor>&)>;
   std::vector<Tensor> run(const std::vector<Tensor>& inputs, int threads, std::vector<Tensor>* keep = nullptr,
-                          const ForwardHook& hook = nullptr, const KeepFilter& filter = nullptr) const;
+                          const ForwardHook& hook = nullptr, const KeepFilter& filter = nullptr,
+                          const KeepQuery& read = nullptr) const;
 
   /// The batch size every graph input fixes on its axis 0 (the Model Zoo's files fix it at 1,
   /// often with Reshape shapes that repeat it), or 0 when the batch is free. run() without keep

@@ -136,6 +136,26 @@ Model::KeepFilter reverse_keep_filter(const Model& m, const RuleOf& rule_of,
   };
 }
 
+Model::KeepQuery reverse_read_query(const Model& m, const RuleOf& rule_of,
+                                    const std::vector<std::vector<Tensor>>* kept, const std::vector<char>& started) {
+  const Graph* g = &m.graph();
+  auto runs = std::make_shared<const std::vector<char>>(running_nodes(*g, active_values(*g), started));
+  auto nonneg = std::make_shared<const std::vector<char>>(nonneg_values(*g));
+  return [g, rule_of, kept, runs, nonneg](std::size_t i, int v, const std::vector<Tensor>& values) {
+    bool read = false;
+    for (std::size_t j = i; j <= i + 1 && j < g->nodes.size() && !read; ++j) {
+      if (!(*runs)[j]) continue;
+      const rules::Rule& rule = rule_of(j);
+      if (j > i && rule.has_forward()) return true;
+      std::vector<const Tensor*> ins;
+      rules::NodeValues nv;
+      node_view(*g, j, values, *nonneg, kept, ins, &nv);
+      rule_reads(*g, j, rule, nv, [&](std::size_t u) { read = read || u == static_cast<std::size_t>(v); });
+    }
+    return read;
+  };
+}
+
 std::vector<Tensor> reverse_sweep(const Model& m, const std::vector<Tensor>& values, const std::vector<Tensor>& start,
                                   const RuleOf& rule_of, int threads, const std::vector<std::vector<Tensor>>* kept) {
   std::vector<Tensor> own = values;  // shares the storage: freeing entries of the copy frees nothing of theirs

@@ -35,6 +35,13 @@ std::vector<Tensor> reverse_sweep(const Model& m, const std::vector<Tensor>& val
 Model::KeepFilter reverse_keep_filter(const Model& m, const RuleOf& rule_of,
                                       const std::vector<std::vector<Tensor>>* kept, const std::vector<char>& started);
 
+/// The Model::run keep query that goes with that filter: whether the sweep reads the data of
+/// value v, node i's output read only by node i + 1, through the rule of node i or of node i + 1
+/// (Rule::reads on the shapes given; with what node i's forward kept; yes where node i + 1's rule
+/// has a forward of its own, which a fused node would skip).
+Model::KeepQuery reverse_read_query(const Model& m, const RuleOf& rule_of,
+                                    const std::vector<std::vector<Tensor>>* kept, const std::vector<char>& started);
+
 /// Per value: written by a rectifier (Op::rectifier()), or by an op that keeps non-negativity
 /// (Op::keeps_nonneg()) from float inputs that all have the flag: no entry is negative.
 std::vector<char> nonneg_values(const Graph& g);
