@@ -2,12 +2,13 @@
 still writes max(y, 0) itself and the Relu node is skipped where the reverse reads the unrectified
 values nowhere (runtime/model.cpp, Model::KeepQuery; runtime/reverse.cpp, reverse_read_query).
 z+ beyond batch 1 (Zennit's EpsilonPlusFlat, Deep Taylor) reads a convolution's input, not its
-output, and LRP's pass rule on the Relu reads nothing. Where a rule reads the output (epsilon's
+output, and LRP's pass rule on the Relu reads nothing. A residual sum's Relu is fused into the sum
+(Add and Sub write max(a +- b, 0)) where the sum's rule takes y from the two terms it reads anyway. Where a rule reads the output (epsilon's
 denominator, the gradient's Relu mask) or computes it itself (z+ at batch 1, alpha-beta), the Relu
 runs.
 
-Checked in a subprocess bit for bit against the same graph with every convolution output also a
-graph output, which keeps every Relu node (an explanation starts on output 0 only, so its numbers
+Checked in a subprocess bit for bit against the same graph with every convolution and sum output
+also a graph output, which keeps every Relu node (an explanation starts on output 0 only, so its numbers
 must not move), with freed values filled with NaN (ONNXPLAIN_CHECK_FREED=1: a rule reading what
 the fused pass never wrote gives NaN), and with ONNXPLAIN_PROFILE=2 naming the nodes that ran.
 The numbers themselves are Zennit's in tests/rules/test_lrp_vs_zennit.py."""
@@ -60,10 +61,10 @@ def _net() -> nn.Module:
         nn.Conv2d(16, 8, 1), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 12 * 12, 10)).eval()
 
 
-def _with_conv_outputs(model: bytes) -> bytes:
+def _with_unrectified_outputs(model: bytes) -> bytes:
     m = onnx.load_from_string(model)
     for node in m.graph.node:
-        if node.op_type == "Conv":
+        if node.op_type in ("Conv", "Add"):
             m.graph.output.append(helper.make_tensor_value_info(node.output[0], TensorProto.FLOAT, None))
     return m.SerializeToString()
 
@@ -84,20 +85,21 @@ def _relus_run(profile: str) -> int:
     return sum(1 for line in profile.splitlines() if line.split()[:1] == ["Relu"])
 
 
-# method, batch: how many of the five Relus run (the one after the sum always does: it follows no
-# convolution)
+# method, batch, how many of the five Relus run. The one after the residual sum is fused into the
+# sum where the sum's rule takes y from its two terms (Norm, epsilon on a sum: rules/lrp.cpp
+# sum_recomputable), which every LRP rule here does.
 CASES = [
-    ("lrp.epsilon_plus_flat", 3, 1),
-    ("lrp.z_plus", 2, 1),
-    ("deep_taylor", 4, 1),
+    ("lrp.epsilon_plus_flat", 3, 0),
+    ("lrp.z_plus", 2, 0),
+    ("deep_taylor", 4, 0),
     # z+ at batch 1 makes its output from a stacked product; the flat rule on the first convolution
     # reads its input only
-    ("lrp.epsilon_plus_flat", 1, 4),
+    ("lrp.epsilon_plus_flat", 1, 3),
     # its forward makes W+x and W-x and sums them where the input is non-negative; on the first
     # convolution (an input of both signs) the op's forward runs, and the reverse reads x only
-    ("lrp.alpha_2_beta_1", 3, 4),
-    ("lrp.epsilon", 3, 5),  # reads y
-    ("gradient", 3, 5),  # the Relu's VJP reads its input
+    ("lrp.alpha_2_beta_1", 3, 3),
+    ("lrp.epsilon", 3, 4),  # reads y of every convolution
+    ("gradient", 3, 5),  # every Relu's VJP reads its input
 ]
 
 
@@ -107,7 +109,7 @@ def test_kept_fusion_changes_no_number(tmp_path: Path, method: str, batch: int, 
     net = _net()
     model = export(net, torch.zeros(1, 3, 12, 12), dynamo=False)
     got, prof = _explain(tmp_path, model, "fused", method, batch, threads)
-    want, prof_ref = _explain(tmp_path, _with_conv_outputs(model), "separate", method, batch, threads)
+    want, prof_ref = _explain(tmp_path, _with_unrectified_outputs(model), "separate", method, batch, threads)
     assert _relus_run(prof_ref) == 5
     assert _relus_run(prof) == relus
     assert np.all(np.isfinite(got)) and np.abs(got).max() > 0

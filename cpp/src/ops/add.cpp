@@ -13,6 +13,7 @@ class Add final : public BinaryArith<kernels::AddFn> {
  public:
   using BinaryArith::BinaryArith;
   OpKind kind() const override { return OpKind::Sum; }
+  bool fuses_rectifier() const override { return true; }
   float sum_sign(std::size_t) const override { return 1.f; }
 
   void vjp(const std::vector<const Tensor*>& in, const std::vector<const Tensor*>&,

@@ -7,6 +7,7 @@
 
 #include "kernels/broadcast.hpp"
 #include "kernels/elementwise.hpp"
+#include "kernels/parallel.hpp"
 #include "ops/op.hpp"
 
 namespace onnxplain::ops {
@@ -57,7 +58,27 @@ class BinaryArith : public Op {
       fail_shape(kernels::broadcast_error(a.shape(), b.shape()));
     check_operands(a, b, plan);
     out[0] = ctx.alloc(a.dtype(), plan.out_shape);
+    if (!ctx.relu_epilogue() || a.dtype() != DType::Float32) {
+      kernels::broadcast_binary(plan, a, b, out[0], ctx.threads(), Fn{});
+      return;
+    }
+    // Rectified as written (Op::fuses_rectifier, declared by the sums): max(v, 0) as the Relu op
+    // computes it, NaN and -0 kept. Operands of the output's shape in one pass; else a second.
+    float* py = out[0].f32();
+    const auto rect = [](float v) { return v < 0.f ? 0.f : v; };
+    if (a.shape() == plan.out_shape && b.shape() == plan.out_shape) {
+      const float* pa = a.f32();
+      const float* pb = b.f32();
+      kernels::parallel_for(plan.numel, ctx.threads(), [&](int64_t lo, int64_t hi) {
+        const Fn f{};
+        for (int64_t i = lo; i < hi; ++i) py[i] = rect(f(pa[i], pb[i]));
+      });
+      return;
+    }
     kernels::broadcast_binary(plan, a, b, out[0], ctx.threads(), Fn{});
+    kernels::parallel_for(plan.numel, ctx.threads(), [&](int64_t lo, int64_t hi) {
+      for (int64_t i = lo; i < hi; ++i) py[i] = rect(py[i]);
+    });
   }
 
  protected:

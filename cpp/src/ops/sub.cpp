@@ -14,6 +14,7 @@ class Sub final : public BinaryArith<kernels::SubFn> {
  public:
   using BinaryArith::BinaryArith;
   OpKind kind() const override { return OpKind::Sum; }
+  bool fuses_rectifier() const override { return true; }
   float sum_sign(std::size_t input) const override { return input == 0 ? 1.f : input == 1 ? -1.f : 0.f; }
 
   void vjp(const std::vector<const Tensor*>& in, const std::vector<const Tensor*>&,

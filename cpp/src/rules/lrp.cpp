@@ -207,6 +207,20 @@ void reads_inputs_only(const NodeValues& v, std::vector<char>& out) {
   if (v.op->kind() == OpKind::Linear && v.op->weight_input() >= 0) std::fill(out.begin(), out.end(), 0);
 }
 
+/// Whether the proportional rule can take y from the terms instead of reading it: a sum of two
+/// terms x0 + x1 or x0 - x1, both of the output's shape, which give y bit for bit as the op
+/// computed it (one IEEE addition). Then y is not kept for the reverse pass, and a rectifier after
+/// the sum is fused into it in the kept forward too (Model::KeepQuery).
+bool sum_recomputable(const NodeValues& v) {
+  if (v.op->kind() != OpKind::Sum || v.in.size() != 2 || !v.in[0] || !v.in[1] || v.out.empty() || !v.out[0])
+    return false;
+  const Tensor& y = *v.out[0];
+  for (const Tensor* t : v.in)
+    if (t->dtype() != DType::Float32 || t->shape() != y.shape()) return false;
+  return y.dtype() == DType::Float32 && v.op->sum_sign(0) == 1.f &&
+         (v.op->sum_sign(1) == 1.f || v.op->sum_sign(1) == -1.f);
+}
+
 /// R_in_i = x_i ⊙ VJP_i(R / stab(y)) for every needed input: Zennit's Norm, and ε on ops that
 /// have no weight (the same formula with ε as the stabilizer).
 void proportional(const NodeValues& v, const std::vector<const Tensor*>& rout, const std::vector<bool>& need,
@@ -215,6 +229,7 @@ void proportional(const NodeValues& v, const std::vector<const Tensor*>& rout, c
   if (rout.empty() || !rout[0] || v.out.empty() || !v.out[0]) return zero_missing(v, need, rin);
   const Tensor& y = *v.out[0];
   const Tensor& r = *rout[0];
+  const bool recompute = sum_recomputable(v);
   // Terms of a sum with the output's shape: x_i ⊙ (sign_i ⊙ R / stab(y)) in one pass for all of
   // them, the same products as through the VJP below (which copies the cotangent to each).
   std::vector<std::size_t> direct;
@@ -226,6 +241,8 @@ void proportional(const NodeValues& v, const std::vector<const Tensor*>& rout, c
         direct.push_back(i);
         rest[i] = false;
       }
+  if (recompute && direct.empty() && r.shape() == y.shape())
+    return zero_missing(v, need, rin);  // y is not kept: nothing may read it
   if (!direct.empty()) {
     std::vector<const float*> xs;
     std::vector<float*> outs;
@@ -237,14 +254,23 @@ void proportional(const NodeValues& v, const std::vector<const Tensor*>& rout, c
       signs.push_back(v.op->sum_sign(i));
     }
     const float* pr = r.f32();
-    const float* py = y.f32();
+    const float* py = recompute ? nullptr : y.f32();
+    const float* x0 = recompute ? v.in[0]->f32() : nullptr;
+    const float* x1 = recompute ? v.in[1]->f32() : nullptr;
+    const bool minus = recompute && v.op->sum_sign(1) < 0.f;
     constexpr int64_t kBlock = 1024;
     const int64_t n = y.numel(), blocks = (n + kBlock - 1) / kBlock;
     kernels::parallel_for(blocks, ctx.threads(), [&](int64_t b0, int64_t b1) {
       float sb[kBlock];
       for (int64_t b = b0; b < b1; ++b) {
         const int64_t e0 = b * kBlock, len = std::min(kBlock, n - e0);
-        for (int64_t e = 0; e < len; ++e) sb[e] = pr[e0 + e] / stabilize(py[e0 + e], eps);
+        if (!recompute) {
+          for (int64_t e = 0; e < len; ++e) sb[e] = pr[e0 + e] / stabilize(py[e0 + e], eps);
+        } else if (minus) {
+          for (int64_t e = 0; e < len; ++e) sb[e] = pr[e0 + e] / stabilize(x0[e0 + e] - x1[e0 + e], eps);
+        } else {
+          for (int64_t e = 0; e < len; ++e) sb[e] = pr[e0 + e] / stabilize(x0[e0 + e] + x1[e0 + e], eps);
+        }
         for (std::size_t k = 0; k < xs.size(); ++k) {
           const float* px = xs[k] + e0;
           float* po = outs[k] + e0;
@@ -279,6 +305,10 @@ class EpsilonRule final : public LinearRule {
  public:
   explicit EpsilonRule(float eps) : eps_(eps) {}
   std::string name() const override { return eps_ == 0.f ? "z" : "epsilon"; }
+  void reads(const NodeValues& v, std::vector<char>& in, std::vector<char>& out) const override {
+    (void)in;
+    if (sum_recomputable(v)) out[0] = 0;
+  }
   void backward(const NodeValues& v, const std::vector<const Tensor*>& rout, const std::vector<bool>& need,
                 std::vector<Tensor>& rin, ExecContext& ctx) const override {
     // On an op without a weight, Zennit's Epsilon (NoMod) is the proportional rule.
@@ -1386,6 +1416,10 @@ class NormRule final : public Rule {
  public:
   explicit NormRule(float stab) : stab_(stab) {}
   std::string name() const override { return "norm"; }
+  void reads(const NodeValues& v, std::vector<char>& in, std::vector<char>& out) const override {
+    (void)in;
+    if (sum_recomputable(v)) out[0] = 0;
+  }
   void backward(const NodeValues& v, const std::vector<const Tensor*>& rout, const std::vector<bool>& need,
                 std::vector<Tensor>& rin, ExecContext& ctx) const override {
     proportional(v, rout, need, rin, stab_, ctx);
