@@ -3,15 +3,15 @@ still writes max(y, 0) itself and the Relu node is skipped where the reverse rea
 values nowhere (runtime/model.cpp, Model::KeepQuery; runtime/reverse.cpp, reverse_read_query).
 z+ beyond batch 1 (Zennit's EpsilonPlusFlat, Deep Taylor) reads a convolution's input, not its
 output, and LRP's pass rule on the Relu reads nothing. A residual sum's Relu is fused into the sum
-(Add and Sub write max(a +- b, 0)) where the sum's rule takes y from the two terms it reads anyway. Where a rule reads the output (epsilon's
-denominator, the gradient's Relu mask) or computes it itself (z+ at batch 1, alpha-beta), the Relu
-runs.
+(Add and Sub write max(a +- b, 0)) where the sum's rule takes y from the two terms it reads
+anyway. Where a rule reads the output (epsilon's denominator, the gradient's Relu mask) or
+computes it itself (z+ at batch 1, alpha-beta), the Relu runs.
 
 Checked in a subprocess bit for bit against the same graph with every convolution and sum output
-also a graph output, which keeps every Relu node (an explanation starts on output 0 only, so its numbers
-must not move), with freed values filled with NaN (ONNXPLAIN_CHECK_FREED=1: a rule reading what
-the fused pass never wrote gives NaN), and with ONNXPLAIN_PROFILE=2 naming the nodes that ran.
-The numbers themselves are Zennit's in tests/rules/test_lrp_vs_zennit.py."""
+also a graph output, which keeps every Relu node (an explanation starts on output 0 only, so its
+numbers must not move), with freed values filled with NaN (ONNXPLAIN_CHECK_FREED=1: a rule reading
+what the fused pass never wrote gives NaN), and with ONNXPLAIN_PROFILE=2 naming the nodes that
+ran. The numbers themselves are Zennit's in tests/rules/test_lrp_vs_zennit.py."""
 
 from __future__ import annotations
 
