@@ -954,7 +954,9 @@ class AlphaBetaRule final : public LinearRule {
         StackedParams<Same, PosPart> sp(n, same, pos_part, ctx, &cache_, 4);
         const Tensor wp = sp.w().view(n.w().shape(), n.w().numel());
         const Tensor bp = n.b() ? sp.b()->view(n.b()->shape(), n.b()->numel()) : Tensor();
-        const Tensor g = n.vjp(n.x(), wp, n.b() ? &bp : nullptr, s1, s1, ctx);
+        Tensor g = n.vjp(n.x(), wp, n.b() ? &bp : nullptr, s1, s1, ctx);
+        s1 = Tensor();
+        if (a == 1.f) return times(n.x(), std::move(g), ctx);  // into g's own storage where it can
         return map2(n.x(), g, ctx, [a](float x, float c) { return a * (x * c); });
       }
       // x- = 0: R_in = x ⊙ (VJP_{W+}(α R / stab(W+x + b+)) + VJP_{W-}(−β R / stab(W-x + b-))).
