@@ -369,8 +369,8 @@ std::vector<Tensor> Model::run(const std::vector<Tensor>& inputs, int threads, s
       keep_only_read(i);
     }
     if (kept_fused) {
-      // The rectifier after this node, done: its output is this node's, and this node's output
-      // keeps its shape only (the reverse reads neither's data but the rectified one's).
+      // The rectifier after this node, done: its output is this node's. This node's own output
+      // keeps its shape only: the reverse reads the rectified values, not the unrectified ones.
       const auto y = static_cast<std::size_t>(n.outputs[0]);
       const auto r = static_cast<std::size_t>(g.nodes[i + 1].outputs[0]);
       vals[r] = std::move(vals[y]);
