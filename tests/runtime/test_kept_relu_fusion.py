@@ -4,8 +4,10 @@ values nowhere (runtime/model.cpp, Model::KeepQuery; runtime/reverse.cpp, revers
 z+ beyond batch 1 (Zennit's EpsilonPlusFlat, Deep Taylor) reads a convolution's input, not its
 output, and LRP's pass rule on the Relu reads nothing. A residual sum's Relu is fused into the sum
 (Add and Sub write max(a +- b, 0)) where the sum's rule takes y from the two terms it reads
-anyway. Where a rule reads the output (epsilon's denominator, the gradient's Relu mask) or
-computes it itself (z+ at batch 1, alpha-beta), the Relu runs.
+anyway. The gradient's rule reads what each op's VJP reads (Op::vjp_reads): a Relu's mask comes
+from its output, a convolution's from its weight, so the gradient methods fuse too. Where a rule
+reads the output (epsilon's denominator, Guided BackProp) or computes it itself (z+ at batch 1,
+alpha-beta), the Relu runs.
 
 Checked in a subprocess bit for bit against the same graph with every convolution and sum output
 also a graph output, which keeps every Relu node (an explanation starts on output 0 only, so its
@@ -99,7 +101,10 @@ CASES = [
     # convolution (an input of both signs) the op's forward runs, and the reverse reads x only
     ("lrp.alpha_2_beta_1", 3, 3),
     ("lrp.epsilon", 3, 4),  # reads y of every convolution
-    ("gradient", 3, 5),  # every Relu's VJP reads its input
+    # the Relu's VJP reads its output, a convolution's its weight, a sum's nothing (Op::vjp_reads)
+    ("gradient", 3, 0),
+    ("integrated_gradients", 2, 0),
+    ("guided_backprop", 3, 5),  # its rule reads every value of the Relu
 ]
 
 

@@ -148,6 +148,13 @@ class Op {
   virtual void vjp(const std::vector<const Tensor*>& in, const std::vector<const Tensor*>& out,
                    const std::vector<const Tensor*>& gout, const std::vector<bool>& need, std::vector<Tensor>& gin,
                    ExecContext& ctx) const;
+  /// Which forward values vjp() reads beyond their dtype and shape when the inputs flagged in
+  /// `constant` (graph constants: weights) get no gradient: `in[k]` / `out[k]` arrive set and an
+  /// op clears those its VJP never reads (GradientRule::reads), so that an explanation's forward
+  /// pass need not keep them. By default every value is read.
+  virtual void vjp_reads(const std::vector<char>& constant, std::vector<char>& in, std::vector<char>& out) const {
+    (void)constant, (void)in, (void)out;
+  }
   /// True for the rectifier (Relu), whose backward DeConvNet and Guided BackProp modify.
   virtual bool rectifier() const { return false; }
   /// Whether forward() honours ExecContext::relu_epilogue() (writes max(y, 0) for output 0, as

@@ -1,6 +1,8 @@
 // Relu — https://onnx.ai/onnx/operators/onnx__Relu.html (opset 6, 13, 14).
 // y = max(x, 0). Kind: Activation (LRP passes relevance through; the gradient gates by x > 0,
 // so it is 0 at x == 0 as in torch). The rectifier: DeConvNet/Guided BackProp modify its backward.
+#include <algorithm>
+
 #include "kernels/elementwise.hpp"
 #include "kernels/parallel.hpp"
 #include "ops/op.hpp"
@@ -48,9 +50,10 @@ class Relu final : public Op {
   void vjp(const std::vector<const Tensor*>& in, const std::vector<const Tensor*>& out,
            const std::vector<const Tensor*>& gout, const std::vector<bool>& need, std::vector<Tensor>& gin,
            ExecContext& ctx) const override {
-    (void)out;
     if (!need[0] || kernels::zero_vjp(gout[0], in, need, gin)) return;
-    const Tensor& x = *in[0];
+    // y > 0 exactly where x > 0 (NaN and -0 neither): the output is what the mask is read from
+    // where it is given, so that an explanation need not keep the input (vjp_reads).
+    const Tensor& x = out.size() == 1 && out[0] && out[0]->raw() && out[0]->shape() == in[0]->shape() ? *out[0] : *in[0];
     const Tensor& g = *gout[0];
     if (g.shape() != x.shape())
       fail_shape("cotangent of shape " + shape_str(g.shape()) + " for an output of shape " + shape_str(x.shape()));
@@ -58,6 +61,11 @@ class Relu final : public Op {
     // Gradient 0 at x == 0 (torch's convention) and for NaN.
     kernels::binary_map(x.f32(), g.f32(), gin[0].f32(), x.numel(), ctx.threads(),
                         [](float v, float gv) { return v > 0.f ? gv : 0.f; });
+  }
+
+  void vjp_reads(const std::vector<char>& constant, std::vector<char>& in, std::vector<char>& out) const override {
+    (void)constant;
+    if (out.size() == 1) std::fill(in.begin(), in.end(), 0);
   }
 
   /// DeConvNet and Guided BackProp replace this op's backward.

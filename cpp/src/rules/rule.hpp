@@ -58,6 +58,9 @@ using RulePtr = std::shared_ptr<const Rule>;
 class GradientRule final : public Rule {
  public:
   std::string name() const override { return "gradient"; }
+  void reads(const NodeValues& v, std::vector<char>& in, std::vector<char>& out) const override {
+    v.op->vjp_reads(v.in_constant, in, out);
+  }
   void backward(const NodeValues& v, const std::vector<const Tensor*>& rout, const std::vector<bool>& need,
                 std::vector<Tensor>& rin, ExecContext& ctx) const override {
     v.op->vjp(v.in, v.out, rout, need, rin, ctx);
