@@ -3,7 +3,6 @@
 // checks every VJP starts with. Each op file adds its kind, its functor and its VJP formula.
 #pragma once
 
-#include <algorithm>
 #include <string>
 
 #include "kernels/broadcast.hpp"

@@ -5,8 +5,6 @@
 // auto_pad, dilations, group (depthwise when group == C), kernel_shape (else from w).
 // Kind: Linear, weight input 1, bias input 2 (LRP rules run it with modified weights/inputs).
 // VJP: dX = col2im(W^T dY); dW and dB too when W/B are graph inputs (need[1], need[2]).
-#include <algorithm>
-
 #include "kernels/conv.hpp"
 #include "kernels/small_conv.hpp"
 #include "kernels/winograd.hpp"
@@ -95,10 +93,7 @@ class Conv final : public Op {
   bool fuses_residual() const override { return true; }
   // dX reads W, dW reads X, dB reads neither; nothing reads Y.
   void vjp_reads(const std::vector<char>& constant, std::vector<char>& in, std::vector<char>& out) const override {
-    std::fill(out.begin(), out.end(), 0);
-    if (in.size() > 2) in[2] = 0;
-    if (in.size() > 1 && constant.size() > 1 && constant[1]) in[0] = 0;
-    if (in.size() > 1 && !constant.empty() && constant[0]) in[1] = 0;
+    bilinear_vjp_reads(constant, in, out);
   }
 
   // dX = col2im(W^T dY), dW = dY im2col(X)^T, dB = dY summed over images and positions; W and X

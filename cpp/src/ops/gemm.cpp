@@ -31,10 +31,7 @@ class Gemm final : public Op {
   OpKind kind() const override { return linear_ ? OpKind::Linear : OpKind::Product; }
   // dA reads B, dB reads A, dC neither; nothing reads Y.
   void vjp_reads(const std::vector<char>& constant, std::vector<char>& in, std::vector<char>& out) const override {
-    std::fill(out.begin(), out.end(), 0);
-    if (in.size() > 2) in[2] = 0;
-    if (in.size() > 1 && constant.size() > 1 && constant[1]) in[0] = 0;
-    if (in.size() > 1 && !constant.empty() && constant[0]) in[1] = 0;
+    bilinear_vjp_reads(constant, in, out);
   }
   int weight_input() const override { return linear_ ? 1 : -1; }
   int bias_input() const override { return linear_ && has_c_ ? 2 : -1; }

@@ -3,6 +3,7 @@
 // name an op type, they work through the op's kind.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -154,6 +155,19 @@ class Op {
   /// pass need not keep them. By default every value is read.
   virtual void vjp_reads(const std::vector<char>& constant, std::vector<char>& in, std::vector<char>& out) const {
     (void)constant, (void)in, (void)out;
+  }
+  /// vjp_reads of a product of inputs 0 and 1 plus an optional input 2 (Conv, Gemm): the gradient
+  /// of each factor reads the other one, input 2's reads nothing, and no output is read.
+  static void bilinear_vjp_reads(const std::vector<char>& constant, std::vector<char>& in, std::vector<char>& out) {
+    std::fill(out.begin(), out.end(), 0);
+    if (in.size() > 2) in[2] = 0;
+    if (in.size() > 1 && constant.size() > 1 && constant[1]) in[0] = 0;
+    if (in.size() > 1 && !constant.empty() && constant[0]) in[1] = 0;
+  }
+  /// vjp_reads of an op whose VJP reads shapes only (a sum: the cotangent summed to each shape).
+  static void no_vjp_reads(std::vector<char>& in, std::vector<char>& out) {
+    std::fill(in.begin(), in.end(), 0);
+    std::fill(out.begin(), out.end(), 0);
   }
   /// True for the rectifier (Relu), whose backward DeConvNet and Guided BackProp modify.
   virtual bool rectifier() const { return false; }

@@ -53,7 +53,8 @@ class Relu final : public Op {
     if (!need[0] || kernels::zero_vjp(gout[0], in, need, gin)) return;
     // y > 0 exactly where x > 0 (NaN and -0 neither): the output is what the mask is read from
     // where it is given, so that an explanation need not keep the input (vjp_reads).
-    const Tensor& x = out.size() == 1 && out[0] && out[0]->raw() && out[0]->shape() == in[0]->shape() ? *out[0] : *in[0];
+    const bool from_out = out.size() == 1 && out[0] && out[0]->raw() && out[0]->shape() == in[0]->shape();
+    const Tensor& x = from_out ? *out[0] : *in[0];
     const Tensor& g = *gout[0];
     if (g.shape() != x.shape())
       fail_shape("cotangent of shape " + shape_str(g.shape()) + " for an output of shape " + shape_str(x.shape()));
